@@ -1,0 +1,56 @@
+//! Operations endpoints: liveness, readiness, metrics.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::{AppState, resource};
+use crate::error::{ApiError, ErrorCode};
+
+/// Registers `/healthz`, `/readyz`, `/metrics`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/healthz").route(web::get().to(healthz)))
+        .service(resource("/readyz").route(web::get().to(readyz)))
+        .service(resource("/metrics").route(web::get().to(metrics)));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let backend = state.store.backend();
+    let ping = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
+    match ping {
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({
+            "status": "ready",
+            "checks": { "store": { "ok": true, "backend": backend } },
+        }))),
+        Ok(Err(e)) => Err(not_ready(backend, &e.to_string())),
+        Err(_) => Err(not_ready(backend, "no answer within 2 s")),
+    }
+}
+
+fn not_ready(backend: &str, why: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::StoreUnavailable,
+        format!("store ({backend}) unavailable: {why}"),
+    )
+    .with_retry_after(5)
+    .with_details(
+        json!({ "checks": { "store": { "ok": false, "backend": backend, "error": why } } }),
+    )
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // Queue depth is read at scrape time; a store outage leaves the last values.
+    if let Ok(Ok(depth)) =
+        tokio::time::timeout(Duration::from_secs(2), state.store.queue_depth()).await
+    {
+        crate::metrics::set_queue_depth(&depth);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render())
+}

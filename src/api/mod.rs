@@ -1,0 +1,125 @@
+//! HTTP handlers, thin: parse, call one function, map the result. Each module registers
+//! its routes with `configure`.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, http::header, web};
+use futures::StreamExt;
+
+use crate::{
+    config::Config,
+    error::{ApiError, ErrorCode},
+    ingest::Verifier,
+    store::SharedStore,
+};
+
+pub mod health;
+pub mod webhooks;
+
+/// Everything handlers share.
+pub struct AppState {
+    /// The store.
+    pub store: SharedStore,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Verifier of `/webhooks/echo`, when the echo relay is configured.
+    pub echo: Option<Box<dyn Verifier>>,
+}
+
+impl AppState {
+    /// How long inbound dedupe marks live.
+    pub fn dedupe_ttl(&self) -> Duration {
+        self.config.dedupe_ttl()
+    }
+}
+
+/// Registers every route, the JSON 404 for unknown paths and the error handlers of
+/// actix's own extractors.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .error_handler(|e, _| ApiError::new(ErrorCode::InvalidJson, e.to_string()).into()),
+    )
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::new(ErrorCode::InvalidInput, e.to_string()).into()),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|e, _| ApiError::new(ErrorCode::InvalidInput, e.to_string()).into()),
+    );
+    health::configure(cfg);
+    webhooks::configure(cfg);
+}
+
+/// Answer of unknown routes.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::NotFound,
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+/// Answer of known routes called with another method.
+pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    ))
+}
+
+/// A resource whose other methods answer 405 in the error shape.
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// The request body, read up to the configured limit (413 beyond it).
+pub struct LimitedBody(pub web::Bytes);
+
+impl FromRequest for LimitedBody {
+    type Error = ApiError;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.config.body_limit_bytes)
+            .unwrap_or(1024 * 1024);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let too_large = || {
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("request body exceeds the {limit}-byte limit"),
+                )
+            };
+            if declared.is_some_and(|n| n > limit) {
+                return Err(too_large());
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| {
+                    ApiError::new(ErrorCode::InvalidInput, format!("cannot read body: {e}"))
+                })?;
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(LimitedBody(body.freeze()))
+        })
+    }
+}
+
+/// `202 Accepted` with the ingest report.
+pub fn accepted(report: crate::ingest::IngestReport) -> HttpResponse {
+    HttpResponse::Accepted().json(serde_json::json!({
+        "accepted": report.enqueued,
+        "duplicates": report.duplicates,
+    }))
+}

@@ -1,0 +1,4 @@
+//! DingTalk protocol code: callback crypto and signatures (pure), events, API client.
+
+pub mod crypto;
+pub mod sign;

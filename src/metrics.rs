@@ -1,0 +1,88 @@
+//! Prometheus metrics: one process-wide recorder, rendered by `GET /metrics`.
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::QueueDepth;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder on first use and returns its handle.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("http_request_duration_seconds".into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("job_duration_seconds".into()),
+                        &[0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0],
+                    )
+                });
+            match builder.and_then(|b| b.install_recorder()) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::error!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Counts one served request and its latency.
+pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration) {
+    let labels = [
+        ("route", route.to_string()),
+        ("method", method.to_string()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+}
+
+/// Counts a job outcome (`completed`, `retried`, `dead_lettered`) for its kind.
+pub fn record_job(kind: &str, outcome: &'static str, elapsed: Duration) {
+    let labels = [("kind", kind.to_string()), ("outcome", outcome.to_string())];
+    metrics::counter!("jobs_total", &labels).increment(1);
+    match outcome {
+        "retried" => {
+            metrics::counter!("jobs_retried_total", "kind" => kind.to_string()).increment(1)
+        }
+        "dead_lettered" => {
+            metrics::counter!("jobs_dead_lettered_total", "kind" => kind.to_string()).increment(1)
+        }
+        _ => {}
+    }
+    metrics::histogram!("job_duration_seconds", "kind" => kind.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
+/// Counts inbound events by source and result (`enqueued`, `duplicate`, `rejected`).
+pub fn record_ingest(source: &str, result: &'static str, n: usize) {
+    metrics::counter!("ingest_events_total", "source" => source.to_string(), "result" => result)
+        .increment(n as u64);
+}
+
+/// Publishes the queue counts as gauges (called at scrape time).
+pub fn set_queue_depth(depth: &QueueDepth) {
+    for (state, v) in [
+        ("ready", depth.ready),
+        ("delayed", depth.delayed),
+        ("in_flight", depth.in_flight),
+        ("dead", depth.dead),
+    ] {
+        metrics::gauge!("queue_depth", "state" => state).set(v as f64);
+    }
+}
+
+/// Prometheus text exposition of everything recorded.
+pub fn render() -> String {
+    handle().map(|h| h.render()).unwrap_or_default()
+}

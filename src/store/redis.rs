@@ -1,0 +1,628 @@
+//! Redis store: Streams with a consumer group for the queue (XADD / XREADGROUP / XACK,
+//! XAUTOCLAIM for jobs of crashed instances), a sorted set for delayed retries, Lua
+//! scripts wherever two writes must happen as one. Connections reconnect by themselves.
+
+use std::time::Duration;
+
+use ::redis::{
+    AsyncCommands, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    streams::{StreamId, StreamReadOptions, StreamReadReply},
+};
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
+
+use super::*;
+
+const GROUP: &str = "workers";
+const DEAD_CAP: usize = 10_000;
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Store on a Redis server (or a managed Redis).
+pub struct RedisStore {
+    client: ::redis::Client,
+    prefix: String,
+    audit_cap: u64,
+    /// Short commands; pipelined by the manager.
+    conn: OnceCell<ConnectionManager>,
+    /// Blocking reads get their own connection so they never hold up other commands.
+    blocking: OnceCell<ConnectionManager>,
+}
+
+fn unavailable(e: ::redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Prepares a store for `url`; connecting is attempted now and again on every use
+    /// until it succeeds, so the service can start while Redis is still down.
+    pub async fn connect(url: &str, prefix: &str, audit_cap: u64) -> StoreResult<Self> {
+        let client = ::redis::Client::open(url).map_err(unavailable)?;
+        let store = Self {
+            client,
+            prefix: prefix.to_string(),
+            audit_cap: audit_cap.max(1),
+            conn: OnceCell::new(),
+            blocking: OnceCell::new(),
+        };
+        if let Err(e) = store.conn().await {
+            tracing::warn!(error = %e, "redis not reachable yet; will keep trying");
+        }
+        Ok(store)
+    }
+
+    async fn manager(&self, response_timeout: Duration) -> StoreResult<ConnectionManager> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(COMMAND_TIMEOUT)
+            .set_response_timeout(response_timeout)
+            .set_number_of_retries(2)
+            .set_max_delay(2_000);
+        ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn conn(&self) -> StoreResult<ConnectionManager> {
+        self.conn
+            .get_or_try_init(|| self.manager(COMMAND_TIMEOUT))
+            .await
+            .cloned()
+    }
+
+    async fn blocking_conn(&self) -> StoreResult<ConnectionManager> {
+        // Blocking reads wait at most one second (see fetch), plus the usual margin.
+        self.blocking
+            .get_or_try_init(|| self.manager(COMMAND_TIMEOUT + Duration::from_secs(1)))
+            .await
+            .cloned()
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    fn queue(&self) -> String {
+        self.key("queue")
+    }
+
+    fn delayed(&self) -> String {
+        self.key("queue:delayed")
+    }
+
+    fn dead(&self) -> String {
+        self.key("queue:dead")
+    }
+
+    fn map_key(&self, ns: &str, side: Side, id: &str) -> String {
+        match side {
+            Side::Left => self.key(&format!("map:{ns}:l:{id}")),
+            Side::Right => self.key(&format!("map:{ns}:r:{id}")),
+        }
+    }
+
+    async fn ensure_group(&self, conn: &mut ConnectionManager) -> StoreResult<()> {
+        let res: ::redis::RedisResult<()> =
+            conn.xgroup_create_mkstream(self.queue(), GROUP, "0").await;
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn deliveries(ids: Vec<StreamId>) -> Vec<Delivery> {
+        ids.into_iter()
+            .filter_map(|sid| {
+                let raw: Option<String> = sid.get("job");
+                match raw.as_deref().map(Job::from_json) {
+                    Some(Ok(job)) => Some(Delivery {
+                        receipt: sid.id,
+                        job,
+                    }),
+                    _ => {
+                        tracing::error!(entry = %sid.id, "unreadable queue entry skipped");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    async fn promote_due(&self, conn: &mut ConnectionManager) -> StoreResult<()> {
+        static PROMOTE: &str = r"
+            local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+            for _, m in ipairs(due) do
+                redis.call('XADD', KEYS[2], '*', 'job', m)
+                redis.call('ZREM', KEYS[1], m)
+            end
+            return #due";
+        let _: i64 = Script::new(PROMOTE)
+            .key(self.delayed())
+            .key(self.queue())
+            .arg(now_ms())
+            .invoke_async(conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn reclaim(
+        &self,
+        conn: &mut ConnectionManager,
+        consumer: &str,
+        max: usize,
+        visibility: Duration,
+    ) -> ::redis::RedisResult<Vec<Delivery>> {
+        let reply: ::redis::streams::StreamAutoClaimReply = ::redis::cmd("XAUTOCLAIM")
+            .arg(self.queue())
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(visibility.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(conn)
+            .await?;
+        Ok(Self::deliveries(reply.claimed))
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let _: String = ::redis::cmd("PING")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn idempotency_reserve(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        ttl: Duration,
+    ) -> StoreResult<Reservation> {
+        let mut c = self.conn().await?;
+        let k = self.key(&format!("idem:{key}"));
+        let record = IdempotencyRecord {
+            fingerprint: fingerprint.to_string(),
+            response: None,
+        };
+        let json =
+            serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // The existing record can expire between SET and GET; then the key is free again.
+        for _ in 0..3 {
+            let set: Option<String> = ::redis::cmd("SET")
+                .arg(&k)
+                .arg(&json)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            if set.is_some() {
+                return Ok(Reservation::Reserved);
+            }
+            let existing: Option<String> = c.get(&k).await.map_err(unavailable)?;
+            if let Some(existing) = existing {
+                let record = serde_json::from_str(&existing)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                return Ok(Reservation::Existing(record));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "idempotency key kept flapping".into(),
+        ))
+    }
+
+    async fn idempotency_complete(
+        &self,
+        key: &str,
+        record: &IdempotencyRecord,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: () = c
+            .pset_ex(
+                self.key(&format!("idem:{key}")),
+                json,
+                ttl.as_millis() as u64,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn idempotency_release(&self, key: &str) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let _: i64 = c
+            .del(self.key(&format!("idem:{key}")))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn seen(&self, source: &str, event_id: &str, ttl: Duration) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let set: Option<String> = ::redis::cmd("SET")
+            .arg(self.key(&format!("seen:{source}:{event_id}")))
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
+    async fn enqueue(&self, job: &Job, dedupe: Option<Dedupe<'_>>) -> StoreResult<EnqueueOutcome> {
+        let mut c = self.conn().await?;
+        let json = job.to_json();
+        match dedupe {
+            None => {
+                let _: String = c
+                    .xadd(self.queue(), "*", &[("job", json)])
+                    .await
+                    .map_err(unavailable)?;
+                Ok(EnqueueOutcome::Enqueued)
+            }
+            Some(d) => {
+                // Mark and enqueue in one step: a mark without its job would lose the event.
+                static ENQUEUE_ONCE: &str = r"
+                    if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+                        redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
+                        return 1
+                    end
+                    return 0";
+                let added: i64 = Script::new(ENQUEUE_ONCE)
+                    .key(self.key(&format!("seen:{}:{}", d.source, d.event_id)))
+                    .key(self.queue())
+                    .arg(d.ttl.as_millis() as u64)
+                    .arg(json)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(if added == 1 {
+                    EnqueueOutcome::Enqueued
+                } else {
+                    EnqueueOutcome::Duplicate
+                })
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> StoreResult<Vec<Delivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn().await?;
+        self.promote_due(&mut c).await?;
+        let mut out = match self.reclaim(&mut c, consumer, max, visibility).await {
+            Ok(v) => v,
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // A Redis that lost its data (restart without persistence) lost the group too.
+                self.ensure_group(&mut c).await?;
+                Vec::new()
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        if out.len() >= max {
+            return Ok(out);
+        }
+        let mut opts = StreamReadOptions::default()
+            .group(GROUP, consumer)
+            .count(max - out.len());
+        let wait = wait.min(Duration::from_secs(1));
+        if !wait.is_zero() && out.is_empty() {
+            opts = opts.block(wait.as_millis() as usize);
+        }
+        let mut b = self.blocking_conn().await?;
+        let reply: ::redis::RedisResult<Option<StreamReadReply>> =
+            b.xread_options(&[self.queue()], &[">"], &opts).await;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.ensure_group(&mut c).await?;
+                None
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        if let Some(reply) = reply {
+            for key in reply.keys {
+                out.extend(Self::deliveries(key.ids));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let q = self.queue();
+        let _: () = ::redis::pipe()
+            .atomic()
+            .xack(&q, GROUP, &[&delivery.receipt])
+            .ignore()
+            .xdel(&q, &[&delivery.receipt])
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn retry_later(
+        &self,
+        delivery: &Delivery,
+        job: &Job,
+        delay: Duration,
+    ) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let q = self.queue();
+        let due = now_ms() + delay.as_millis() as i64;
+        let _: () = ::redis::pipe()
+            .atomic()
+            .zadd(self.delayed(), job.to_json(), due)
+            .ignore()
+            .xack(&q, GROUP, &[&delivery.receipt])
+            .ignore()
+            .xdel(&q, &[&delivery.receipt])
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, job: &Job) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let q = self.queue();
+        let letter = DeadLetter {
+            job: job.clone(),
+            failed_at_ms: now_ms(),
+        };
+        let json =
+            serde_json::to_string(&letter).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: () = ::redis::pipe()
+            .atomic()
+            .xadd_maxlen(
+                self.dead(),
+                ::redis::streams::StreamMaxlen::Approx(DEAD_CAP),
+                "*",
+                &[("letter", json)],
+            )
+            .ignore()
+            .xack(&q, GROUP, &[&delivery.receipt])
+            .ignore()
+            .xdel(&q, &[&delivery.receipt])
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>> {
+        let mut c = self.conn().await?;
+        let reply: ::redis::streams::StreamRangeReply = c
+            .xrevrange_count(self.dead(), "+", "-", limit)
+            .await
+            .map_err(unavailable)?;
+        reply
+            .ids
+            .into_iter()
+            .map(|sid| {
+                let raw: String = sid.get("letter").unwrap_or_default();
+                serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn queue_depth(&self) -> StoreResult<QueueDepth> {
+        let mut c = self.conn().await?;
+        let (len, delayed, dead): (u64, u64, u64) = ::redis::pipe()
+            .xlen(self.queue())
+            .zcard(self.delayed())
+            .xlen(self.dead())
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let pending: ::redis::RedisResult<::redis::streams::StreamPendingReply> =
+            c.xpending(self.queue(), GROUP).await;
+        let in_flight = match pending {
+            Ok(p) => p.count() as u64,
+            Err(e) if e.code() == Some("NOGROUP") => 0,
+            Err(e) => return Err(unavailable(e)),
+        };
+        Ok(QueueDepth {
+            ready: len.saturating_sub(in_flight),
+            delayed,
+            in_flight,
+            dead,
+        })
+    }
+
+    async fn lease_acquire(&self, name: &str, token: &str, ttl: Duration) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let set: Option<String> = ::redis::cmd("SET")
+            .arg(self.key(&format!("lease:{name}")))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
+    async fn lease_renew(&self, name: &str, token: &str, ttl: Duration) -> StoreResult<bool> {
+        static RENEW: &str = r"
+            if redis.call('GET', KEYS[1]) == ARGV[1] then
+                return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+            end
+            return 0";
+        let mut c = self.conn().await?;
+        let ok: i64 = Script::new(RENEW)
+            .key(self.key(&format!("lease:{name}")))
+            .arg(token)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(ok == 1)
+    }
+
+    async fn lease_release(&self, name: &str, token: &str) -> StoreResult<bool> {
+        static RELEASE: &str = r"
+            if redis.call('GET', KEYS[1]) == ARGV[1] then
+                return redis.call('DEL', KEYS[1])
+            end
+            return 0";
+        let mut c = self.conn().await?;
+        let ok: i64 = Script::new(RELEASE)
+            .key(self.key(&format!("lease:{name}")))
+            .arg(token)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(ok == 1)
+    }
+
+    async fn map_put(&self, ns: &str, left: &str, right: &str) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let _: () = ::redis::pipe()
+            .atomic()
+            .set(self.map_key(ns, Side::Left, left), right)
+            .ignore()
+            .set(self.map_key(ns, Side::Right, right), left)
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn map_get(&self, ns: &str, from: Side, id: &str) -> StoreResult<Option<String>> {
+        let mut c = self.conn().await?;
+        c.get(self.map_key(ns, from, id)).await.map_err(unavailable)
+    }
+
+    async fn map_delete(&self, ns: &str, from: Side, id: &str) -> StoreResult<()> {
+        static DELETE_PAIR: &str = r"
+            local other = redis.call('GET', KEYS[1])
+            redis.call('DEL', KEYS[1])
+            if other then redis.call('DEL', ARGV[1] .. other) end
+            return 1";
+        let other_prefix = match from {
+            Side::Left => self.key(&format!("map:{ns}:r:")),
+            Side::Right => self.key(&format!("map:{ns}:l:")),
+        };
+        let mut c = self.conn().await?;
+        let _: i64 = Script::new(DELETE_PAIR)
+            .key(self.map_key(ns, from, id))
+            .arg(other_prefix)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn audit_append(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let json = serde_json::to_string(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: String = c
+            .xadd_maxlen(
+                self.key("audit"),
+                ::redis::streams::StreamMaxlen::Approx(self.audit_cap as usize),
+                "*",
+                &[("entry", json)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn audit_recent(&self, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        let mut c = self.conn().await?;
+        let reply: ::redis::streams::StreamRangeReply = c
+            .xrevrange_count(self.key("audit"), "+", "-", limit)
+            .await
+            .map_err(unavailable)?;
+        reply
+            .ids
+            .into_iter()
+            .map(|sid| {
+                let raw: String = sid.get("entry").unwrap_or_default();
+                serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn kv_get(&self, key: &str) -> StoreResult<Option<String>> {
+        let mut c = self.conn().await?;
+        c.get(self.key(&format!("kv:{key}")))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn kv_put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let k = self.key(&format!("kv:{key}"));
+        let _: () = match ttl {
+            Some(t) => c.pset_ex(k, value, t.as_millis() as u64).await,
+            None => c.set(k, value).await,
+        }
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn kv_delete(&self, key: &str) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let n: i64 = c
+            .del(self.key(&format!("kv:{key}")))
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn kv_keys(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        let full = self.key(&format!("kv:{prefix}"));
+        let pattern = format!("{}*", glob_escape(&full));
+        let strip = self.key("kv:").len();
+        let mut keys = Vec::new();
+        let mut iter: ::redis::AsyncIter<String> =
+            c.scan_match(pattern).await.map_err(unavailable)?;
+        while let Some(k) = iter.next_item().await {
+            keys.push(k[strip..].to_string());
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
