@@ -36,6 +36,8 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// Log format: `json` (default) or `pretty`.
     pub log_format: String,
+    /// Log filter, e.g. `info` or `dingbridge=debug,actix_server=warn` (`RUST_LOG` wins).
+    pub log_level: String,
     /// Background job processing.
     pub workers: WorkerConfig,
     /// DingTalk credentials and endpoints.
@@ -138,6 +140,7 @@ impl Default for Config {
             audit_max_entries: 100_000,
             shutdown_timeout_secs: 30,
             log_format: "json".into(),
+            log_level: "info".into(),
             workers: WorkerConfig::default(),
             dingtalk: DingTalkConfig::default(),
             graph: GraphConfig::default(),

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config.log_format);
+    telemetry::init(&config.log_format, &config.log_level);
     match cli.command {
         Command::Serve => serve(config),
     }

@@ -26,10 +26,11 @@ pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(|id| id.clone()).ok()
 }
 
-/// Installs the global subscriber once (`json` or `pretty`); later calls are no-ops.
-pub fn init(format: &str) {
-    let filter = EnvFilter::try_from_env("DINGBRIDGE_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
+/// Installs the global subscriber once (`json` or `pretty`, filtered by `level` unless
+/// `RUST_LOG` is set); later calls are no-ops.
+pub fn init(format: &str, level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let result = if format == "pretty" {
         fmt().with_env_filter(filter).try_init()

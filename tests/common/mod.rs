@@ -143,7 +143,7 @@ impl TestApp {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DINGBRIDGE_LISTEN", "127.0.0.1:0")
-            .env("DINGBRIDGE_LOG", "info")
+            .env("DINGBRIDGE_LOG_LEVEL", "info")
             .env("DINGBRIDGE_SHUTDOWN_TIMEOUT_SECS", "10")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
