@@ -386,16 +386,12 @@ async fn sigterm_lets_the_running_job_finish_before_exiting() {
     .expect("job started");
     assert!(app.terminate(Duration::from_secs(15)), "clean exit");
     let mut conn = redis.client();
-    let pending: (
-        u64,
-        Option<String>,
-        Option<String>,
-        Option<Vec<(String, String)>>,
-    ) = redis::cmd("XPENDING")
+    let pending: Vec<redis::Value> = redis::cmd("XPENDING")
         .arg("dingbridge:queue")
         .arg("workers")
         .query(&mut conn)
         .expect("xpending");
+    let pending_count: u64 = redis::from_redis_value(&pending[0]).expect("count");
     assert_eq!(
         pending.0, 0,
         "the running job was finished and acknowledged"
