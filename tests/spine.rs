@@ -393,7 +393,7 @@ async fn sigterm_lets_the_running_job_finish_before_exiting() {
         .expect("xpending");
     let pending_count: u64 = redis::from_redis_value(&pending[0]).expect("count");
     assert_eq!(
-        pending.0, 0,
+        pending_count, 0,
         "the running job was finished and acknowledged"
     );
     let len: u64 = redis::cmd("XLEN")
