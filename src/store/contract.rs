@@ -27,6 +27,7 @@ pub async fn all(store: &dyn Store) {
     mapping_works_both_ways(store).await;
     audit_is_newest_first_and_capped(store).await;
     kv_roundtrip_and_prefix_listing(store).await;
+    counters_add_atomically_and_expire(store).await;
 }
 
 fn uid() -> String {
@@ -386,6 +387,22 @@ pub async fn kv_roundtrip_and_prefix_listing(store: &dyn Store) {
     assert_eq!(keys, vec![format!("{p}a"), format!("{p}b")]);
     assert!(store.kv_delete(&format!("{p}a")).await.expect("delete"));
     assert!(!store.kv_delete(&format!("{p}a")).await.expect("delete"));
+}
+
+/// Counters add atomically under concurrency and start again after their ttl.
+pub async fn counters_add_atomically_and_expire(store: &dyn Store) {
+    let key = uid();
+    let ttl = Some(Duration::from_millis(300));
+    let results = futures::future::join_all((0..25).map(|_| store.incr(&key, 2, ttl))).await;
+    let mut values: Vec<u64> = results.into_iter().map(|r| r.expect("incr")).collect();
+    values.sort_unstable();
+    assert_eq!(values, (1..=25).map(|i| i * 2).collect::<Vec<u64>>());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.incr(&key, 1, ttl).await.expect("incr"),
+        1,
+        "expired counters restart"
+    );
 }
 
 #[cfg(test)]

@@ -391,4 +391,17 @@ impl Store for MemoryStore {
         keys.sort();
         Ok(keys)
     }
+
+    async fn incr(&self, key: &str, by: u64, ttl: Option<Duration>) -> StoreResult<u64> {
+        let k = format!("ctr:{key}");
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let (current, expiry) = match inner.values.get(&k) {
+            Some((v, exp)) if exp.is_none_or(|e| e > now) => (v.parse::<u64>().unwrap_or(0), *exp),
+            _ => (0, ttl.map(|t| now + t)),
+        };
+        let next = current.saturating_add(by);
+        inner.values.insert(k, (next.to_string(), expiry));
+        Ok(next)
+    }
 }

@@ -259,6 +259,10 @@ pub trait Store: Send + Sync + 'static {
     async fn kv_delete(&self, key: &str) -> StoreResult<bool>;
     /// Keys under `prefix` (bounded scan; for small admin sets such as hooks).
     async fn kv_keys(&self, prefix: &str) -> StoreResult<Vec<String>>;
+
+    /// Atomically adds `by` to a counter and returns the new value; `ttl` is set when the
+    /// counter is created (rate windows, monthly budgets).
+    async fn incr(&self, key: &str, by: u64, ttl: Option<Duration>) -> StoreResult<u64>;
 }
 
 /// A shared handle to the configured store.

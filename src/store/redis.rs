@@ -614,6 +614,26 @@ impl Store for RedisStore {
         keys.sort();
         Ok(keys)
     }
+
+    async fn incr(&self, key: &str, by: u64, ttl: Option<Duration>) -> StoreResult<u64> {
+        // INCRBY and the first PEXPIRE in one script, so a crash cannot leave an
+        // immortal counter behind.
+        static INCR: &str = r"
+            local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+            if tonumber(ARGV[2]) > 0 and redis.call('PTTL', KEYS[1]) < 0 then
+                redis.call('PEXPIRE', KEYS[1], ARGV[2])
+            end
+            return v";
+        let mut c = self.conn().await?;
+        let v: i64 = ::redis::Script::new(INCR)
+            .key(self.key(&format!("ctr:{key}")))
+            .arg(by)
+            .arg(ttl.map_or(0, |t| t.as_millis() as u64))
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(v.max(0) as u64)
+    }
 }
 
 fn glob_escape(s: &str) -> String {
