@@ -67,7 +67,7 @@ pub struct WorkerConfig {
 }
 
 /// DingTalk settings.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DingTalkConfig {
     /// App key (Client ID); also the owner key of encrypted pushes.
@@ -85,6 +85,11 @@ pub struct DingTalkConfig {
     pub api_base_url: Option<String>,
     /// Base URL of the old-style API.
     pub oapi_base_url: Option<String>,
+    /// Calls per second per API allowed for this app (DingTalk's standard limit is 20).
+    pub qps_per_api: u64,
+    /// API calls per month counted for the organisation (Standard edition: 5000);
+    /// exposed in /metrics with a warning in the log at 80 %.
+    pub monthly_call_budget: u64,
 }
 
 /// Microsoft Graph settings.
@@ -145,6 +150,21 @@ impl Default for Config {
             dingtalk: DingTalkConfig::default(),
             graph: GraphConfig::default(),
             echo: EchoConfig::default(),
+        }
+    }
+}
+
+impl Default for DingTalkConfig {
+    fn default() -> Self {
+        Self {
+            app_key: None,
+            app_secret: None,
+            callback_token: None,
+            aes_key: None,
+            api_base_url: None,
+            oapi_base_url: None,
+            qps_per_api: 20,
+            monthly_call_budget: 5_000,
         }
     }
 }
