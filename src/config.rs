@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every environment variable the service reads.
@@ -46,6 +46,106 @@ pub struct Config {
     pub graph: GraphConfig,
     /// Built-in diagnostic relay (`POST /webhooks/echo`), off unless a target is set.
     pub echo: EchoConfig,
+    /// Built-in sync routes: which DingTalk source pairs with which Outlook mailbox.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// What a route relays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// DingTalk chat/robot messages ⇄ Outlook mail items.
+    Message,
+    /// Outlook mail → DingTalk messages.
+    Mail,
+    /// Calendar events.
+    Event,
+    /// DingTalk todos ⇄ Microsoft To Do tasks.
+    Todo,
+    /// Contacts.
+    Contact,
+}
+
+/// Which way a route relays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// DingTalk → Outlook only.
+    #[default]
+    ToOutlook,
+    /// Outlook → DingTalk only.
+    ToDingtalk,
+    /// Both ways, with loop prevention.
+    Both,
+}
+
+impl Direction {
+    /// Relays DingTalk changes into Outlook.
+    pub fn to_outlook(self) -> bool {
+        matches!(self, Direction::ToOutlook | Direction::Both)
+    }
+
+    /// Relays Outlook changes into DingTalk.
+    pub fn to_dingtalk(self) -> bool {
+        matches!(self, Direction::ToDingtalk | Direction::Both)
+    }
+}
+
+/// One route: a DingTalk source, an Outlook mailbox, the kinds and the direction.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, shown to Zapier/n8n users.
+    pub name: String,
+    /// The Outlook mailbox (UPN/e-mail or user id); the only mailboxes ever touched.
+    pub mailbox: String,
+    /// Kinds relayed.
+    pub kinds: Vec<RouteKind>,
+    /// Direction.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Mail folder for relayed DingTalk messages (created on first use).
+    #[serde(default = "default_folder")]
+    pub folder: String,
+    /// Microsoft To Do list for relayed todos (created on first use).
+    #[serde(default = "default_folder")]
+    pub todo_list: String,
+    /// Deletes are relayed only when this is on.
+    #[serde(default)]
+    pub allow_deletes: bool,
+    /// Windows or IANA time zone of relayed all-day/floating times.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// The DingTalk side.
+    pub dingtalk: RouteDingTalk,
+}
+
+fn default_folder() -> String {
+    "DingTalk".into()
+}
+
+fn default_time_zone() -> String {
+    "China Standard Time".into()
+}
+
+/// DingTalk sources and targets of a route (at least one must be set).
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteDingTalk {
+    /// Group conversation id (`conversationId` / `openConversationId`).
+    pub conversation_id: Option<String>,
+    /// App robot code used to post into the conversation.
+    pub robot_code: Option<String>,
+    /// Custom robot webhook URL (`…/robot/send?access_token=…`).
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub robot_webhook: Option<SecretString>,
+    /// Custom robot `SEC…` signing secret.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub robot_secret: Option<SecretString>,
+    /// A DingTalk user (userId/staffId) whose events and todos the route follows.
+    pub user_id: Option<String>,
+    /// The same user's unionId (calendar and todo APIs speak unionId).
+    pub union_id: Option<String>,
 }
 
 /// Worker pool and retry policy.
@@ -150,6 +250,7 @@ impl Default for Config {
             dingtalk: DingTalkConfig::default(),
             graph: GraphConfig::default(),
             echo: EchoConfig::default(),
+            routes: Vec::new(),
         }
     }
 }
@@ -306,6 +407,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_routes()?;
         for (key, url) in [
             ("dingtalk.api_base_url", &self.dingtalk.api_base_url),
             ("dingtalk.oapi_base_url", &self.dingtalk.oapi_base_url),
@@ -314,6 +416,46 @@ impl Config {
         ] {
             if let Some(url) = url {
                 check_http_url(key, url)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_routes(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            if r.name.trim().is_empty() || !names.insert(r.name.as_str()) {
+                return Err(ConfigError::new(
+                    key("name"),
+                    "must be non-empty and unique",
+                ));
+            }
+            if r.mailbox.trim().is_empty() || r.mailbox.contains('/') {
+                return Err(ConfigError::new(
+                    key("mailbox"),
+                    "must be a mailbox address or user id",
+                ));
+            }
+            if r.kinds.is_empty() {
+                return Err(ConfigError::new(
+                    key("kinds"),
+                    "name at least one of message, mail, event, todo, contact",
+                ));
+            }
+            let d = &r.dingtalk;
+            if d.conversation_id.is_none()
+                && d.robot_webhook.is_none()
+                && d.user_id.is_none()
+                && d.union_id.is_none()
+            {
+                return Err(ConfigError::new(
+                    key("dingtalk"),
+                    "set conversation_id, robot_webhook, user_id or union_id",
+                ));
+            }
+            if let Some(url) = &d.robot_webhook {
+                check_http_url(&key("dingtalk.robot_webhook"), url.expose_secret())?;
             }
         }
         Ok(())
@@ -424,7 +566,6 @@ fn apply_env(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -502,6 +643,36 @@ mod tests {
         let err = Config::load_from(None, env(&[("DINGBRIDGE_LISTNE", "127.0.0.1:1")]))
             .expect_err("typo must fail");
         assert!(err.reason.contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn routes_load_from_the_file_and_are_validated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+[[routes]]
+name = "customs"
+mailbox = "ops@contoso.com"
+kinds = ["message", "event", "todo"]
+direction = "both"
+[routes.dingtalk]
+conversation_id = "cidABC"
+union_id = "union-1"
+"#,
+        )
+        .expect("write");
+        let c = Config::load_from(Some(&path), env(&[])).expect("load");
+        assert_eq!(c.routes[0].folder, "DingTalk");
+        assert!(c.routes[0].direction.to_dingtalk());
+        std::fs::write(
+            &path,
+            "[[routes]]\nname = \"x\"\nmailbox = \"a@b.c\"\nkinds = []\n[routes.dingtalk]\nuser_id = \"u\"\n",
+        )
+        .expect("write");
+        let err = Config::load_from(Some(&path), env(&[])).expect_err("no kinds");
+        assert_eq!(err.key, "routes[0].kinds");
     }
 
     #[test]
