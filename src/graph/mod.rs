@@ -1,0 +1,3 @@
+//! Microsoft Graph: notifications (and, on merge, auth and client).
+
+pub mod notifications;
