@@ -10,6 +10,7 @@ pub mod graph;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod worker;
 

@@ -1,0 +1,413 @@
+//! Pure translations between DingTalk objects and Graph request bodies (shapes checked
+//! against Graph's OpenAPI schemas by the Graph fake), plus the bridge's origin marker.
+
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The single-value extended property every item the bridge writes carries; its value is
+/// the source id (`dingtalk:<kind>:<id>`), so retries find the item and echoes are seen.
+pub const ORIGIN_PROPERTY: &str =
+    "String {5e2f6a1c-8d3b-4c7e-9a41-2b6d0f1e7c93} Name DingBridgeOrigin";
+
+/// MAPI PR_MESSAGE_FLAGS: `1` (MSGFLAG_READ) creates a received, non-draft item. Widely
+/// used for imports though not documented on Graph's pages (graph.md §3).
+pub const MESSAGE_FLAGS_PROPERTY: &str = "Integer 0x0E07";
+
+/// `applicationName` on To Do linked resources written by the bridge.
+pub const LINKED_APP_NAME: &str = "DingTalk";
+
+/// The origin value for a DingTalk object.
+pub fn origin(kind: &str, id: &str) -> String {
+    format!("dingtalk:{kind}:{id}")
+}
+
+/// Graph `transactionId` for a DingTalk calendar event: stable, so a retried create
+/// is recognised by Graph as the same request.
+pub fn transaction_id(dingtalk_event_id: &str) -> String {
+    let digest = Sha256::digest(dingtalk_event_id.as_bytes());
+    format!("dingbridge-{}", hex::encode(&digest[..16]))
+}
+
+/// Windows time-zone name for the IANA zones our users live in (Graph prefers Windows
+/// names; others are passed through, which Graph reportedly also accepts).
+pub fn windows_time_zone(iana: &str) -> &str {
+    match iana {
+        "Asia/Shanghai" | "Asia/Chongqing" | "Asia/Harbin" | "Asia/Urumqi" | "Asia/Hong_Kong"
+        | "Asia/Macau" | "PRC" => "China Standard Time",
+        "Asia/Taipei" => "Taipei Standard Time",
+        "Asia/Singapore" | "Asia/Kuala_Lumpur" => "Singapore Standard Time",
+        "Asia/Tokyo" => "Tokyo Standard Time",
+        "Asia/Seoul" => "Korea Standard Time",
+        "Europe/London" => "GMT Standard Time",
+        "Europe/Berlin" | "Europe/Amsterdam" | "Europe/Vienna" | "Europe/Zurich" => {
+            "W. Europe Standard Time"
+        }
+        "Europe/Paris" | "Europe/Brussels" | "Europe/Madrid" => "Romance Standard Time",
+        "America/New_York" => "Eastern Standard Time",
+        "America/Chicago" => "Central Standard Time",
+        "America/Los_Angeles" => "Pacific Standard Time",
+        "Australia/Sydney" => "AUS Eastern Standard Time",
+        "UTC" | "Etc/UTC" | "GMT" => "UTC",
+        other => other,
+    }
+}
+
+/// IANA name for a Windows zone (the inverse for the zones above).
+pub fn iana_time_zone(windows: &str) -> &str {
+    match windows {
+        "China Standard Time" => "Asia/Shanghai",
+        "Taipei Standard Time" => "Asia/Taipei",
+        "Singapore Standard Time" => "Asia/Singapore",
+        "Tokyo Standard Time" => "Asia/Tokyo",
+        "Korea Standard Time" => "Asia/Seoul",
+        "GMT Standard Time" => "Europe/London",
+        "W. Europe Standard Time" => "Europe/Berlin",
+        "Romance Standard Time" => "Europe/Paris",
+        "Eastern Standard Time" => "America/New_York",
+        "Central Standard Time" => "America/Chicago",
+        "Pacific Standard Time" => "America/Los_Angeles",
+        "AUS Eastern Standard Time" => "Australia/Sydney",
+        other => other,
+    }
+}
+
+/// Graph `dateTimeTimeZone` from a DingTalk `{dateTime, timeZone}` or `{date}`: the wall
+/// time in its own zone, so the zone survives the trip.
+fn graph_time(dt: &Value, all_day_fallback_zone: &str) -> Option<Value> {
+    if let Some(date) = dt.get("date").and_then(Value::as_str) {
+        return Some(json!({
+            "dateTime": format!("{date}T00:00:00"),
+            "timeZone": windows_time_zone(all_day_fallback_zone),
+        }));
+    }
+    let raw = dt.get("dateTime").and_then(Value::as_str)?;
+    let zone = dt
+        .get("timeZone")
+        .and_then(Value::as_str)
+        .unwrap_or(all_day_fallback_zone);
+    // DingTalk sends ISO-8601 with an offset; Graph wants the local wall time plus a zone.
+    let wall = match DateTime::parse_from_rfc3339(raw) {
+        Ok(t) => t.naive_local().format("%Y-%m-%dT%H:%M:%S").to_string(),
+        Err(_) => raw.to_string(),
+    };
+    Some(json!({ "dateTime": wall, "timeZone": windows_time_zone(zone) }))
+}
+
+/// A Graph event body from a DingTalk calendar event (`get event` answer).
+pub fn event_from_dingtalk(ev: &Value, origin_value: &str, default_zone: &str) -> Option<Value> {
+    let start = graph_time(ev.get("start")?, default_zone)?;
+    let end = graph_time(ev.get("end")?, default_zone)?;
+    let mut body = json!({
+        "subject": ev.get("summary").and_then(Value::as_str).unwrap_or("(DingTalk event)"),
+        "body": {
+            "contentType": "text",
+            "content": ev.get("description").and_then(Value::as_str).unwrap_or(""),
+        },
+        "start": start,
+        "end": end,
+        "isAllDay": ev.get("isAllDay").and_then(Value::as_bool).unwrap_or(false),
+        "singleValueExtendedProperties": [{ "id": ORIGIN_PROPERTY, "value": origin_value }],
+    });
+    if let Some(place) = ev
+        .pointer("/location/displayName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        body["location"] = json!({ "displayName": place });
+    }
+    Some(body)
+}
+
+/// A Graph `dateTimeTimeZone` in UTC from Unix milliseconds.
+pub fn utc_time(ms: i64) -> Option<Value> {
+    let t = Utc.timestamp_millis_opt(ms).single()?;
+    Some(json!({
+        "dateTime": t.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        "timeZone": "UTC",
+    }))
+}
+
+/// A To Do task body from a DingTalk todo (`get task` answer), linked back to DingTalk.
+pub fn task_from_dingtalk(task: &Value, task_id: &str) -> Value {
+    let done = task.get("done").and_then(Value::as_bool).unwrap_or(false);
+    let mut body = json!({
+        "title": task.get("subject").and_then(Value::as_str).unwrap_or("(DingTalk todo)"),
+        "body": {
+            "contentType": "text",
+            "content": task.get("description").and_then(Value::as_str).unwrap_or(""),
+        },
+        "status": if done { "completed" } else { "notStarted" },
+        "linkedResources": [linked_resource(task, task_id)],
+    });
+    if let Some(due) = task
+        .get("dueTime")
+        .and_then(Value::as_i64)
+        .and_then(utc_time)
+    {
+        body["dueDateTime"] = due;
+    }
+    if let Some(p) = task.get("priority").and_then(Value::as_i64) {
+        body["importance"] = json!(match p {
+            p if p >= 30 => "high",
+            p if p <= 10 => "low",
+            _ => "normal",
+        });
+    }
+    body
+}
+
+fn linked_resource(task: &Value, task_id: &str) -> Value {
+    let mut link = json!({
+        "applicationName": LINKED_APP_NAME,
+        "displayName": task.get("subject").and_then(Value::as_str).unwrap_or("DingTalk todo"),
+        "externalId": task_id,
+    });
+    if let Some(url) = task
+        .pointer("/detailUrl/pcUrl")
+        .or_else(|| task.pointer("/detailUrl/appUrl"))
+        .and_then(Value::as_str)
+        .filter(|u| u.starts_with("http"))
+    {
+        link["webUrl"] = json!(url);
+    }
+    link
+}
+
+/// A Graph contact body from a DingTalk user (`topapi/v2/user/get` result).
+pub fn contact_from_dingtalk(user: &Value, origin_value: &str) -> Value {
+    let name = user.get("name").and_then(Value::as_str).unwrap_or("");
+    let mut body = json!({
+        "displayName": name,
+        "givenName": name,
+        "singleValueExtendedProperties": [{ "id": ORIGIN_PROPERTY, "value": origin_value }],
+    });
+    let emails: Vec<Value> = ["email", "org_email"]
+        .iter()
+        .filter_map(|k| user.get(*k).and_then(Value::as_str))
+        .filter(|e| e.contains('@'))
+        .map(|e| json!({ "address": e, "name": name }))
+        .collect();
+    if !emails.is_empty() {
+        body["emailAddresses"] = Value::Array(emails);
+    }
+    if let Some(m) = user
+        .get("mobile")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+    {
+        body["mobilePhone"] = json!(m);
+    }
+    if let Some(t) = user
+        .get("title")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        body["jobTitle"] = json!(t);
+    }
+    body
+}
+
+/// What a relayed DingTalk message needs.
+#[derive(Debug, Clone, Default)]
+pub struct ChatMessage {
+    /// Sender display name.
+    pub sender: String,
+    /// Group title (or "1:1 chat").
+    pub conversation: String,
+    /// When it was sent (Unix ms).
+    pub sent_at_ms: i64,
+    /// Text content.
+    pub text: String,
+    /// Where a person can open it.
+    pub link: Option<String>,
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A Graph message body (created in a folder as a received item) for a DingTalk message.
+pub fn mail_from_chat(msg: &ChatMessage, mailbox: &str, origin_value: &str, zone: &str) -> Value {
+    let first_line: String = msg
+        .text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(60)
+        .collect();
+    let sent: DateTime<FixedOffset> = Utc
+        .timestamp_millis_opt(msg.sent_at_ms)
+        .single()
+        .unwrap_or_else(Utc::now)
+        .fixed_offset();
+    let link = msg
+        .link
+        .as_deref()
+        .map(|l| {
+            format!(
+                r#"<p><a href="{0}">Open in DingTalk</a></p>"#,
+                escape_html(l)
+            )
+        })
+        .unwrap_or_default();
+    let html = format!(
+        "<p><b>{}</b> in <b>{}</b> at {} ({zone})</p><p>{}</p>{link}",
+        escape_html(&msg.sender),
+        escape_html(&msg.conversation),
+        sent.to_rfc3339(),
+        escape_html(&msg.text).replace('\n', "<br>"),
+    );
+    json!({
+        "subject": format!("[DingTalk] {}: {}", msg.conversation, first_line),
+        "body": { "contentType": "html", "content": html },
+        "from": { "emailAddress": { "name": format!("{} (DingTalk)", msg.sender), "address": mailbox } },
+        "toRecipients": [{ "emailAddress": { "address": mailbox } }],
+        "receivedDateTime": sent.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "sentDateTime": sent.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "isRead": false,
+        "singleValueExtendedProperties": [
+            { "id": ORIGIN_PROPERTY, "value": origin_value },
+            { "id": MESSAGE_FLAGS_PROPERTY, "value": "1" },
+        ],
+    })
+}
+
+/// Plain text of an HTML body, for previews.
+pub fn text_preview(html_or_text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for ch in html_or_text.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    let collapsed = out
+        .replace("&nbsp;", " ")
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if collapsed.chars().count() > max_chars {
+        let cut: String = collapsed.chars().take(max_chars).collect();
+        format!("{cut}…")
+    } else {
+        collapsed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dingtalk_event_times_keep_their_wall_time_and_zone() {
+        let ev = json!({
+            "summary": "Customs inspection",
+            "start": {"dateTime": "2026-12-01T10:00:00+08:00", "timeZone": "Asia/Shanghai"},
+            "end": {"dateTime": "2026-12-01T11:30:00+08:00", "timeZone": "Asia/Shanghai"},
+            "location": {"displayName": "Lok Ma Chau"},
+        });
+        let body = event_from_dingtalk(&ev, "dingtalk:event:e1", "Asia/Hong_Kong").expect("event");
+        assert_eq!(
+            body["start"],
+            json!({"dateTime": "2026-12-01T10:00:00", "timeZone": "China Standard Time"})
+        );
+        assert_eq!(body["end"]["dateTime"], "2026-12-01T11:30:00");
+        assert_eq!(body["location"]["displayName"], "Lok Ma Chau");
+        assert_eq!(
+            body["singleValueExtendedProperties"][0]["value"],
+            "dingtalk:event:e1"
+        );
+    }
+
+    #[test]
+    fn all_day_events_use_dates() {
+        let ev = json!({"summary": "Holiday", "isAllDay": true,
+            "start": {"date": "2026-12-25"}, "end": {"date": "2026-12-26"}});
+        let body = event_from_dingtalk(&ev, "o", "Asia/Shanghai").expect("event");
+        assert_eq!(body["isAllDay"], true);
+        assert_eq!(body["start"]["dateTime"], "2026-12-25T00:00:00");
+    }
+
+    #[test]
+    fn transaction_ids_are_stable_and_distinct() {
+        assert_eq!(transaction_id("a"), transaction_id("a"));
+        assert_ne!(transaction_id("a"), transaction_id("b"));
+    }
+
+    #[test]
+    fn todos_become_tasks_linked_back_to_dingtalk() {
+        let t = json!({"subject": "Send invoice", "done": true, "dueTime": 1764547200000i64,
+            "priority": 40, "detailUrl": {"pcUrl": "https://example.com/t/1"}});
+        let body = task_from_dingtalk(&t, "task-1");
+        assert_eq!(body["status"], "completed");
+        assert_eq!(body["importance"], "high");
+        assert_eq!(body["linkedResources"][0]["externalId"], "task-1");
+        assert_eq!(
+            body["linkedResources"][0]["webUrl"],
+            "https://example.com/t/1"
+        );
+        assert_eq!(body["dueDateTime"]["timeZone"], "UTC");
+    }
+
+    #[test]
+    fn chat_messages_become_received_mail_with_escaped_text() {
+        let m = ChatMessage {
+            sender: "王五".into(),
+            conversation: "报关 <group>".into(),
+            sent_at_ms: 1_764_547_200_000,
+            text: "Papers ready <b>now</b>\nline 2".into(),
+            link: None,
+        };
+        let body = mail_from_chat(
+            &m,
+            "ops@contoso.com",
+            "dingtalk:message:m1",
+            "Asia/Shanghai",
+        );
+        let html = body["body"]["content"].as_str().expect("html");
+        assert!(html.contains("&lt;b&gt;now&lt;/b&gt;<br>line 2"));
+        assert!(
+            body["subject"]
+                .as_str()
+                .expect("s")
+                .starts_with("[DingTalk] 报关 <group>: Papers")
+        );
+        assert_eq!(body["receivedDateTime"], "2025-12-01T00:00:00Z");
+        assert_eq!(
+            body["singleValueExtendedProperties"][1]["id"],
+            MESSAGE_FLAGS_PROPERTY
+        );
+    }
+
+    #[test]
+    fn previews_strip_markup_and_are_bounded() {
+        assert_eq!(
+            text_preview("<p>Hello&nbsp;<b>world</b></p>", 100),
+            "Hello world"
+        );
+        assert_eq!(text_preview("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn contacts_carry_mail_phone_and_the_origin() {
+        let u = json!({"name": "李四", "email": "li@example.com", "mobile": "+86-1380000", "title": "Broker"});
+        let c = contact_from_dingtalk(&u, "dingtalk:contact:u1");
+        assert_eq!(c["emailAddresses"][0]["address"], "li@example.com");
+        assert_eq!(c["mobilePhone"], "+86-1380000");
+        assert_eq!(c["jobTitle"], "Broker");
+    }
+}

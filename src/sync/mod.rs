@@ -1,0 +1,3 @@
+//! The sync core: translations, routes, relays.
+
+pub mod mapping;
