@@ -3,3 +3,4 @@
 pub mod client;
 pub mod crypto;
 pub mod sign;
+pub mod stream;
