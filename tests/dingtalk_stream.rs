@@ -2,9 +2,6 @@
 //! issuing single-use tickets and a WebSocket server that speaks the documented frames,
 //! pushes events again until they are ACKed with SUCCESS, and drops the socket once.
 
-// `FakeServer::drop` in the shared helper trips this lint (it fires the stop future without
-// awaiting it, which is intended there); allowed here rather than editing shared helpers.
-#[allow(clippy::let_underscore_future)]
 mod common;
 
 use std::{
