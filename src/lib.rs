@@ -9,6 +9,7 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod worker;
 
@@ -31,6 +32,7 @@ pub struct Application {
     addr: SocketAddr,
     server: Server,
     workers: WorkerPool,
+    backfill: Option<dingtalk::backfill::Backfill>,
     shutdown_timeout: Duration,
 }
 
@@ -59,11 +61,29 @@ impl Application {
             echo_verifier = Some(Box::new(echo::EchoVerifier::new(token.clone())));
         }
 
+        registry.register(
+            dingtalk::events::JOB_KIND,
+            Arc::new(dingtalk::handler::AuditingHandler::new(store.clone())),
+        );
+        let dt = &config.dingtalk;
+        let push_crypto = dt.push_crypto();
+        let dingtalk_push = push_crypto.clone().map(|c| {
+            Box::new(dingtalk::push::PushVerifier::new(
+                c,
+                dt.timestamp_window_secs,
+            )) as Box<dyn ingest::Verifier>
+        });
+        let dingtalk_robot = dt.robot_secret().map(|s| {
+            Box::new(dingtalk::robot::RobotVerifier::new(s.clone())) as Box<dyn ingest::Verifier>
+        });
+
         let _ = metrics::handle();
         let state = web::Data::new(AppState {
             store: store.clone(),
             config: config.clone(),
             echo: echo_verifier,
+            dingtalk_push,
+            dingtalk_robot,
         });
         let listener = std::net::TcpListener::bind(config.listen_addr()?)?;
         let addr = listener.local_addr()?;
@@ -78,11 +98,29 @@ impl Application {
         .listen(listener)?
         .run();
 
+        let backfill = match (&dt.app_key, &dt.app_secret, &push_crypto) {
+            (Some(app_key), Some(app_secret), Some(_)) if dt.backfill_interval_secs > 0 => {
+                let client = dingtalk::client::OapiClient::new(
+                    http.clone(),
+                    dt.oapi_base_url(),
+                    app_key.clone(),
+                    app_secret.clone(),
+                );
+                Some(dingtalk::backfill::Backfill::start(
+                    store.clone(),
+                    Arc::new(client),
+                    config.dedupe_ttl(),
+                    Duration::from_secs(dt.backfill_interval_secs),
+                ))
+            }
+            _ => None,
+        };
         let workers = WorkerPool::start(store, registry, config.workers.clone());
         Ok(Application {
             addr,
             server,
             workers,
+            backfill,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
         })
     }
@@ -96,6 +134,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         tracing::info!("http server stopped; finishing running jobs");
+        if let Some(backfill) = self.backfill {
+            backfill.shutdown(self.shutdown_timeout).await;
+        }
         self.workers.shutdown(self.shutdown_timeout).await;
         tracing::info!("shutdown complete");
         served
