@@ -354,7 +354,8 @@ impl Config {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if rest == "CONFIG" || rest.is_empty() {
+            // CONFIG names the file; LOG is the tracing filter read by telemetry.
+            if rest == "CONFIG" || rest == "LOG" || rest.is_empty() {
                 continue;
             }
             apply_env(
@@ -721,6 +722,12 @@ mod tests {
         .expect("stream config");
         assert!(c.dingtalk.stream_enabled);
         assert!(c.dingtalk.robot_secret().is_some());
+    }
+
+    #[test]
+    fn the_log_filter_variable_is_not_a_config_key() {
+        Config::load_from(None, env(&[("DINGBRIDGE_LOG", "info")]))
+            .expect("DINGBRIDGE_LOG is allowed");
     }
 
     #[test]

@@ -439,7 +439,7 @@ async fn backfill_queues_every_failed_event_once_even_with_two_instances() {
         ),
         "/call_back/get_call_back_failed_result" => {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 FakeReply::json(json!({"errcode":0,"errmsg":"ok","has_more":true,"failed_list":[
                     {"call_back_tag":"user_add_org","event_time":1700000000000i64,
                      "user_add_org":{"userid":["u1"],"corpid":"ding1"}},

@@ -138,7 +138,7 @@ fn normalize_object(obj: &Map<String, Value>, raw: Value) -> SyncEvent {
             event.ids.insert((*ours).into(), v);
         }
     }
-    if event.ids.get("corp_id").is_none()
+    if !event.ids.contains_key("corp_id")
         && let Some(corp) = text(obj, "eventCorpId").or_else(|| text(obj, "corpid"))
     {
         event.ids.insert("corp_id".into(), corp);

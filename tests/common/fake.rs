@@ -150,7 +150,8 @@ impl FakeServer {
 
 impl Drop for FakeServer {
     fn drop(&mut self) {
-        let _ = self.handle.stop(false);
+        // `stop` sends the command when called; its future only waits for completion.
+        drop(self.handle.stop(false));
     }
 }
 
