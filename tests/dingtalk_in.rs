@@ -538,3 +538,71 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// Runs `dingbridge sign <what> --file <json> --url <app>` with `env`; returns its stdout.
+fn sign_command(env: &[(String, String)], what: &str, json: &Value, url: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("input.json");
+    std::fs::write(&file, json.to_string()).expect("write input");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dingbridge"))
+        .args(["sign", what, "--file"])
+        .arg(&file)
+        .args(["--url", url])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("dingbridge sign runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Runs a printed command line with `sh` and returns what it printed.
+fn run_shell(command: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", command])
+        .output()
+        .expect("sh runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_curl_commands_are_accepted_by_the_service() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl not installed; skipping");
+        return;
+    }
+    let redis = RedisServer::start();
+    let e = env(&redis);
+    let app = spawn(&e);
+    let base = app.url("");
+
+    let event = json!({"EventType":"todo_task_create","eventId":"signed-1","taskId":"t'1"});
+    let cmd = sign_command(&e, "dingtalk-event", &event, &base);
+    assert!(cmd.starts_with("curl "), "{cmd}");
+    let answer = run_shell(&cmd);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("msg_signature"), "{answer}");
+
+    let message = robot_message("signed-msg-1");
+    let cmd = sign_command(&e, "dingtalk-robot", &message, &base);
+    let answer = run_shell(&cmd);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"msgtype\":\"empty\""), "{answer}");
+
+    let audit = audit_settles(&redis, 2).await;
+    let mut actions: Vec<&str> = audit.iter().filter_map(|e| e["action"].as_str()).collect();
+    actions.sort_unstable();
+    assert_eq!(
+        actions,
+        vec!["dingtalk.message.created", "dingtalk.todo.created"]
+    );
+}
