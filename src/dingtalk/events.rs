@@ -522,6 +522,36 @@ mod tests {
         assert!(from_stream("SYSTEM", &Map::new(), &json!({"opaque":"x"})).is_empty());
     }
 
+    #[tokio::test]
+    async fn accept_keeps_live_session_webhooks_and_queues_once() {
+        let store = crate::store::memory::MemoryStore::new(100);
+        let now = now_ms();
+        let live = json!({"msgId":"m1","conversationId":"c1","sessionWebhook":"https://x/s?session=1",
+            "sessionWebhookExpiredTime": now + 60_000});
+        let expired = json!({"msgId":"m2","conversationId":"c2","sessionWebhook":"https://x/s?session=2",
+            "sessionWebhookExpiredTime": now - 1});
+        let events = vec![
+            verified_robot(&live),
+            verified_robot(&expired),
+            verified_robot(&live),
+        ];
+        let report = accept(&store, Duration::from_secs(60), events)
+            .await
+            .expect("accepted");
+        assert_eq!((report.enqueued, report.duplicates), (2, 1));
+        let kept = store
+            .kv_get(&format!("{SESSION_WEBHOOK_KEY}c1"))
+            .await
+            .expect("get")
+            .expect("kept");
+        assert!(kept.contains("session=1"));
+        let gone = store
+            .kv_get(&format!("{SESSION_WEBHOOK_KEY}c2"))
+            .await
+            .expect("get");
+        assert!(gone.is_none());
+    }
+
     #[test]
     fn failed_items_use_the_payload_under_their_tag_and_a_stable_dedupe_id() {
         let item = json!({"call_back_tag":"user_add_org","event_time":1700000000000i64,

@@ -225,7 +225,8 @@ mod tests {
     #[test]
     fn the_printed_robot_command_carries_a_valid_sign() {
         let now = crate::store::now_ms();
-        let cmd = robot_request(&config(), "http://h:1", "{\"msgId\":\"m1\"}", now)
+        let message = "{\"msgId\":\"m1\",\"text\":{\"content\":\"it's\"}}";
+        let cmd = robot_request(&config(), "http://h:1", message, now)
             .expect("sample")
             .to_curl();
         let (url, headers, body) = parse_curl(&cmd);
@@ -238,7 +239,7 @@ mod tests {
         };
         sign::verify_robot_callback("appSecretXYZ", &get("timestamp"), &get("sign"), now, 1000)
             .expect("sign verifies");
-        assert_eq!(body, "{\"msgId\":\"m1\"}");
+        assert_eq!(body, message);
     }
 
     #[test]
