@@ -502,7 +502,7 @@ async fn backfill_queues_every_failed_event_once_even_with_two_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_errors_are_logged_and_the_service_keeps_running() {
+async fn backfill_errors_are_logged_the_service_keeps_running_and_stops_cleanly() {
     let redis = RedisServer::start();
     let fake = dingtalk_fake();
     let mut e = env(&redis);
@@ -511,7 +511,7 @@ async fn backfill_errors_are_logged_and_the_service_keeps_running() {
         "wrongSecret".into(),
     ));
     e.push(("DINGBRIDGE_DINGTALK_OAPI_BASE_URL".into(), fake.url("")));
-    let app = spawn(&e);
+    let mut app = spawn(&e);
     let logged = eventually(Duration::from_secs(10), || async {
         app.logs().iter().any(|l| l.contains("40089")).then_some(())
     })
@@ -525,6 +525,10 @@ async fn backfill_errors_are_logged_and_the_service_keeps_running() {
         .await
         .expect("healthz");
     assert_eq!(resp.status(), 200);
+    assert!(
+        app.terminate(Duration::from_secs(15)),
+        "SIGTERM stops the service, backfill included"
+    );
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
