@@ -229,6 +229,16 @@ pub fn verified_push(event: SyncEvent) -> VerifiedEvent {
     to_verified(&event, id)
 }
 
+/// Queueable `unknown` event of an authenticated push whose payload is not a JSON object,
+/// deduplicated by a hash of its plaintext.
+pub fn verified_unreadable(payload: Value, plaintext: &str) -> VerifiedEvent {
+    use sha2::{Digest as _, Sha256};
+    let mut event = SyncEvent::new(Source::Dingtalk, EventKind::Unknown, Action::Unknown);
+    event.raw = payload;
+    let id = format!("push:{}", hex::encode(Sha256::digest(plaintext.as_bytes())));
+    to_verified(&event, Some(id))
+}
+
 /// Queueable event of a robot message.
 pub fn verified_robot(body: &Value) -> VerifiedEvent {
     let event = normalize_robot(body);

@@ -117,21 +117,21 @@ impl Verifier for PushVerifier {
             crypto::check_freshness(ts_ms, now, self.window_ms).map_err(crypto_error)?;
         }
         let plaintext = self.crypto.decrypt(encrypt).map_err(crypto_error)?;
-        let payload: Value = serde_json::from_str(&plaintext).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidJson,
-                format!("the decrypted event is not valid JSON: {e}"),
-            )
-        })?;
+        // Authenticated content is never refused: what cannot be read is queued as unknown.
+        let payload: Value =
+            serde_json::from_str(&plaintext).unwrap_or_else(|_| Value::String(plaintext.clone()));
         let event_type = events::event_type(&payload).unwrap_or_default();
         let events = if events::CHECK_EVENTS.contains(&event_type.as_str()) {
             tracing::info!(event_type = %event_type, "DingTalk URL check answered");
             Vec::new()
         } else {
-            let event = events::normalize_push(&payload).map_err(|e| {
-                ApiError::new(ErrorCode::InvalidInput, format!("the decrypted event: {e}"))
-            })?;
-            vec![events::verified_push(event)]
+            match events::normalize_push(&payload) {
+                Ok(event) => vec![events::verified_push(event)],
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable DingTalk push queued as unknown");
+                    vec![events::verified_unreadable(payload, &plaintext)]
+                }
+            }
         };
         let reply = self.crypto.reply_success(u64::try_from(now).unwrap_or(0));
         Ok(Verified {
@@ -220,5 +220,21 @@ mod tests {
             run(&q, "nope").expect_err("json").code,
             ErrorCode::InvalidJson
         );
+    }
+
+    #[test]
+    fn an_authenticated_payload_that_is_not_an_object_is_queued_as_unknown() {
+        let (q, b) = request("not json at all", &now_ms().to_string());
+        let v = run(&q, &b).expect("verified");
+        assert_eq!(v.events.len(), 1);
+        assert_eq!(v.events[0].payload["kind"], "unknown");
+        assert!(
+            v.events[0]
+                .event_id
+                .as_deref()
+                .expect("id")
+                .starts_with("push:")
+        );
+        assert!(v.reply.is_some());
     }
 }
