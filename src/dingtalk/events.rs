@@ -562,6 +562,27 @@ mod tests {
         assert!(gone.is_none());
     }
 
+    #[tokio::test]
+    async fn one_event_delivered_by_push_stream_and_backfill_is_queued_once() {
+        let store = crate::store::memory::MemoryStore::new(100);
+        let push = json!({"EventType":"todo_task_update","eventId":"same-1","taskId":"t1"});
+        let headers = json!({"eventType":"todo_task_update","eventId":"same-1","messageId":"sm"});
+        let mut events = vec![verified_push(normalize_push(&push).expect("event"))];
+        events.extend(from_stream(
+            "EVENT",
+            headers.as_object().expect("obj"),
+            &json!({"taskId":"t1"}),
+        ));
+        events.push(from_failed_item(
+            &json!({"call_back_tag":"todo_task_update",
+            "event_time":1,"callbackData":{"eventId":"same-1","taskId":"t1"}}),
+        ));
+        let report = accept(&store, Duration::from_secs(60), events)
+            .await
+            .expect("accepted");
+        assert_eq!((report.enqueued, report.duplicates), (1, 2));
+    }
+
     #[test]
     fn failed_items_use_the_payload_under_their_tag_and_a_stable_dedupe_id() {
         let item = json!({"call_back_tag":"user_add_org","event_time":1700000000000i64,
