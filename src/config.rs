@@ -190,6 +190,147 @@ pub struct DingTalkConfig {
     /// API calls per month counted for the organisation (Standard edition: 5000);
     /// exposed in /metrics with a warning in the log at 80 %.
     pub monthly_call_budget: u64,
+    /// App secret of the robot whose callbacks arrive at `/webhooks/dingtalk/robot`
+    /// (defaults to `app_secret`).
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub robot_app_secret: Option<SecretString>,
+    /// Open a DingTalk Stream-mode connection (needs `app_key` and `app_secret`).
+    pub stream_enabled: bool,
+    /// Accepted distance of an HTTP push timestamp from now, in seconds (0 = no check).
+    pub timestamp_window_secs: u64,
+    /// Seconds between fetches of DingTalk's failed-push list (0 = no backfill).
+    pub backfill_interval_secs: u64,
+}
+
+/// Default of `dingtalk.api_base_url`.
+pub const DINGTALK_API_BASE_URL: &str = "https://api.dingtalk.com";
+/// Default of `dingtalk.oapi_base_url`.
+pub const DINGTALK_OAPI_BASE_URL: &str = "https://oapi.dingtalk.com";
+
+impl Default for DingTalkConfig {
+    fn default() -> Self {
+        Self {
+            app_key: None,
+            app_secret: None,
+            callback_token: None,
+            aes_key: None,
+            api_base_url: None,
+            oapi_base_url: None,
+            robot_app_secret: None,
+            stream_enabled: false,
+            timestamp_window_secs: 3600,
+            backfill_interval_secs: 300,
+            qps_per_api: 20,
+            monthly_call_budget: 5_000,
+        }
+    }
+}
+
+impl DingTalkConfig {
+    /// The HTTP-push crypto, when `app_key`, `callback_token` and `aes_key` are set (and valid).
+    pub fn push_crypto(&self) -> Option<crate::dingtalk::crypto::CallbackCrypto> {
+        use secrecy::ExposeSecret;
+        let (Some(app_key), Some(token), Some(aes_key)) =
+            (&self.app_key, &self.callback_token, &self.aes_key)
+        else {
+            return None;
+        };
+        crate::dingtalk::crypto::CallbackCrypto::new(
+            token.expose_secret(),
+            aes_key.expose_secret(),
+            app_key,
+        )
+        .ok()
+    }
+
+    /// The secret robot callbacks are signed with: `robot_app_secret`, else `app_secret`.
+    pub fn robot_secret(&self) -> Option<&SecretString> {
+        self.robot_app_secret.as_ref().or(self.app_secret.as_ref())
+    }
+
+    /// Base URL of the new-style API (default [`DINGTALK_API_BASE_URL`]).
+    pub fn api_base_url(&self) -> &str {
+        self.api_base_url
+            .as_deref()
+            .unwrap_or(DINGTALK_API_BASE_URL)
+    }
+
+    /// Base URL of the old-style API (default [`DINGTALK_OAPI_BASE_URL`]).
+    pub fn oapi_base_url(&self) -> &str {
+        self.oapi_base_url
+            .as_deref()
+            .unwrap_or(DINGTALK_OAPI_BASE_URL)
+    }
+
+    /// Checks the DingTalk keys belong together and have valid values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
+        if let Some(key) = &self.aes_key {
+            crate::dingtalk::crypto::AesKey::parse(key.expose_secret()).map_err(|e| {
+                let reason = match e {
+                    crate::dingtalk::crypto::CryptoError::InvalidAesKey(r) => r,
+                    other => other.to_string(),
+                };
+                ConfigError::new(
+                    "dingtalk.aes_key (DINGBRIDGE_DINGTALK_AES_KEY)",
+                    format!("the EncodingAESKey from the DingTalk console: {reason}"),
+                )
+            })?;
+        }
+        if let Some(token) = &self.callback_token {
+            let t = token.expose_secret();
+            let len = t.chars().count();
+            if !(3..=32).contains(&len) || !t.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(ConfigError::new(
+                    "dingtalk.callback_token (DINGBRIDGE_DINGTALK_CALLBACK_TOKEN)",
+                    format!("must be 3 to 32 letters or digits ({len} characters given)"),
+                ));
+            }
+        }
+        if self.callback_token.is_some() || self.aes_key.is_some() {
+            for (set, key) in [
+                (
+                    self.app_key.is_some(),
+                    "dingtalk.app_key (DINGBRIDGE_DINGTALK_APP_KEY)",
+                ),
+                (
+                    self.callback_token.is_some(),
+                    "dingtalk.callback_token (DINGBRIDGE_DINGTALK_CALLBACK_TOKEN)",
+                ),
+                (
+                    self.aes_key.is_some(),
+                    "dingtalk.aes_key (DINGBRIDGE_DINGTALK_AES_KEY)",
+                ),
+            ] {
+                if !set {
+                    return Err(ConfigError::new(
+                        key,
+                        "HTTP push needs dingtalk.app_key, dingtalk.callback_token and dingtalk.aes_key together",
+                    ));
+                }
+            }
+        }
+        if self.stream_enabled {
+            for (set, key) in [
+                (
+                    self.app_key.is_some(),
+                    "dingtalk.app_key (DINGBRIDGE_DINGTALK_APP_KEY)",
+                ),
+                (
+                    self.app_secret.is_some(),
+                    "dingtalk.app_secret (DINGBRIDGE_DINGTALK_APP_SECRET)",
+                ),
+            ] {
+                if !set {
+                    return Err(ConfigError::new(
+                        key,
+                        "required when dingtalk.stream_enabled is true",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Microsoft Graph settings.
@@ -251,21 +392,6 @@ impl Default for Config {
             graph: GraphConfig::default(),
             echo: EchoConfig::default(),
             routes: Vec::new(),
-        }
-    }
-}
-
-impl Default for DingTalkConfig {
-    fn default() -> Self {
-        Self {
-            app_key: None,
-            app_secret: None,
-            callback_token: None,
-            aes_key: None,
-            api_base_url: None,
-            oapi_base_url: None,
-            qps_per_api: 20,
-            monthly_call_budget: 5_000,
         }
     }
 }
@@ -339,6 +465,7 @@ impl Config {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
+            // CONFIG names the file; LOG is the tracing filter read by telemetry.
             if rest == "CONFIG" || rest.is_empty() {
                 continue;
             }
@@ -408,6 +535,7 @@ impl Config {
             }
         }
         self.validate_routes()?;
+        self.dingtalk.validate()?;
         for (key, url) in [
             ("dingtalk.api_base_url", &self.dingtalk.api_base_url),
             ("dingtalk.oapi_base_url", &self.dingtalk.oapi_base_url),
@@ -636,6 +764,115 @@ mod tests {
         let err = Config::load_from(None, env(&[("DINGBRIDGE_LISTEN", "nowhere")]))
             .expect_err("must fail");
         assert_eq!(err.key, "listen");
+    }
+
+    #[test]
+    fn a_42_character_aes_key_is_refused_saying_43_are_needed() {
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("DINGBRIDGE_DINGTALK_APP_KEY", "dingxxxxxxxxxxxx"),
+                ("DINGBRIDGE_DINGTALK_CALLBACK_TOKEN", "tokenABC123"),
+                (
+                    "DINGBRIDGE_DINGTALK_AES_KEY",
+                    "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF",
+                ),
+            ]),
+        )
+        .expect_err("42 chars must fail");
+        assert!(err.key.contains("dingtalk.aes_key"), "{err}");
+        assert!(err.reason.contains("43"), "{err}");
+        assert!(
+            !err.to_string().contains("abcdefghij"),
+            "never echo the key: {err}"
+        );
+    }
+
+    #[test]
+    fn push_keys_must_come_together_and_the_missing_one_is_named() {
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("DINGBRIDGE_DINGTALK_APP_KEY", "dingxxxxxxxxxxxx"),
+                (
+                    "DINGBRIDGE_DINGTALK_AES_KEY",
+                    "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+                ),
+            ]),
+        )
+        .expect_err("token missing");
+        assert!(err.key.contains("dingtalk.callback_token"), "{err}");
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("DINGBRIDGE_DINGTALK_CALLBACK_TOKEN", "tokenABC123"),
+                (
+                    "DINGBRIDGE_DINGTALK_AES_KEY",
+                    "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+                ),
+            ]),
+        )
+        .expect_err("app key missing");
+        assert!(err.key.contains("dingtalk.app_key"), "{err}");
+        let ok = Config::load_from(
+            None,
+            env(&[
+                ("DINGBRIDGE_DINGTALK_APP_KEY", "dingxxxxxxxxxxxx"),
+                ("DINGBRIDGE_DINGTALK_CALLBACK_TOKEN", "tokenABC123"),
+                (
+                    "DINGBRIDGE_DINGTALK_AES_KEY",
+                    "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+                ),
+                ("DINGBRIDGE_DINGTALK_TIMESTAMP_WINDOW_SECS", "60"),
+            ]),
+        )
+        .expect("complete push config");
+        assert!(ok.dingtalk.push_crypto().is_some());
+        assert_eq!(ok.dingtalk.timestamp_window_secs, 60);
+        assert_eq!(ok.dingtalk.backfill_interval_secs, 300);
+    }
+
+    #[test]
+    fn callback_token_must_be_3_to_32_letters_or_digits() {
+        for bad in ["ab", "has space", "x".repeat(33).as_str()] {
+            let err = Config::load_from(
+                None,
+                env(&[
+                    ("DINGBRIDGE_DINGTALK_APP_KEY", "k"),
+                    ("DINGBRIDGE_DINGTALK_CALLBACK_TOKEN", bad),
+                    (
+                        "DINGBRIDGE_DINGTALK_AES_KEY",
+                        "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+                    ),
+                ]),
+            )
+            .expect_err("bad token");
+            assert!(err.key.contains("callback_token"), "{err}");
+        }
+    }
+
+    #[test]
+    fn stream_mode_needs_app_key_and_secret() {
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("DINGBRIDGE_DINGTALK_STREAM_ENABLED", "true"),
+                ("DINGBRIDGE_DINGTALK_APP_KEY", "k"),
+            ]),
+        )
+        .expect_err("secret missing");
+        assert!(err.key.contains("dingtalk.app_secret"), "{err}");
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("DINGBRIDGE_DINGTALK_STREAM_ENABLED", "true"),
+                ("DINGBRIDGE_DINGTALK_APP_KEY", "k"),
+                ("DINGBRIDGE_DINGTALK_APP_SECRET", "s"),
+            ]),
+        )
+        .expect("stream config");
+        assert!(c.dingtalk.stream_enabled);
+        assert!(c.dingtalk.robot_secret().is_some());
     }
 
     #[test]

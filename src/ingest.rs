@@ -35,10 +35,29 @@ pub struct VerifiedEvent {
     pub payload: Value,
 }
 
+/// What a verifier made of a request: events to queue and, for protocols that require
+/// one (DingTalk's encrypted push), the body to answer with once they are queued.
+#[derive(Debug, Clone, Default)]
+pub struct Verified {
+    /// Events to dedupe and enqueue (may be empty, e.g. a URL check).
+    pub events: Vec<VerifiedEvent>,
+    /// JSON answered with 200 after a successful enqueue; `None` for the default answer.
+    pub reply: Option<Value>,
+}
+
 /// Authenticates a request and turns it into events; each webhook source implements it.
 pub trait Verifier: Send + Sync {
     /// Checks signatures (and decrypts); bad input is a 4xx [`ApiError`].
     fn verify(&self, req: &InboundRequest<'_>) -> Result<Vec<VerifiedEvent>, ApiError>;
+
+    /// Like [`Verifier::verify`], plus the protocol's reply body; override when the
+    /// sender expects a specific answer.
+    fn verify_with_reply(&self, req: &InboundRequest<'_>) -> Result<Verified, ApiError> {
+        Ok(Verified {
+            events: self.verify(req)?,
+            reply: None,
+        })
+    }
 }
 
 /// How an accepted batch was handled.
@@ -89,8 +108,39 @@ pub async fn ingest(
     verifier: &dyn Verifier,
     req: &InboundRequest<'_>,
 ) -> Result<IngestReport, ApiError> {
-    let events = verifier.verify(req).inspect_err(|e| {
+    let (report, _) = ingest_with_reply(store, dedupe_ttl, verifier, req, accept_boxed).await?;
+    Ok(report)
+}
+
+/// The accept step of [`ingest_with_reply`]: the plain [`accept`] or a source's variant
+/// that does more around it (e.g. remembering DingTalk session webhooks).
+pub type AcceptFn = for<'a> fn(
+    &'a dyn Store,
+    Duration,
+    Vec<VerifiedEvent>,
+) -> futures::future::BoxFuture<'a, Result<IngestReport, ApiError>>;
+
+/// [`accept`] as an [`AcceptFn`].
+pub fn accept_boxed(
+    store: &dyn Store,
+    dedupe_ttl: Duration,
+    events: Vec<VerifiedEvent>,
+) -> futures::future::BoxFuture<'_, Result<IngestReport, ApiError>> {
+    Box::pin(accept(store, dedupe_ttl, events))
+}
+
+/// Verifies, accepts with `accept_fn`, and returns the report with the verifier's reply
+/// (answered only now, after the enqueue succeeded).
+pub async fn ingest_with_reply(
+    store: &dyn Store,
+    dedupe_ttl: Duration,
+    verifier: &dyn Verifier,
+    req: &InboundRequest<'_>,
+    accept_fn: AcceptFn,
+) -> Result<(IngestReport, Option<Value>), ApiError> {
+    let verified = verifier.verify_with_reply(req).inspect_err(|e| {
         tracing::info!(code = e.code.as_str(), reason = %e.message, "inbound request rejected");
     })?;
-    accept(store, dedupe_ttl, events).await
+    let report = accept_fn(store, dedupe_ttl, verified.events).await?;
+    Ok((report, verified.reply))
 }

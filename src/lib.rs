@@ -18,9 +18,15 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use actix_web::{App, HttpServer, dev::Server, middleware::from_fn, web};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
     api::AppState,
     config::Config,
+    dingtalk::{
+        client::{DingTalkClient, DingTalkSettings},
+        stream::StreamSettings,
+    },
     store::SharedStore,
     worker::{Registry, WorkerPool},
 };
@@ -33,6 +39,9 @@ pub struct Application {
     addr: SocketAddr,
     server: Server,
     workers: WorkerPool,
+    backfill: Option<dingtalk::backfill::Backfill>,
+    stream: Option<tokio::task::JoinHandle<()>>,
+    stream_cancel: CancellationToken,
     shutdown_timeout: Duration,
 }
 
@@ -61,11 +70,31 @@ impl Application {
             echo_verifier = Some(Box::new(echo::EchoVerifier::new(token.clone())));
         }
 
+        registry.register(
+            dingtalk::events::JOB_KIND,
+            Arc::new(dingtalk::handler::AuditingHandler::new(store.clone())),
+        );
+        let dt = &config.dingtalk;
+        let push_crypto = dt.push_crypto();
+        let dingtalk_client = DingTalkSettings::from_config(dt)
+            .map(|s| Arc::new(DingTalkClient::new(http.clone(), s, store.clone())));
+        let dingtalk_push = push_crypto.clone().map(|c| {
+            Box::new(dingtalk::push::PushVerifier::new(
+                c,
+                dt.timestamp_window_secs,
+            )) as Box<dyn ingest::Verifier>
+        });
+        let dingtalk_robot = dt.robot_secret().map(|s| {
+            Box::new(dingtalk::robot::RobotVerifier::new(s.clone())) as Box<dyn ingest::Verifier>
+        });
+
         let _ = metrics::handle();
         let state = web::Data::new(AppState {
             store: store.clone(),
             config: config.clone(),
             echo: echo_verifier,
+            dingtalk_push,
+            dingtalk_robot,
         });
         let listener = std::net::TcpListener::bind(config.listen_addr()?)?;
         let addr = listener.local_addr()?;
@@ -80,11 +109,43 @@ impl Application {
         .listen(listener)?
         .run();
 
+        let backfill = match (&dingtalk_client, &push_crypto) {
+            (Some(client), Some(_)) if dt.backfill_interval_secs > 0 => {
+                Some(dingtalk::backfill::Backfill::start(
+                    store.clone(),
+                    client.clone(),
+                    config.dedupe_ttl(),
+                    Duration::from_secs(dt.backfill_interval_secs),
+                ))
+            }
+            _ => None,
+        };
+        let stream_cancel = CancellationToken::new();
+        let stream = match (dt.stream_enabled, &dt.app_key, &dt.app_secret) {
+            (true, Some(app_key), Some(app_secret)) => {
+                let mut settings = StreamSettings::new(app_key.clone(), app_secret.clone());
+                settings.api_base_url = dt.api_base_url().to_string();
+                let sink = Arc::new(dingtalk::events::PipelineSink::new(
+                    store.clone(),
+                    config.dedupe_ttl(),
+                ));
+                Some(dingtalk::stream::spawn(
+                    settings,
+                    http.clone(),
+                    sink,
+                    stream_cancel.clone(),
+                ))
+            }
+            _ => None,
+        };
         let workers = WorkerPool::start(store, registry, config.workers.clone());
         Ok(Application {
             addr,
             server,
             workers,
+            backfill,
+            stream,
+            stream_cancel,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
         })
     }
@@ -98,6 +159,14 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         tracing::info!("http server stopped; finishing running jobs");
+        // Stop taking Stream frames first: an unacknowledged frame is redelivered.
+        self.stream_cancel.cancel();
+        if let Some(stream) = self.stream {
+            let _ = tokio::time::timeout(self.shutdown_timeout, stream).await;
+        }
+        if let Some(backfill) = self.backfill {
+            backfill.shutdown(self.shutdown_timeout).await;
+        }
         self.workers.shutdown(self.shutdown_timeout).await;
         tracing::info!("shutdown complete");
         served

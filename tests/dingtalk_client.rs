@@ -13,10 +13,10 @@ use serde_json::json;
 
 fn fake_dingtalk() -> FakeServer {
     FakeServer::start(|r| match r.path.as_str() {
-        "/v1.0/oauth2/accessToken" => {
-            FakeReply::json(json!({"accessToken": "tok-1", "expireIn": 7200}))
-                .delayed(Duration::from_millis(100))
-        }
+        "/gettoken" => FakeReply::json(
+            json!({"errcode": 0, "errmsg": "ok", "access_token": "tok-1", "expires_in": 7200}),
+        )
+        .delayed(Duration::from_millis(100)),
         p if p.ends_with("/tasks/sources/src-1") => FakeReply {
             body: json!({"code": "taskNotExist", "message": "no"}).to_string(),
             ..FakeReply::status(404)
@@ -57,11 +57,10 @@ async fn concurrent_callers_share_one_token_fetch() {
     let fetches = fake
         .requests()
         .iter()
-        .filter(|r| r.path == "/v1.0/oauth2/accessToken")
+        .filter(|r| r.path == "/gettoken")
         .count();
     assert_eq!(fetches, 1);
-    let body = fake.requests()[0].json();
-    assert_eq!(body["appKey"], "dingappkey");
+    assert!(fake.requests()[0].query.contains("appkey=dingappkey"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Verifier of `/webhooks/echo`, when the echo relay is configured.
     pub echo: Option<Box<dyn Verifier>>,
+    /// Verifier of `/webhooks/dingtalk/events`, when HTTP push is configured.
+    pub dingtalk_push: Option<Box<dyn Verifier>>,
+    /// Verifier of `/webhooks/dingtalk/robot`, when a robot secret is configured.
+    pub dingtalk_robot: Option<Box<dyn Verifier>>,
 }
 
 impl AppState {

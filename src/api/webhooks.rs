@@ -4,16 +4,75 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{AppState, LimitedBody, accepted, resource};
 use crate::{
+    dingtalk,
     error::{ApiError, ErrorCode},
     graph::{self, notifications::handshake_token},
-    ingest::{InboundRequest, accept, ingest},
+    ingest::{InboundRequest, accept, ingest, ingest_with_reply},
 };
 
 /// Registers the webhook routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/webhooks/echo").route(web::post().to(echo)))
+        .service(resource("/webhooks/dingtalk/events").route(web::post().to(dingtalk_events)))
+        .service(resource("/webhooks/dingtalk/robot").route(web::post().to(dingtalk_robot)))
         .service(resource("/webhooks/graph").route(web::post().to(graph_notifications)))
         .service(resource("/webhooks/graph/lifecycle").route(web::post().to(graph_lifecycle)));
+}
+
+/// DingTalk HTTP push: answered with the encrypted `success` once queued.
+async fn dingtalk_events(
+    req: HttpRequest,
+    body: LimitedBody,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let verifier = state.dingtalk_push.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotConfigured,
+            "DingTalk HTTP push is off; set dingtalk.app_key, dingtalk.callback_token and dingtalk.aes_key (DINGBRIDGE_DINGTALK_APP_KEY, DINGBRIDGE_DINGTALK_CALLBACK_TOKEN, DINGBRIDGE_DINGTALK_AES_KEY)",
+        )
+    })?;
+    let inbound = InboundRequest {
+        headers: req.headers(),
+        query: req.query_string(),
+        body: &body.0,
+    };
+    let (_, reply) = ingest_with_reply(
+        state.store.as_ref(),
+        state.dedupe_ttl(),
+        verifier,
+        &inbound,
+        dingtalk::events::accept_boxed,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(reply))
+}
+
+/// DingTalk robot callback: answered with "no reply" once queued.
+async fn dingtalk_robot(
+    req: HttpRequest,
+    body: LimitedBody,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let verifier = state.dingtalk_robot.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotConfigured,
+            "DingTalk robot callbacks are off; set dingtalk.robot_app_secret or dingtalk.app_secret (DINGBRIDGE_DINGTALK_ROBOT_APP_SECRET, DINGBRIDGE_DINGTALK_APP_SECRET)",
+        )
+    })?;
+    let inbound = InboundRequest {
+        headers: req.headers(),
+        query: req.query_string(),
+        body: &body.0,
+    };
+    ingest_with_reply(
+        state.store.as_ref(),
+        state.dedupe_ttl(),
+        verifier,
+        &inbound,
+        dingtalk::events::accept_boxed,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(dingtalk::robot::empty_reply()))
 }
 
 async fn graph_notifications(

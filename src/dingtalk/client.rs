@@ -207,39 +207,49 @@ impl DingTalkClient {
         {
             return Ok(t.value.clone());
         }
-        let url = format!("{}/v1.0/oauth2/accessToken", self.settings.api_base_url);
+        // The old-style token endpoint; its tokens also work on api.dingtalk.com.
+        let url = format!("{}/gettoken", self.settings.oapi_base_url);
         let resp = self
             .http
-            .post(&url)
-            .json(&json!({
-                "appKey": self.settings.app_key,
-                "appSecret": self.settings.app_secret.expose_secret(),
-            }))
+            .get(&url)
+            .query(&[
+                ("appkey", self.settings.app_key.as_str()),
+                ("appsecret", self.settings.app_secret.expose_secret()),
+            ])
+            .timeout(Duration::from_secs(20))
             .send()
             .await
             .map_err(DingTalkError::transport)?;
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if let Some(mut e) = classify(status, &body) {
-            if e.code == "invalidClientIdOrSecret" {
-                e.message = "DingTalk rejected the app key/secret; check dingtalk.app_key and dingtalk.app_secret".into();
-                e.permanent = false;
+            if matches!(
+                e.code.as_str(),
+                "40089" | "40001" | "invalidClientIdOrSecret"
+            ) {
+                e.message = format!(
+                    "{} — DingTalk rejected the app key/secret; check dingtalk.app_key and dingtalk.app_secret",
+                    e.message
+                );
             }
             return Err(e);
         }
         let value = body
-            .get("accessToken")
+            .get("access_token")
             .and_then(Value::as_str)
             .ok_or_else(|| DingTalkError {
                 status,
                 code: "bad_token_response".into(),
-                message: "no accessToken in DingTalk's answer".into(),
+                message: "no access_token in DingTalk's answer".into(),
                 request_id: None,
                 retry_after: None,
                 permanent: false,
             })?
             .to_string();
-        let lifetime = body.get("expireIn").and_then(Value::as_u64).unwrap_or(7200);
+        let lifetime = body
+            .get("expires_in")
+            .and_then(Value::as_u64)
+            .unwrap_or(7200);
         // DingTalk suggests refreshing ~10 minutes early; short-lived tokens at half life.
         let early = Duration::from_secs((lifetime / 2).min(600));
         *guard = Some(CachedToken {
@@ -352,6 +362,45 @@ impl DingTalkClient {
         Err(DingTalkError {
             status: 401,
             code: "InvalidAuthentication".into(),
+            message: "token refused twice".into(),
+            request_id: None,
+            retry_after: None,
+            permanent: false,
+        })
+    }
+
+    /// One old-style GET (`?access_token=…&query`); retried once after a token refresh.
+    pub async fn oapi_get(
+        &self,
+        api: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Value, DingTalkError> {
+        let url = format!("{}{path}", self.settings.oapi_base_url);
+        for attempt in 0..2 {
+            self.rate_slot(api).await?;
+            self.count_call().await;
+            let token = self.access_token().await?;
+            let resp = self
+                .http
+                .get(&url)
+                .query(&[("access_token", token.as_str())])
+                .query(query)
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await
+                .map_err(DingTalkError::transport)?;
+            let status = resp.status().as_u16();
+            let value: Value = resp.json().await.unwrap_or(Value::Null);
+            match classify(status, &value) {
+                None => return Ok(value),
+                Some(e) if attempt == 0 && is_auth_failure(&e) => self.forget_token().await,
+                Some(e) => return Err(e),
+            }
+        }
+        Err(DingTalkError {
+            status: 401,
+            code: "40014".into(),
             message: "token refused twice".into(),
             request_id: None,
             retry_after: None,

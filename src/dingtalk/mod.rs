@@ -1,6 +1,13 @@
-//! DingTalk protocol code: callback crypto and signatures (pure), events, API client.
+//! DingTalk protocol code: callback crypto and signatures (pure), event normalisation,
+//! the HTTP push and robot verifiers, the API client and the failed-push backfill.
 
+pub mod backfill;
 pub mod client;
 pub mod crypto;
+pub mod events;
+pub mod handler;
+pub mod push;
+pub mod robot;
+pub mod sample;
 pub mod sign;
 pub mod stream;

@@ -1,3 +1,7 @@
-//! The sync core: translations, routes, relays.
+//! The normalised model every platform's input is turned into ([`SyncEvent`]), the
+//! translations between DingTalk and Graph objects, routes and relays.
 
+pub mod event;
 pub mod mapping;
+
+pub use event::{Action, EventKind, Source, SyncEvent};
