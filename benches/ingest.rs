@@ -285,7 +285,10 @@ impl Settings {
         anyhow::ensure!(s.secs > 0, "BENCH_SECS must be at least 1");
         anyhow::ensure!(s.concurrency > 0, "BENCH_CONCURRENCY must be at least 1");
         anyhow::ensure!(s.rounds > 0, "BENCH_ROUNDS must be at least 1");
-        anyhow::ensure!(s.client_threads > 0, "BENCH_CLIENT_THREADS must be at least 1");
+        anyhow::ensure!(
+            s.client_threads > 0,
+            "BENCH_CLIENT_THREADS must be at least 1"
+        );
         Ok(s)
     }
 }
@@ -335,9 +338,8 @@ fn start_redis(dir: &Path) -> anyhow::Result<(Proc, u16)> {
         "--dir",
     ])
     .arg(dir);
-    let (mut proc, _) = Proc::spawn("redis-server", cmd).map_err(|e| {
-        anyhow::anyhow!("{e} (install it with `apt-get install redis-server`)")
-    })?;
+    let (mut proc, _) = Proc::spawn("redis-server", cmd)
+        .map_err(|e| anyhow::anyhow!("{e} (install it with `apt-get install redis-server`)"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         proc.check_alive()?;
@@ -605,9 +607,11 @@ fn run() -> anyhow::Result<()> {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DINGBRIDGE_LISTEN", "127.0.0.1:0")
         .env("DINGBRIDGE_STORE_URL", &redis_url)
-        // Warnings only, except the start-up line that carries the address.
+        // Warnings only, except the start-up line that carries the address. Through
+        // RUST_LOG, telemetry's fallback: the config loader rejects DINGBRIDGE_LOG as an
+        // unknown key (`unknown field `log``), although telemetry reads it.
         .env(
-            "DINGBRIDGE_LOG",
+            "RUST_LOG",
             "warn,dingbridge=info,dingbridge::telemetry=warn,dingbridge::worker=warn,dingbridge::ingest=warn",
         )
         .env(
@@ -731,15 +735,18 @@ fn run() -> anyhow::Result<()> {
                 .find(|r| r.round == round && r.name == name)
                 .map(|r| r.result.rps())
         };
-        if let (Some(bare_rps), Some(ingest_rps)) = (of(bare_target.name), of(ingest_target.name))
-        {
+        if let (Some(bare_rps), Some(ingest_rps)) = (of(bare_target.name), of(ingest_target.name)) {
             let ratio = ingest_rps / bare_rps;
             ratios.push(ratio);
             println!(
                 "round {round}: ingest / bare = {ingest_rps:.0} / {bare_rps:.0} req/s = {:.1} % (target >= {:.0} %: {})",
                 ratio * 100.0,
                 TARGET_RATIO * 100.0,
-                if ratio >= TARGET_RATIO { "met" } else { "NOT met" }
+                if ratio >= TARGET_RATIO {
+                    "met"
+                } else {
+                    "NOT met"
+                }
             );
         }
     }
@@ -767,12 +774,18 @@ fn run() -> anyhow::Result<()> {
             state.dead,
             after.as_secs_f64()
         ),
-        None => println!("worker drain: NOT drained within {:?}", settings.drain_timeout),
+        None => println!(
+            "worker drain: NOT drained within {:?}",
+            settings.drain_timeout
+        ),
     }
     println!("redis-server peak RSS: {}", fmt_mib(redis_rss));
 
     let errors: u64 = rows.iter().map(|r| r.result.errors).sum();
-    anyhow::ensure!(errors == 0, "{errors} requests failed (non-2xx or transport)");
+    anyhow::ensure!(
+        errors == 0,
+        "{errors} requests failed (non-2xx or transport)"
+    );
     anyhow::ensure!(drained.is_some(), "the workers did not drain the queue");
     Ok(())
 }
