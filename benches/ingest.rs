@@ -300,10 +300,10 @@ fn dingbridge_bin() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     // Cargo sets this for benchmarks and builds the binary with the same profile.
-    if let Some(p) = option_env!("CARGO_BIN_EXE_dingbridge") {
-        if Path::new(p).exists() {
-            return Ok(PathBuf::from(p));
-        }
+    if let Some(p) = option_env!("CARGO_BIN_EXE_dingbridge")
+        && Path::new(p).exists()
+    {
+        return Ok(PathBuf::from(p));
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
