@@ -1,0 +1,791 @@
+//! Ingest benchmark: `cargo bench --bench ingest` (see BENCHMARKS.md).
+//!
+//! Starts, as separate processes:
+//! - a throwaway `redis-server` on a free port (no persistence),
+//! - a sink answering `200` to every POST: the echo relay's target, so workers drain
+//!   the queue while the load runs, as in production,
+//! - a bare actix-web server answering `200 OK` to POST (this binary re-executed with
+//!   `--bare-server`),
+//! - the release `dingbridge serve` with the Redis store and the echo relay.
+//!
+//! Then drives the bare endpoint and `POST /webhooks/echo` the same way: a closed-loop
+//! tokio + reqwest client with keep-alive, a fixed number of connections, unique event
+//! ids and a ~1 KB JSON body, for `BENCH_SECS` after a short warm-up. Prints requests/s,
+//! p50/p99 latency, errors (non-2xx or transport), peak RSS (VmHWM) and CPU time of each
+//! server process, the ratio ingest rps / bare rps, and whether the workers drained the
+//! queue afterwards.
+//!
+//! Environment (all optional): `BENCH_SECS` (10), `BENCH_WARMUP_SECS` (1),
+//! `BENCH_CONCURRENCY` (32), `BENCH_BODY_BYTES` (1024), `BENCH_ROUNDS` (1: one bare and
+//! one ingest run; more alternate them), `BENCH_CLIENT_THREADS` (2),
+//! `BENCH_DRAIN_TIMEOUT_SECS` (120), `DINGBRIDGE_BIN` (path of the binary to measure).
+
+use std::{
+    collections::VecDeque,
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+
+const ECHO_TOKEN: &str = "bench-echo-token";
+const QUEUE: &str = "dingbridge:queue";
+const GROUP: &str = "workers";
+/// Target of the issue: ingest reaches at least this share of the bare endpoint's rps.
+const TARGET_RATIO: f64 = 0.30;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--bare-server") => return serve_child(ChildKind::Bare),
+        Some("--sink-server") => return serve_child(ChildKind::Sink),
+        _ => {}
+    }
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` (CI) runs this binary
+    // without it, in the debug profile: a 20-second load there would only slow CI down.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("bench ingest: skipped (run it with `cargo bench --bench ingest`)");
+        return;
+    }
+    if let Err(e) = run() {
+        eprintln!("bench_ingest: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Child servers (this binary re-executed)
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+enum ChildKind {
+    Bare,
+    Sink,
+}
+
+/// Runs one of the helper servers on a free port and announces its address on stdout in
+/// the same JSON shape as `dingbridge serve`.
+fn serve_child(kind: ChildKind) {
+    let received = web::Data::new(AtomicU64::new(0));
+    actix_web::rt::System::new().block_on(async move {
+        let server = HttpServer::new(move || {
+            let app = App::new().app_data(received.clone());
+            match kind {
+                // The bare endpoint reads the whole body, like ingest, and answers 200.
+                ChildKind::Bare => app.route(
+                    "/{tail:.*}",
+                    web::post().to(|_body: web::Bytes| async { HttpResponse::Ok().body("OK") }),
+                ),
+                // The echo target: counts deliveries; `GET /count` reads the counter.
+                ChildKind::Sink => app
+                    .route(
+                        "/count",
+                        web::get().to(|n: web::Data<AtomicU64>| async move {
+                            HttpResponse::Ok().body(n.load(Ordering::SeqCst).to_string())
+                        }),
+                    )
+                    .route(
+                        "/{tail:.*}",
+                        web::post().to(|_body: web::Bytes, n: web::Data<AtomicU64>| async move {
+                            n.fetch_add(1, Ordering::SeqCst);
+                            HttpResponse::Ok().finish()
+                        }),
+                    ),
+            }
+        });
+        let server = match kind {
+            // Same worker count as dingbridge's HTTP server (actix's default).
+            ChildKind::Bare => server,
+            // The sink is not measured; keep its footprint small.
+            ChildKind::Sink => server.workers(1),
+        };
+        let server = server
+            .bind("127.0.0.1:0")
+            .expect("bind 127.0.0.1:0")
+            .shutdown_timeout(1);
+        let addr = server.addrs()[0];
+        println!(r#"{{"message":"listening on {addr}","addr":"{addr}"}}"#);
+        let _ = std::io::stdout().flush();
+        server.run().await.expect("server runs");
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Process management
+// ---------------------------------------------------------------------------------------
+
+/// A child process killed on drop; keeps the last lines it printed for diagnostics.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    output: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut cmd: Command) -> anyhow::Result<(Proc, Option<SocketAddr>)> {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {name}: {e}"))?;
+        let output = Arc::new(Mutex::new(VecDeque::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        for (stream, tx) in [
+            (Box::new(stdout) as Box<dyn std::io::Read + Send>, Some(tx)),
+            (Box::new(stderr), None),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let (Some(tx), Some(addr)) = (&tx, listening_addr(&line)) {
+                        let _ = tx.send(addr);
+                    }
+                    let mut out = output.lock().expect("output lock");
+                    if out.len() == 200 {
+                        out.pop_front();
+                    }
+                    out.push_back(line);
+                }
+            });
+        }
+        let proc = Proc {
+            name,
+            child,
+            output,
+        };
+        Ok((proc, rx.recv_timeout(Duration::from_secs(30)).ok()))
+    }
+
+    /// Spawns and waits for the "listening on" line.
+    fn spawn_server(name: &'static str, cmd: Command) -> anyhow::Result<(Proc, SocketAddr)> {
+        let (proc, addr) = Proc::spawn(name, cmd)?;
+        match addr {
+            Some(addr) => Ok((proc, addr)),
+            None => anyhow::bail!(
+                "{name} did not report its address; output:\n{}",
+                proc.output()
+            ),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn output(&self) -> String {
+        let out = self.output.lock().expect("output lock");
+        out.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Fails when the process has exited.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            anyhow::bail!(
+                "{} exited ({status}); output:\n{}",
+                self.name,
+                self.output()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v.get("message")?.as_str()?.starts_with("listening on") {
+        return v.get("addr")?.as_str()?.parse().ok();
+    }
+    None
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Peak resident set size (VmHWM) in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// User + system CPU time of a process (all its threads), in seconds.
+fn cpu_secs(pid: u32, ticks_per_sec: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks_per_sec)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Setup
+// ---------------------------------------------------------------------------------------
+
+struct Settings {
+    secs: u64,
+    warmup_secs: u64,
+    concurrency: usize,
+    body_bytes: usize,
+    rounds: usize,
+    client_threads: usize,
+    drain_timeout: Duration,
+}
+
+fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number")),
+        Err(_) => Ok(default),
+    }
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Settings> {
+        let s = Settings {
+            secs: env_num("BENCH_SECS", 10)?,
+            warmup_secs: env_num("BENCH_WARMUP_SECS", 1)?,
+            concurrency: env_num("BENCH_CONCURRENCY", 32)?,
+            body_bytes: env_num("BENCH_BODY_BYTES", 1024)?,
+            rounds: env_num("BENCH_ROUNDS", 1)?,
+            client_threads: env_num("BENCH_CLIENT_THREADS", 2)?,
+            drain_timeout: Duration::from_secs(env_num("BENCH_DRAIN_TIMEOUT_SECS", 120)?),
+        };
+        anyhow::ensure!(s.secs > 0, "BENCH_SECS must be at least 1");
+        anyhow::ensure!(s.concurrency > 0, "BENCH_CONCURRENCY must be at least 1");
+        anyhow::ensure!(s.rounds > 0, "BENCH_ROUNDS must be at least 1");
+        anyhow::ensure!(
+            s.client_threads > 0,
+            "BENCH_CLIENT_THREADS must be at least 1"
+        );
+        Ok(s)
+    }
+}
+
+/// The release `dingbridge` binary: `DINGBRIDGE_BIN`, the one cargo built for this bench,
+/// or `<target dir>/release/dingbridge`, built with `cargo build --release` if missing.
+fn dingbridge_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("DINGBRIDGE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    // Cargo sets this for benchmarks and builds the binary with the same profile.
+    if let Some(p) = option_env!("CARGO_BIN_EXE_dingbridge")
+        && Path::new(p).exists()
+    {
+        return Ok(PathBuf::from(p));
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("target"));
+    let bin = target.join("release").join("dingbridge");
+    if !bin.exists() {
+        eprintln!("building {} ...", bin.display());
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "--release", "--bin", "dingbridge"])
+            .current_dir(manifest)
+            .status()?
+            .success();
+        anyhow::ensure!(ok && bin.exists(), "cargo build --release failed");
+    }
+    Ok(bin)
+}
+
+fn start_redis(dir: &Path) -> anyhow::Result<(Proc, u16)> {
+    let port = free_port()?;
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+    ])
+    .arg(dir);
+    let (mut proc, _) = Proc::spawn("redis-server", cmd)
+        .map_err(|e| anyhow::anyhow!("{e} (install it with `apt-get install redis-server`)"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        proc.check_alive()?;
+        anyhow::ensure!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((proc, port))
+}
+
+// ---------------------------------------------------------------------------------------
+// Load
+// ---------------------------------------------------------------------------------------
+
+struct Target {
+    name: &'static str,
+    url: String,
+    headers: Vec<(&'static str, &'static str)>,
+}
+
+#[derive(Default)]
+struct LoadResult {
+    /// Requests started after the warm-up and answered (any status).
+    measured: u64,
+    elapsed: Duration,
+    /// Sorted latencies of measured requests, in microseconds.
+    latencies_us: Vec<u32>,
+    /// Non-2xx answers and transport errors, warm-up included.
+    errors: u64,
+    /// 2xx answers, warm-up included.
+    ok_total: u64,
+    first_error: Option<String>,
+}
+
+impl LoadResult {
+    fn rps(&self) -> f64 {
+        self.measured as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.latencies_us.len() as f64).ceil() as usize;
+        let idx = rank.clamp(1, self.latencies_us.len()) - 1;
+        f64::from(self.latencies_us[idx]) / 1000.0
+    }
+}
+
+const FILLER: &str = "Quarterly roadmap sync moved to Thursday; please review the attached \
+agenda, add your items and confirm the meeting room. ";
+
+/// A realistic chat-event JSON body of about `size` bytes with a unique `event_id`.
+fn make_body(tag: &str, n: u64, size: usize) -> String {
+    let mut s = format!(
+        r#"{{"event_id":"{tag}-{n}","event_type":"chat.message.created","source":"bench","corp_id":"ding-corp-0001","created_at":"2025-01-01T00:00:00Z","sender":{{"user_id":"user-{u}","name":"Bench User {u}","dept":"engineering"}},"conversation":{{"id":"cid-{c}","type":"group","title":"Project {c}"}},"message":{{"msg_type":"text","text":""#,
+        u = n % 997,
+        c = n % 89,
+    );
+    const CLOSING: &str = r#""}}"#;
+    let mut filler = FILLER.chars().cycle();
+    while s.len() + CLOSING.len() < size {
+        s.push(filler.next().unwrap_or(' '));
+    }
+    s.push_str(CLOSING);
+    s
+}
+
+async fn drive(target: &Target, settings: &Settings, tag: &str) -> anyhow::Result<LoadResult> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(settings.concurrency)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let started = Instant::now();
+    let measure_from = started + Duration::from_secs(settings.warmup_secs);
+    let stop_at = measure_from + Duration::from_secs(settings.secs);
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(settings.concurrency);
+    for _ in 0..settings.concurrency {
+        let client = client.clone();
+        let counter = counter.clone();
+        let url = target.url.clone();
+        let headers = target.headers.clone();
+        let tag = tag.to_string();
+        let body_bytes = settings.body_bytes;
+        tasks.push(tokio::spawn(async move {
+            let mut r = LoadResult {
+                latencies_us: Vec::with_capacity(64 * 1024),
+                ..LoadResult::default()
+            };
+            loop {
+                let t0 = Instant::now();
+                if t0 >= stop_at {
+                    break;
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let mut req = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(make_body(&tag, n, body_bytes));
+                for (k, v) in &headers {
+                    req = req.header(*k, *v);
+                }
+                let outcome = match req.send().await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let body = resp.bytes().await;
+                        match body {
+                            Ok(b) if !status.is_success() => Err(format!(
+                                "{status}: {}",
+                                String::from_utf8_lossy(&b[..b.len().min(200)])
+                            )),
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(format!("reading body: {e}")),
+                        }
+                    }
+                    Err(e) => Err(format!("transport: {e}")),
+                };
+                let latency = t0.elapsed();
+                match outcome {
+                    Ok(()) => r.ok_total += 1,
+                    Err(e) => {
+                        r.errors += 1;
+                        r.first_error.get_or_insert(e);
+                    }
+                }
+                if t0 >= measure_from {
+                    r.measured += 1;
+                    r.latencies_us
+                        .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+                }
+            }
+            r
+        }));
+    }
+    let mut total = LoadResult::default();
+    for t in tasks {
+        let r = t.await?;
+        total.measured += r.measured;
+        total.errors += r.errors;
+        total.ok_total += r.ok_total;
+        total.latencies_us.extend(r.latencies_us);
+        if total.first_error.is_none() {
+            total.first_error = r.first_error;
+        }
+    }
+    total.elapsed = measure_from.elapsed();
+    total.latencies_us.sort_unstable();
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis inspection
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Clone, Copy)]
+struct QueueState {
+    len: i64,
+    pending: i64,
+    delayed: i64,
+    dead: i64,
+}
+
+impl QueueState {
+    fn empty(&self) -> bool {
+        self.len == 0 && self.pending == 0 && self.delayed == 0
+    }
+}
+
+fn queue_state(con: &mut redis::Connection) -> anyhow::Result<QueueState> {
+    let len: i64 = redis::cmd("XLEN").arg(QUEUE).query(con)?;
+    // XPENDING summary: [count, smallest id, greatest id, consumers]; no group yet = 0.
+    let pending = match redis::cmd("XPENDING")
+        .arg(QUEUE)
+        .arg(GROUP)
+        .query::<redis::Value>(con)
+    {
+        Ok(redis::Value::Array(items)) => match items.first() {
+            Some(redis::Value::Int(n)) => *n,
+            _ => 0,
+        },
+        Ok(_) => 0,
+        Err(e) if e.code() == Some("NOGROUP") => 0,
+        Err(e) => return Err(e.into()),
+    };
+    let delayed: i64 = redis::cmd("ZCARD")
+        .arg(format!("{QUEUE}:delayed"))
+        .query(con)?;
+    let dead: i64 = redis::cmd("XLEN").arg(format!("{QUEUE}:dead")).query(con)?;
+    Ok(QueueState {
+        len,
+        pending,
+        delayed,
+        dead,
+    })
+}
+
+async fn sink_count(client: &reqwest::Client, sink: SocketAddr) -> anyhow::Result<u64> {
+    let text = client
+        .get(format!("http://{sink}/count"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text.trim().parse()?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Run
+// ---------------------------------------------------------------------------------------
+
+struct Row {
+    round: usize,
+    name: &'static str,
+    result: LoadResult,
+    peak_rss_kib: Option<u64>,
+    server_cpu_s: Option<f64>,
+    redis_cpu_s: Option<f64>,
+    client_cpu_s: Option<f64>,
+}
+
+fn fmt_mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn fmt_secs(s: Option<f64>) -> String {
+    s.map(|s| format!("{s:.1}")).unwrap_or_else(|| "n/a".into())
+}
+
+fn run() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let ticks = clock_ticks();
+    let me = std::env::current_exe()?;
+    let bin = dingbridge_bin()?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "bench ingest: {}s (+{}s warm-up) per run, {} connections, {}-byte bodies, {} round(s), {} client threads, {} cores",
+        settings.secs,
+        settings.warmup_secs,
+        settings.concurrency,
+        settings.body_bytes,
+        settings.rounds,
+        settings.client_threads,
+        cores
+    );
+    println!("dingbridge binary: {}", bin.display());
+
+    let redis_dir = tempfile::tempdir()?;
+    let (mut redis_proc, redis_port) = start_redis(redis_dir.path())?;
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+
+    let mut sink_cmd = Command::new(&me);
+    sink_cmd.arg("--sink-server");
+    let (_sink, sink_addr) = Proc::spawn_server("sink", sink_cmd)?;
+
+    let mut bare_cmd = Command::new(&me);
+    bare_cmd.arg("--bare-server");
+    let (mut bare, bare_addr) = Proc::spawn_server("bare server", bare_cmd)?;
+
+    let mut ding_cmd = Command::new(&bin);
+    ding_cmd
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DINGBRIDGE_LISTEN", "127.0.0.1:0")
+        .env("DINGBRIDGE_STORE_URL", &redis_url)
+        // Warnings only, except the start-up line that carries the address. Through
+        // RUST_LOG, telemetry's fallback: the config loader rejects DINGBRIDGE_LOG as an
+        // unknown key (`unknown field `log``), although telemetry reads it.
+        .env(
+            "RUST_LOG",
+            "warn,dingbridge=info,dingbridge::telemetry=warn,dingbridge::worker=warn,dingbridge::ingest=warn",
+        )
+        .env(
+            "DINGBRIDGE_ECHO_TARGET_URL",
+            format!("http://{sink_addr}/echo"),
+        )
+        .env("DINGBRIDGE_ECHO_TOKEN", ECHO_TOKEN);
+    let (mut ding, ding_addr) = Proc::spawn_server("dingbridge", ding_cmd)?;
+
+    let mut redis_con = redis::Client::open(redis_url.as_str())?.get_connection()?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.client_threads)
+        .enable_all()
+        .build()?;
+    let tag = format!(
+        "bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let bare_target = Target {
+        name: "bare actix-web 200",
+        url: format!("http://{bare_addr}/bare"),
+        headers: vec![],
+    };
+    let ingest_target = Target {
+        name: "ingest (redis)",
+        url: format!("http://{ding_addr}/webhooks/echo"),
+        headers: vec![("x-echo-token", ECHO_TOKEN)],
+    };
+    let http = reqwest::Client::new();
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut ingest_ok_total = 0u64;
+    let mut backlog_after_load = Vec::new();
+    for round in 1..=settings.rounds {
+        for (target, server_pid) in [(&bare_target, bare.pid()), (&ingest_target, ding.pid())] {
+            let cpu_before = (
+                cpu_secs(server_pid, ticks),
+                cpu_secs(redis_proc.pid(), ticks),
+                cpu_secs(std::process::id(), ticks),
+            );
+            eprintln!("round {round}: driving {} ...", target.name);
+            let result = runtime.block_on(drive(target, &settings, &format!("{tag}-{round}")))?;
+            let cpu = |before: Option<f64>, pid: u32| Some(cpu_secs(pid, ticks)? - before?);
+            let row = Row {
+                round,
+                name: target.name,
+                peak_rss_kib: peak_rss_kib(server_pid),
+                server_cpu_s: cpu(cpu_before.0, server_pid),
+                redis_cpu_s: cpu(cpu_before.1, redis_proc.pid()),
+                client_cpu_s: cpu(cpu_before.2, std::process::id()),
+                result,
+            };
+            if std::ptr::eq(target, &ingest_target) {
+                ingest_ok_total += row.result.ok_total;
+                let state = queue_state(&mut redis_con)?;
+                let delivered = runtime.block_on(sink_count(&http, sink_addr))?;
+                backlog_after_load.push((round, state, delivered, ingest_ok_total));
+            }
+            if let Some(e) = &row.result.first_error {
+                eprintln!("  first error: {e}");
+            }
+            rows.push(row);
+            bare.check_alive()?;
+            ding.check_alive()?;
+            redis_proc.check_alive()?;
+        }
+    }
+
+    // Workers keep draining after the load stops; wait until the queue is empty and the
+    // sink saw every accepted event.
+    let load_end = Instant::now();
+    let drained = loop {
+        let state = queue_state(&mut redis_con)?;
+        let delivered = runtime.block_on(sink_count(&http, sink_addr))?;
+        if state.empty() && delivered >= ingest_ok_total {
+            break Some((load_end.elapsed(), state, delivered));
+        }
+        if load_end.elapsed() > settings.drain_timeout {
+            eprintln!(
+                "queue not drained after {:?}: {state:?}, delivered {delivered} of {ingest_ok_total}",
+                settings.drain_timeout
+            );
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let redis_rss = peak_rss_kib(redis_proc.pid());
+
+    println!();
+    println!(
+        "| round | target             |    req/s | p50 ms | p99 ms | max ms | errors | peak RSS (VmHWM) | server CPU s | redis CPU s | client CPU s |"
+    );
+    println!(
+        "|------:|--------------------|---------:|-------:|-------:|-------:|-------:|-----------------:|-------------:|------------:|-------------:|"
+    );
+    for r in &rows {
+        println!(
+            "| {:>5} | {:<18} | {:>8.0} | {:>6.2} | {:>6.2} | {:>6.1} | {:>6} | {:>16} | {:>12} | {:>11} | {:>12} |",
+            r.round,
+            r.name,
+            r.result.rps(),
+            r.result.percentile_ms(50.0),
+            r.result.percentile_ms(99.0),
+            r.result.percentile_ms(100.0),
+            r.result.errors,
+            fmt_mib(r.peak_rss_kib),
+            fmt_secs(r.server_cpu_s),
+            fmt_secs(r.redis_cpu_s),
+            fmt_secs(r.client_cpu_s),
+        );
+    }
+    println!();
+    let mut ratios = Vec::new();
+    for round in 1..=settings.rounds {
+        let of = |name: &str| {
+            rows.iter()
+                .find(|r| r.round == round && r.name == name)
+                .map(|r| r.result.rps())
+        };
+        if let (Some(bare_rps), Some(ingest_rps)) = (of(bare_target.name), of(ingest_target.name)) {
+            let ratio = ingest_rps / bare_rps;
+            ratios.push(ratio);
+            println!(
+                "round {round}: ingest / bare = {ingest_rps:.0} / {bare_rps:.0} req/s = {:.1} % (target >= {:.0} %: {})",
+                ratio * 100.0,
+                TARGET_RATIO * 100.0,
+                if ratio >= TARGET_RATIO {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            );
+        }
+    }
+    if ratios.len() > 1 {
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "median ratio over {} rounds: {:.1} %",
+            sorted.len(),
+            sorted[sorted.len() / 2] * 100.0
+        );
+    }
+    for (round, state, delivered, accepted) in &backlog_after_load {
+        println!(
+            "round {round}: at the end of the ingest load: queue XLEN {}, XPENDING {}, delayed {}, dead {}; target received {delivered} of {accepted} accepted so far",
+            state.len, state.pending, state.delayed, state.dead
+        );
+    }
+    match drained {
+        Some((after, state, delivered)) => println!(
+            "worker drain: queue empty (XLEN {}, XPENDING {}, delayed {}, dead-lettered {}) {:.1} s after the last load; target received {delivered} of {ingest_ok_total} accepted events",
+            state.len,
+            state.pending,
+            state.delayed,
+            state.dead,
+            after.as_secs_f64()
+        ),
+        None => println!(
+            "worker drain: NOT drained within {:?}",
+            settings.drain_timeout
+        ),
+    }
+    println!("redis-server peak RSS: {}", fmt_mib(redis_rss));
+
+    let errors: u64 = rows.iter().map(|r| r.result.errors).sum();
+    anyhow::ensure!(
+        errors == 0,
+        "{errors} requests failed (non-2xx or transport)"
+    );
+    anyhow::ensure!(drained.is_some(), "the workers did not drain the queue");
+    Ok(())
+}
