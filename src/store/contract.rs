@@ -248,11 +248,18 @@ pub async fn retry_later_redelivers_after_the_delay(store: &dyn Store) {
         .await
         .expect("fetch");
     assert!(early.is_empty(), "not before its time");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let late = store
-        .fetch("r", 1, Duration::from_millis(300), VIS)
-        .await
-        .expect("fetch");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Promotion of due jobs is housekeeping that may run up to a second late.
+    let mut late = Vec::new();
+    for _ in 0..20 {
+        late = store
+            .fetch("r", 1, Duration::from_millis(100), VIS)
+            .await
+            .expect("fetch");
+        if !late.is_empty() {
+            break;
+        }
+    }
     assert_eq!(late.len(), 1);
     assert_eq!(late[0].job.attempts, 1);
     assert_eq!(late[0].job.last_error.as_deref(), Some("boom"));

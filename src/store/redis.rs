@@ -27,6 +27,9 @@ pub struct RedisStore {
     conn: OnceCell<ConnectionManager>,
     /// Blocking reads get their own connection so they never hold up other commands.
     blocking: OnceCell<ConnectionManager>,
+    /// When delayed jobs were last promoted and stale ones reclaimed: that housekeeping
+    /// runs on a timer, not on every fetch, to keep fetches to one round trip.
+    housekeeping: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn unavailable(e: ::redis::RedisError) -> StoreError {
@@ -44,6 +47,7 @@ impl RedisStore {
             audit_cap: audit_cap.max(1),
             conn: OnceCell::new(),
             blocking: OnceCell::new(),
+            housekeeping: std::sync::Mutex::new(None),
         };
         if let Err(e) = store.conn().await {
             tracing::warn!(error = %e, "redis not reachable yet; will keep trying");
@@ -107,6 +111,18 @@ impl RedisStore {
             Ok(()) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
             Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn housekeeping_due(&self, visibility: Duration) -> bool {
+        let every = (visibility / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut last = self.housekeeping.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some(t) if t.elapsed() < every => false,
+            _ => {
+                *last = Some(std::time::Instant::now());
+                true
+            }
         }
     }
 
@@ -311,16 +327,19 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let mut c = self.conn().await?;
-        self.promote_due(&mut c).await?;
-        let mut out = match self.reclaim(&mut c, consumer, max, visibility).await {
-            Ok(v) => v,
-            Err(e) if e.code() == Some("NOGROUP") => {
-                // A Redis that lost its data (restart without persistence) lost the group too.
-                self.ensure_group(&mut c).await?;
-                Vec::new()
-            }
-            Err(e) => return Err(unavailable(e)),
-        };
+        let mut out = Vec::new();
+        if self.housekeeping_due(visibility) {
+            self.promote_due(&mut c).await?;
+            out = match self.reclaim(&mut c, consumer, max, visibility).await {
+                Ok(v) => v,
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    // A Redis that lost its data (restart without persistence) lost the group too.
+                    self.ensure_group(&mut c).await?;
+                    Vec::new()
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
+        }
         if out.len() >= max {
             return Ok(out);
         }
