@@ -2,15 +2,20 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::{AppState, LimitedBody, accepted, resource};
+use actix_web::http::Method;
+
+use super::{AppState, LimitedBody, RouteEntry, accepted, on};
 use crate::{
     error::{ApiError, ErrorCode},
     ingest::{InboundRequest, ingest},
 };
 
-/// Registers the webhook routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/webhooks/echo").route(web::post().to(echo)));
+/// Adds the webhook routes.
+pub fn routes(t: &mut Vec<RouteEntry>) {
+    t.push(RouteEntry {
+        path: "/webhooks/echo",
+        methods: vec![on(Method::POST, echo)],
+    });
 }
 
 async fn echo(
