@@ -389,29 +389,6 @@ pub async fn kv_roundtrip_and_prefix_listing(store: &dyn Store) {
     assert!(!store.kv_delete(&format!("{p}a")).await.expect("delete"));
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn memory_store_meets_the_contract() {
-        let store = memory::MemoryStore::new(1000);
-        all(&store).await;
-    }
-
-    #[tokio::test]
-    async fn memory_audit_is_capped_exactly() {
-        let store = memory::MemoryStore::new(3);
-        for i in 0..10 {
-            store
-                .audit_append(&AuditEntry::now("x", json!({ "i": i })))
-                .await
-                .expect("append");
-        }
-        assert_eq!(store.audit_recent(100).await.expect("recent").len(), 3);
-    }
-}
-
 /// A feed lists newest first, drops the oldest beyond its cap, and ignores a repeated id.
 pub async fn feed_is_newest_first_capped_and_idempotent(store: &dyn Store) {
     let feed = format!("contract-{}", uid());
@@ -445,4 +422,27 @@ pub async fn feed_is_newest_first_capped_and_idempotent(store: &dyn Store) {
             .expect("put"),
         "an id trimmed away may be recorded again"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_meets_the_contract() {
+        let store = memory::MemoryStore::new(1000);
+        all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn memory_audit_is_capped_exactly() {
+        let store = memory::MemoryStore::new(3);
+        for i in 0..10 {
+            store
+                .audit_append(&AuditEntry::now("x", json!({ "i": i })))
+                .await
+                .expect("append");
+        }
+        assert_eq!(store.audit_recent(100).await.expect("recent").len(), 3);
+    }
 }
