@@ -63,14 +63,16 @@ set +e
 schemathesis run openapi/openapi.yaml \
     --url "http://127.0.0.1:$PORT" \
     -H "Authorization: Bearer $KEY" \
+    -H "X-API-Key: $KEY" \
+    --generation-with-security-parameters false \
     --checks not_a_server_error,response_schema_conformance \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-25}" \
-    --max-time "${SCHEMATHESIS_MAX_TIME:-90}" \
+    --max-time "${SCHEMATHESIS_MAX_TIME:-75}" \
     --phases examples,coverage,fuzzing \
     --generation-database none \
     --seed 1 \
     --request-timeout 10 \
-    --workers 2 \
+    --workers 1 \
     --no-color
 status=$?
 set -e
