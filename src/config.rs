@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const ENV_PREFIX: &str = "DINGBRIDGE_";
 
 /// Sections of the TOML file that `DINGBRIDGE_<SECTION>_<KEY>` variables address.
-const SECTIONS: &[&str] = &["dingtalk", "graph", "workers", "echo"];
+const SECTIONS: &[&str] = &["dingtalk", "graph", "workers", "echo", "api", "hooks"];
 
 /// Whole service configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -48,6 +48,10 @@ pub struct Config {
     pub echo: EchoConfig,
     /// Built-in sync routes: which DingTalk source pairs with which Outlook mailbox.
     pub routes: Vec<RouteConfig>,
+    /// The low-code API (`/v1`): bootstrap keys and dropdown contents.
+    pub api: ApiConfig,
+    /// REST hook deliveries to Zapier / n8n.
+    pub hooks: HooksConfig,
 }
 
 /// What a route relays.
@@ -146,6 +150,50 @@ pub struct RouteDingTalk {
     pub user_id: Option<String>,
     /// The same user's unionId (calendar and todo APIs speak unionId).
     pub union_id: Option<String>,
+}
+
+/// Low-code API settings.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// API keys accepted without being in the store, each `name:scope+scope:sha256hex`
+    /// (the SHA-256 of the whole `dbk_…` key, as printed by `dingbridge keys hash`).
+    /// For the embedded memory store, which the `keys create` command cannot reach.
+    /// As a variable: `DINGBRIDGE_API_BOOTSTRAP_KEYS`, entries separated by commas.
+    pub bootstrap_keys: Vec<String>,
+    /// Mailboxes offered by `GET /v1/options/mailboxes`, each `id` or `id|label`.
+    pub mailboxes: Vec<String>,
+    /// DingTalk conversations offered by `GET /v1/options/dingtalk-conversations`.
+    pub dingtalk_conversations: Vec<String>,
+    /// Calendars offered by `GET /v1/options/calendars`.
+    pub calendars: Vec<String>,
+    /// To-do lists offered by `GET /v1/options/todo-lists`.
+    pub todo_lists: Vec<String>,
+}
+
+/// REST hook delivery settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Private, loopback or link-local targets allowed anyway: IP addresses or CIDR
+    /// ranges (e.g. `["10.1.2.0/24"]` for an n8n on the company LAN). Empty by default:
+    /// such targets are refused, which blocks server-side request forgery.
+    pub allow_private_targets: Vec<String>,
+    /// A target answering 404 (n8n's answer for an inactive workflow) for longer than
+    /// this many seconds without a success in between is disabled.
+    pub gone_grace_secs: u64,
+    /// Timeout of one delivery, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: Vec::new(),
+            gone_grace_secs: 86_400,
+            timeout_secs: 10,
+        }
+    }
 }
 
 /// Worker pool and retry policy.
@@ -392,6 +440,8 @@ impl Default for Config {
             graph: GraphConfig::default(),
             echo: EchoConfig::default(),
             routes: Vec::new(),
+            api: ApiConfig::default(),
+            hooks: HooksConfig::default(),
         }
     }
 }
@@ -536,6 +586,23 @@ impl Config {
         }
         self.validate_routes()?;
         self.dingtalk.validate()?;
+        for entry in &self.api.bootstrap_keys {
+            crate::apikeys::BootstrapKey::parse(entry)
+                .map_err(|why| ConfigError::new("api.bootstrap_keys", why))?;
+        }
+        for entry in &self.hooks.allow_private_targets {
+            crate::outbound::target::parse_allow_entry(entry)
+                .map_err(|why| ConfigError::new("hooks.allow_private_targets", why))?;
+        }
+        if self.hooks.timeout_secs == 0 || self.hooks.timeout_secs > 60 {
+            return Err(ConfigError::new("hooks.timeout_secs", "must be 1..=60"));
+        }
+        if self.idempotency_ttl_secs == 0 {
+            return Err(ConfigError::new(
+                "idempotency_ttl_secs",
+                "must be at least 1",
+            ));
+        }
         for (key, url) in [
             ("dingtalk.api_base_url", &self.dingtalk.api_base_url),
             ("dingtalk.oapi_base_url", &self.dingtalk.oapi_base_url),
@@ -670,6 +737,14 @@ fn apply_env(
             .map_err(|_| {
                 ConfigError::new(format!("{dotted} ({var})"), "must be `true` or `false`")
             })?,
+        Some(toml::Value::Array(_)) => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
         _ => toml::Value::String(value.to_string()),
     };
     match section {
@@ -873,6 +948,35 @@ mod tests {
         .expect("stream config");
         assert!(c.dingtalk.stream_enabled);
         assert!(c.dingtalk.robot_secret().is_some());
+    }
+
+    #[test]
+    fn list_variables_are_split_on_commas() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                (
+                    "DINGBRIDGE_HOOKS_ALLOW_PRIVATE_TARGETS",
+                    "127.0.0.1, 10.0.0.0/8",
+                ),
+                (
+                    "DINGBRIDGE_API_MAILBOXES",
+                    "a@example.com|Sales,b@example.com",
+                ),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(
+            c.hooks.allow_private_targets,
+            vec!["127.0.0.1".to_string(), "10.0.0.0/8".to_string()]
+        );
+        assert_eq!(c.api.mailboxes.len(), 2);
+        let err = Config::load_from(
+            None,
+            env(&[("DINGBRIDGE_HOOKS_ALLOW_PRIVATE_TARGETS", "not-an-ip")]),
+        )
+        .expect_err("must fail");
+        assert_eq!(err.key, "hooks.allow_private_targets");
     }
 
     #[test]

@@ -142,6 +142,26 @@ impl ApiError {
         self
     }
 
+    /// Field-level validation failure: 400 `invalid_input` with
+    /// `details: {"fields": {name: message}}` and a message naming every field.
+    pub fn invalid_fields(fields: std::collections::BTreeMap<String, String>) -> Self {
+        let summary: Vec<String> = fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        Self::new(ErrorCode::InvalidInput, summary.join("; "))
+            .with_details(serde_json::json!({ "fields": fields }))
+    }
+
+    /// One invalid field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert(field.to_string(), message.into());
+        Self::invalid_fields(fields)
+    }
+
+    /// Throttled (here or upstream): 429 with `Retry-After` in whole seconds.
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::new(ErrorCode::RateLimited, message).with_retry_after(retry_after_secs)
+    }
+
     /// The store cannot take the request: the caller must retry, nothing was accepted.
     pub fn store_unavailable() -> Self {
         Self::new(

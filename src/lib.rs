@@ -1,17 +1,22 @@
 //! dingbridge: keeps DingTalk and Microsoft Outlook (Graph) in step and serves Zapier
 //! and n8n. [`Application::build`] assembles the service; `main.rs` only parses the CLI.
 
+pub mod actions;
 pub mod api;
+pub mod apikeys;
 pub mod config;
 pub mod dingtalk;
 pub mod echo;
 pub mod error;
 pub mod graph;
+pub mod hooks;
 pub mod ingest;
 pub mod metrics;
+pub mod outbound;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod triggers;
 pub mod worker;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -87,6 +92,40 @@ impl Application {
         let dingtalk_robot = dt.robot_secret().map(|s| {
             Box::new(dingtalk::robot::RobotVerifier::new(s.clone())) as Box<dyn ingest::Verifier>
         });
+        // REST hook deliveries: guarded DNS, no redirects.
+        let hook_policy = Arc::new(
+            outbound::target::TargetPolicy::new(&config.hooks.allow_private_targets)
+                .map_err(anyhow::Error::msg)?,
+        );
+        let hook_client = outbound::client(
+            hook_policy.clone(),
+            Duration::from_secs(config.hooks.timeout_secs),
+        )?;
+        registry.register(
+            outbound::KIND,
+            Arc::new(outbound::HookDeliverer::new(
+                store.clone(),
+                hook_client,
+                hook_policy.clone(),
+                Duration::from_secs(config.hooks.gone_grace_secs),
+            )),
+        );
+        // Actions: never follow a redirect (Zapier refuses one to loopback anyway).
+        let action_http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        // Hook point: the Graph and DingTalk clients connect here with
+        // `actions.set_backend(actions::Family::Outlook, Arc::new(…))`.
+        let actions = actions::Actions::standard();
+        let bootstrap_keys = config
+            .api
+            .bootstrap_keys
+            .iter()
+            .map(|e| apikeys::BootstrapKey::parse(e).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let openapi_json = Arc::new(api::docs::openapi_json().map_err(anyhow::Error::msg)?);
 
         let _ = metrics::handle();
         let state = web::Data::new(AppState {
@@ -95,6 +134,11 @@ impl Application {
             echo: echo_verifier,
             dingtalk_push,
             dingtalk_robot,
+            bootstrap_keys,
+            actions,
+            http: action_http,
+            hook_policy,
+            openapi_json,
         });
         let listener = std::net::TcpListener::bind(config.listen_addr()?)?;
         let addr = listener.local_addr()?;

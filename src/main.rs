@@ -3,7 +3,11 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use dingbridge::{Application, config::Config, telemetry};
+use dingbridge::{
+    Application, apikeys,
+    config::{Config, StoreKind},
+    store, telemetry,
+};
 
 /// Bridges DingTalk and Microsoft Outlook, for Zapier and n8n.
 #[derive(Parser)]
@@ -24,6 +28,11 @@ enum Command {
     Sign {
         #[command(subcommand)]
         what: SignCommand,
+    },
+    /// Manages API keys of the low-code API (`/v1`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
 }
 
@@ -49,6 +58,36 @@ enum SignCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Creates a key in the configured (Redis) store and prints it once on stdout.
+    Create {
+        /// Label shown by `GET /v1/me`, e.g. `zapier`.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: triggers, actions, admin.
+        #[arg(long, default_value = "triggers,actions")]
+        scopes: String,
+    },
+    /// Lists keys (store and `api.bootstrap_keys`); never prints secrets.
+    List,
+    /// Revokes a stored key by id.
+    Revoke {
+        /// Key id (the part after `dbk_`, 12 characters).
+        id: String,
+    },
+    /// Makes a key for `api.bootstrap_keys` without any store: prints the key on stdout
+    /// and the configuration entry (which holds only its hash) on stderr.
+    Hash {
+        /// Label.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: triggers, actions, admin.
+        #[arg(long, default_value = "triggers,actions")]
+        scopes: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
@@ -64,6 +103,7 @@ fn main() -> ExitCode {
             serve(config)
         }
         Command::Sign { what } => sign(&config, what),
+        Command::Keys { command } => keys(config, command),
     }
 }
 
@@ -95,6 +135,116 @@ fn sign(config: &Config, what: SignCommand) -> ExitCode {
         Err(e) => {
             eprintln!("dingbridge: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn keys(config: Config, command: KeysCommand) -> ExitCode {
+    if let KeysCommand::Hash { name, scopes } = &command {
+        return match apikeys::parse_scopes(scopes) {
+            Ok(scopes) => {
+                let new = apikeys::generate(name, scopes.clone());
+                let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+                println!("{}", new.key);
+                eprintln!(
+                    "add to the configuration (api.bootstrap_keys, or DINGBRIDGE_API_BOOTSTRAP_KEYS):\n{}:{}:{}\nthe key above is shown once; only its hash is in that entry",
+                    name,
+                    scopes.join("+"),
+                    new.record.hash
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dingbridge: --scopes: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if matches!(config.store_kind(), Ok(StoreKind::Memory)) && !matches!(command, KeysCommand::List)
+    {
+        eprintln!(
+            "dingbridge: the embedded memory store lives inside the running service and cannot be reached from here; set DINGBRIDGE_STORE_URL=redis://… or use `dingbridge keys hash` and api.bootstrap_keys"
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dingbridge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async {
+        let store = store::open(&config).await?;
+        match command {
+            KeysCommand::Create { name, scopes } => {
+                let scopes =
+                    apikeys::parse_scopes(&scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+                let new = apikeys::generate(&name, scopes);
+                apikeys::save(store.as_ref(), &new.record).await?;
+                println!("{}", new.key);
+                eprintln!(
+                    "created API key {} ({}) with scopes {}; it is shown once, store it now",
+                    new.record.id,
+                    new.record.name,
+                    new.record
+                        .scopes
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            KeysCommand::List => {
+                let stored = if store.backend() == "memory" {
+                    Vec::new()
+                } else {
+                    apikeys::list(store.as_ref()).await?
+                };
+                println!("ID             NAME                 SCOPES                   SOURCE");
+                for k in stored {
+                    let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+                    println!(
+                        "{:<14} {:<20} {:<24} store (created {})",
+                        k.id,
+                        k.name,
+                        scopes.join(","),
+                        k.created_at
+                    );
+                }
+                for e in &config.api.bootstrap_keys {
+                    if let Ok(b) = apikeys::BootstrapKey::parse(e) {
+                        let scopes: Vec<&str> = b.scopes.iter().map(|s| s.as_str()).collect();
+                        println!(
+                            "-              {:<20} {:<24} config",
+                            b.name,
+                            scopes.join(",")
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            KeysCommand::Revoke { id } => {
+                if apikeys::revoke(store.as_ref(), &id).await? {
+                    eprintln!("revoked API key {id}");
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    eprintln!("dingbridge: no stored API key {id}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+            KeysCommand::Hash { .. } => Ok(ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dingbridge: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,14 +5,25 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use super::{AppState, resource};
+use actix_web::http::Method;
+
+use super::{AppState, RouteEntry, on};
 use crate::error::{ApiError, ErrorCode};
 
-/// Registers `/healthz`, `/readyz`, `/metrics`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").route(web::get().to(healthz)))
-        .service(resource("/readyz").route(web::get().to(readyz)))
-        .service(resource("/metrics").route(web::get().to(metrics)));
+/// Adds `/healthz`, `/readyz`, `/metrics`.
+pub fn routes(t: &mut Vec<RouteEntry>) {
+    t.push(RouteEntry {
+        path: "/healthz",
+        methods: vec![on(Method::GET, healthz)],
+    });
+    t.push(RouteEntry {
+        path: "/readyz",
+        methods: vec![on(Method::GET, readyz)],
+    });
+    t.push(RouteEntry {
+        path: "/metrics",
+        methods: vec![on(Method::GET, metrics)],
+    });
 }
 
 async fn healthz() -> HttpResponse {

@@ -3,17 +3,28 @@
 
 use std::{sync::Arc, time::Duration};
 
-use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, http::header, web};
+use actix_web::{
+    FromRequest, Handler, HttpRequest, HttpResponse, Responder, Route,
+    dev::Payload,
+    http::{Method, header},
+    web,
+};
 use futures::StreamExt;
 
 use crate::{
+    actions::Actions,
+    apikeys::BootstrapKey,
     config::Config,
     error::{ApiError, ErrorCode},
     ingest::Verifier,
+    outbound::target::TargetPolicy,
     store::SharedStore,
 };
 
+pub mod actions;
+pub mod docs;
 pub mod health;
+pub mod lowcode;
 pub mod webhooks;
 
 /// Everything handlers share.
@@ -28,6 +39,60 @@ pub struct AppState {
     pub dingtalk_push: Option<Box<dyn Verifier>>,
     /// Verifier of `/webhooks/dingtalk/robot`, when a robot secret is configured.
     pub dingtalk_robot: Option<Box<dyn Verifier>>,
+    /// API keys from `api.bootstrap_keys`.
+    pub bootstrap_keys: Vec<BootstrapKey>,
+    /// The action registry (with its Graph / DingTalk backends, when connected).
+    pub actions: Actions,
+    /// HTTP client of actions (no redirects).
+    pub http: reqwest::Client,
+    /// Where REST hooks may point.
+    pub hook_policy: Arc<TargetPolicy>,
+    /// The OpenAPI document as JSON.
+    pub openapi_json: Arc<String>,
+}
+
+/// One path and the methods it answers; [`table`] is the single list every route is
+/// registered from (and that the OpenAPI test compares with the document).
+pub struct RouteEntry {
+    /// Path pattern, `{name}` for parameters (as in OpenAPI).
+    pub path: &'static str,
+    /// Methods and their handlers.
+    pub methods: Vec<(Method, Route)>,
+}
+
+/// A handler for `method`.
+pub fn on<F, Args>(method: Method, handler: F) -> (Method, Route)
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    (method.clone(), web::route().method(method).to(handler))
+}
+
+/// Every route of the service.
+pub fn table() -> Vec<RouteEntry> {
+    let mut t = Vec::new();
+    health::routes(&mut t);
+    webhooks::routes(&mut t);
+    lowcode::routes(&mut t);
+    actions::routes(&mut t);
+    docs::routes(&mut t);
+    t
+}
+
+/// `(METHOD, path)` of every route, sorted.
+pub fn route_list() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = table()
+        .into_iter()
+        .flat_map(|e| {
+            e.methods
+                .into_iter()
+                .map(move |(m, _)| (m.to_string(), e.path.to_string()))
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 impl AppState {
@@ -52,8 +117,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default()
             .error_handler(|e, _| ApiError::new(ErrorCode::InvalidInput, e.to_string()).into()),
     );
-    health::configure(cfg);
-    webhooks::configure(cfg);
+    for entry in table() {
+        let mut r = resource(entry.path);
+        for (_, route) in entry.methods {
+            r = r.route(route);
+        }
+        cfg.service(r);
+    }
 }
 
 /// Answer of unknown routes.

@@ -2,7 +2,9 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::{AppState, LimitedBody, accepted, resource};
+use actix_web::http::Method;
+
+use super::{AppState, LimitedBody, RouteEntry, accepted, on};
 use crate::{
     dingtalk,
     error::{ApiError, ErrorCode},
@@ -10,13 +12,26 @@ use crate::{
     ingest::{InboundRequest, accept, ingest, ingest_with_reply},
 };
 
-/// Registers the webhook routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/webhooks/echo").route(web::post().to(echo)))
-        .service(resource("/webhooks/dingtalk/events").route(web::post().to(dingtalk_events)))
-        .service(resource("/webhooks/dingtalk/robot").route(web::post().to(dingtalk_robot)))
-        .service(resource("/webhooks/graph").route(web::post().to(graph_notifications)))
-        .service(resource("/webhooks/graph/lifecycle").route(web::post().to(graph_lifecycle)));
+/// Adds the webhook routes.
+pub fn routes(t: &mut Vec<RouteEntry>) {
+    for (path, handler) in [
+        ("/webhooks/echo", on(Method::POST, echo)),
+        (
+            "/webhooks/dingtalk/events",
+            on(Method::POST, dingtalk_events),
+        ),
+        ("/webhooks/dingtalk/robot", on(Method::POST, dingtalk_robot)),
+        ("/webhooks/graph", on(Method::POST, graph_notifications)),
+        (
+            "/webhooks/graph/lifecycle",
+            on(Method::POST, graph_lifecycle),
+        ),
+    ] {
+        t.push(RouteEntry {
+            path,
+            methods: vec![handler],
+        });
+    }
 }
 
 /// DingTalk HTTP push: answered with the encrypted `success` once queued.

@@ -28,6 +28,7 @@ pub async fn all(store: &dyn Store) {
     audit_is_newest_first_and_capped(store).await;
     kv_roundtrip_and_prefix_listing(store).await;
     counters_add_atomically_and_expire(store).await;
+    feed_is_newest_first_capped_and_idempotent(store).await;
 }
 
 fn uid() -> String {
@@ -409,6 +410,41 @@ pub async fn counters_add_atomically_and_expire(store: &dyn Store) {
         store.incr(&key, 1, ttl).await.expect("incr"),
         1,
         "expired counters restart"
+    );
+}
+
+/// A feed lists newest first, drops the oldest beyond its cap, and ignores a repeated id.
+pub async fn feed_is_newest_first_capped_and_idempotent(store: &dyn Store) {
+    let feed = format!("contract-{}", uid());
+    assert!(
+        store
+            .feed_recent(&feed, 10)
+            .await
+            .expect("empty")
+            .is_empty()
+    );
+    for i in 0..5 {
+        let added = store
+            .feed_put(&feed, &format!("id{i}"), &format!("v{i}"), 3)
+            .await
+            .expect("put");
+        assert!(added);
+    }
+    let again = store
+        .feed_put(&feed, "id4", "changed", 3)
+        .await
+        .expect("put again");
+    assert!(!again, "a repeated id is not added twice");
+    let recent = store.feed_recent(&feed, 10).await.expect("recent");
+    assert_eq!(recent, vec!["v4", "v3", "v2"], "newest first, capped at 3");
+    let one = store.feed_recent(&feed, 1).await.expect("recent");
+    assert_eq!(one, vec!["v4"]);
+    assert!(
+        store
+            .feed_put(&feed, "id0", "v0-again", 3)
+            .await
+            .expect("put"),
+        "an id trimmed away may be recorded again"
     );
 }
 

@@ -28,11 +28,20 @@ struct Inner {
     delayed: BTreeMap<(Instant, u64), Job>,
     dead: VecDeque<DeadLetter>,
     audit: VecDeque<AuditEntry>,
+    feeds: HashMap<String, Feed>,
     next_id: u64,
     writes: u64,
 }
 
 const DEAD_CAP: usize = 10_000;
+
+/// One capped feed: insertion sequence → id, and id → (sequence, value).
+#[derive(Default)]
+struct Feed {
+    seq: u64,
+    order: BTreeMap<u64, String>,
+    items: HashMap<String, (u64, String)>,
+}
 
 impl Inner {
     fn get(&mut self, key: &str) -> Option<String> {
@@ -358,6 +367,37 @@ impl Store for MemoryStore {
             .rev()
             .take(limit)
             .cloned()
+            .collect())
+    }
+
+    async fn feed_put(&self, feed: &str, id: &str, value: &str, cap: usize) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        let f = inner.feeds.entry(feed.to_string()).or_default();
+        if f.items.contains_key(id) {
+            return Ok(false);
+        }
+        f.seq += 1;
+        let seq = f.seq;
+        f.order.insert(seq, id.to_string());
+        f.items.insert(id.to_string(), (seq, value.to_string()));
+        while f.order.len() > cap.max(1) {
+            if let Some((_, old)) = f.order.pop_first() {
+                f.items.remove(&old);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn feed_recent(&self, feed: &str, limit: usize) -> StoreResult<Vec<String>> {
+        let inner = self.lock();
+        let Some(f) = inner.feeds.get(feed) else {
+            return Ok(Vec::new());
+        };
+        Ok(f.order
+            .values()
+            .rev()
+            .take(limit)
+            .filter_map(|id| f.items.get(id).map(|(_, v)| v.clone()))
             .collect())
     }
 

@@ -251,6 +251,13 @@ pub trait Store: Send + Sync + 'static {
     /// Most recent audit entries, newest first.
     async fn audit_recent(&self, limit: usize) -> StoreResult<Vec<AuditEntry>>;
 
+    /// Records `value` under `id` at the head of the capped feed `feed` (entries beyond
+    /// `cap` are dropped, oldest first). Idempotent: `false` when `id` is already in the
+    /// feed, which then stays unchanged (its position and value included).
+    async fn feed_put(&self, feed: &str, id: &str, value: &str, cap: usize) -> StoreResult<bool>;
+    /// Up to `limit` values of `feed`, newest first.
+    async fn feed_recent(&self, feed: &str, limit: usize) -> StoreResult<Vec<String>>;
+
     /// Reads a value.
     async fn kv_get(&self, key: &str) -> StoreResult<Option<String>>;
     /// Writes a value, optionally expiring.

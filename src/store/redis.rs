@@ -592,6 +592,60 @@ impl Store for RedisStore {
             .collect()
     }
 
+    async fn feed_put(&self, feed: &str, id: &str, value: &str, cap: usize) -> StoreResult<bool> {
+        // Hash id → value, sorted set id by insertion sequence; one script so that a
+        // concurrent publish of the same id cannot insert it twice.
+        const SCRIPT: &str = r"
+            if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+            local seq = redis.call('INCR', KEYS[3])
+            redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+            redis.call('ZADD', KEYS[2], seq, ARGV[1])
+            local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+            if over > 0 then
+                local old = redis.call('ZRANGE', KEYS[2], 0, over - 1)
+                for _, o in ipairs(old) do redis.call('HDEL', KEYS[1], o) end
+                redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+            end
+            return 1";
+        let mut c = self.conn().await?;
+        let added: i64 = Script::new(SCRIPT)
+            .key(self.key(&format!("feed:{feed}:items")))
+            .key(self.key(&format!("feed:{feed}:order")))
+            .key(self.key(&format!("feed:{feed}:seq")))
+            .arg(id)
+            .arg(value)
+            .arg(cap.max(1))
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(added == 1)
+    }
+
+    async fn feed_recent(&self, feed: &str, limit: usize) -> StoreResult<Vec<String>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn().await?;
+        let ids: Vec<String> = c
+            .zrevrange(
+                self.key(&format!("feed:{feed}:order")),
+                0,
+                limit as isize - 1,
+            )
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = ::redis::cmd("HMGET")
+            .arg(self.key(&format!("feed:{feed}:items")))
+            .arg(&ids)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(values.into_iter().flatten().collect())
+    }
+
     async fn kv_get(&self, key: &str) -> StoreResult<Option<String>> {
         let mut c = self.conn().await?;
         c.get(self.key(&format!("kv:{key}")))

@@ -242,7 +242,17 @@ async fn run_one(
                     }),
                 );
                 match store.dead_letter(&delivery, &next).await {
-                    Ok(()) => store.audit_append(&audit).await,
+                    Ok(()) => {
+                        // Deliveries to hooks are not relays: a failed `sync.failed`
+                        // delivery must not publish another `sync.failed`.
+                        if next.kind != crate::outbound::KIND {
+                            let event = crate::triggers::sync_failed(&next);
+                            if let Err(e) = crate::triggers::publish(store.as_ref(), &event).await {
+                                tracing::warn!(error = %e, "could not publish sync.failed");
+                            }
+                        }
+                        store.audit_append(&audit).await
+                    }
                     Err(e) => Err(e),
                 }
             } else {

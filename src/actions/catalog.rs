@@ -1,0 +1,714 @@
+//! The product's actions and their typed inputs. Outlook and DingTalk API actions go to
+//! the [`ActionBackend`] as a [`BackendCall`]; `dingtalk.send_message` with
+//! `target: robot` is sent here directly (custom robot webhook, signed).
+
+use async_trait::async_trait;
+use chrono::{DateTime, FixedOffset};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Action, ActionBackend, ActionContext, ActionKind, Family, FieldErrors, Fields};
+use crate::error::ApiError;
+
+/// A validated call for a backend.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", content = "input")]
+pub enum BackendCall {
+    /// `outlook.send_mail`.
+    #[serde(rename = "outlook.send_mail")]
+    SendMail(SendMailInput),
+    /// `outlook.create_event`.
+    #[serde(rename = "outlook.create_event")]
+    CreateOutlookEvent(OutlookEventInput),
+    /// `outlook.create_contact`.
+    #[serde(rename = "outlook.create_contact")]
+    CreateContact(ContactInput),
+    /// `outlook.create_task`.
+    #[serde(rename = "outlook.create_task")]
+    CreateTask(TaskInput),
+    /// `outlook.mark_read`.
+    #[serde(rename = "outlook.mark_read")]
+    MarkRead(MarkReadInput),
+    /// `outlook.find_mail`.
+    #[serde(rename = "outlook.find_mail")]
+    FindMail(FindMailInput),
+    /// `outlook.find_event`.
+    #[serde(rename = "outlook.find_event")]
+    FindEvent(FindEventInput),
+    /// `dingtalk.send_message` to a group or users (robot targets are built in).
+    #[serde(rename = "dingtalk.send_message")]
+    SendDingTalkMessage(DingTalkMessageInput),
+    /// `dingtalk.create_event`.
+    #[serde(rename = "dingtalk.create_event")]
+    CreateDingTalkEvent(DingTalkEventInput),
+    /// `dingtalk.create_todo`.
+    #[serde(rename = "dingtalk.create_todo")]
+    CreateDingTalkTodo(DingTalkTodoInput),
+}
+
+async fn via_backend(
+    ctx: &ActionContext<'_>,
+    family: Family,
+    name: &str,
+    call: BackendCall,
+) -> Result<Value, ApiError> {
+    let backend: &dyn ActionBackend = ctx.backend(family, name)?;
+    backend.call(ctx, call).await
+}
+
+/// The mailbox to use; a missing Graph connection is reported first (404
+/// `not_configured`), as no mailbox can be used without it.
+fn checked_mailbox(
+    ctx: &ActionContext<'_>,
+    name: &str,
+    given: &Option<String>,
+) -> Result<String, ApiError> {
+    ctx.backend(Family::Outlook, name)?;
+    ctx.mailbox(given.as_deref())
+}
+
+// ---- outlook.send_mail ----
+
+/// Input of `outlook.send_mail`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendMailInput {
+    /// Sending mailbox (one of `api.mailboxes`); filled in before the backend runs.
+    pub mailbox: Option<String>,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Copy.
+    pub cc: Vec<String>,
+    /// Blind copy.
+    pub bcc: Vec<String>,
+    /// Subject.
+    pub subject: String,
+    /// Body.
+    pub body: String,
+    /// `text` or `html`.
+    pub body_type: String,
+    /// Keep a copy in Sent Items.
+    pub save_to_sent_items: bool,
+}
+
+/// `outlook.send_mail`.
+pub struct SendMail;
+
+#[async_trait]
+impl Action for SendMail {
+    type Input = SendMailInput;
+    const NAME: &'static str = "outlook.send_mail";
+    const KIND: ActionKind = ActionKind::Create;
+
+    fn validate(&self, input: &Value) -> Result<SendMailInput, FieldErrors> {
+        let mut f = Fields::new(input);
+        let v = SendMailInput {
+            mailbox: f.opt_str("mailbox", 320),
+            to: f.emails("to", true),
+            cc: f.emails("cc", false),
+            bcc: f.emails("bcc", false),
+            subject: f.req_str("subject", 255),
+            body: f.req_str("body", 1_000_000),
+            body_type: f.one_of("body_type", &["text", "html"], Some("text")),
+            save_to_sent_items: f.bool("save_to_sent_items", true),
+        };
+        f.finish().map(|_| v)
+    }
+
+    async fn run(&self, ctx: &ActionContext<'_>, mut i: SendMailInput) -> Result<Value, ApiError> {
+        i.mailbox = Some(checked_mailbox(ctx, Self::NAME, &i.mailbox)?);
+        via_backend(ctx, Family::Outlook, Self::NAME, BackendCall::SendMail(i)).await
+    }
+}
+
+// ---- outlook.create_event ----
+
+/// Input of `outlook.create_event`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutlookEventInput {
+    /// Mailbox whose calendar gets the event.
+    pub mailbox: Option<String>,
+    /// Calendar id (default calendar when absent).
+    pub calendar_id: Option<String>,
+    /// Title.
+    pub subject: String,
+    /// Start.
+    pub start: DateTime<FixedOffset>,
+    /// End (after start).
+    pub end: DateTime<FixedOffset>,
+    /// Location.
+    pub location: Option<String>,
+    /// Description.
+    pub body: Option<String>,
+    /// Attendee addresses.
+    pub attendees: Vec<String>,
+    /// Whole day.
+    pub is_all_day: bool,
+}
+
+/// `outlook.create_event`.
+pub struct CreateOutlookEvent;
+
+fn start_end(f: &mut Fields<'_>) -> Option<(DateTime<FixedOffset>, DateTime<FixedOffset>)> {
+    let start = f.datetime("start", true);
+    let end = f.datetime("end", true);
+    match (start, end) {
+        (Some(s), Some(e)) if e > s => Some((s, e)),
+        (Some(_), Some(_)) => {
+            f.error("end", "must be after start");
+            None
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Action for CreateOutlookEvent {
+    type Input = OutlookEventInput;
+    const NAME: &'static str = "outlook.create_event";
+    const KIND: ActionKind = ActionKind::Create;
+
+    fn validate(&self, input: &Value) -> Result<OutlookEventInput, FieldErrors> {
+        let mut f = Fields::new(input);
+        let mailbox = f.opt_str("mailbox", 320);
+        let calendar_id = f.opt_str("calendar_id", 512);
+        let subject = f.req_str("subject", 255);
+        let times = start_end(&mut f);
+        let location = f.opt_str("location", 255);
+        let body = f.opt_str("body", 100_000);
+        let attendees = f.emails("attendees", false);
+        let is_all_day = f.bool("is_all_day", false);
+        f.finish()?;
+        let (start, end) = times.ok_or_else(FieldErrors::new)?;
+        Ok(OutlookEventInput {
+            mailbox,
+            calendar_id,
+            subject,
+            start,
+            end,
+            location,
+            body,
+            attendees,
+            is_all_day,
+        })
+    }
+
+    async fn run(
+        &self,
+        ctx: &ActionContext<'_>,
+        mut i: OutlookEventInput,
+    ) -> Result<Value, ApiError> {
+        i.mailbox = Some(checked_mailbox(ctx, Self::NAME, &i.mailbox)?);
+        via_backend(
+            ctx,
+            Family::Outlook,
+            Self::NAME,
+            BackendCall::CreateOutlookEvent(i),
+        )
+        .await
+    }
+}
+
+// ---- outlook.create_contact ----
+
+/// Input of `outlook.create_contact`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContactInput {
+    /// Mailbox whose contacts get it.
+    pub mailbox: Option<String>,
+    /// First name.
+    pub given_name: Option<String>,
+    /// Last name.
+    pub surname: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Mobile number.
+    pub mobile_phone: Option<String>,
+    /// Company.
+    pub company_name: Option<String>,
+    /// Job title.
+    pub job_title: Option<String>,
+}
+
+/// `outlook.create_contact`.
+pub struct CreateContact;
+
+#[async_trait]
+impl Action for CreateContact {
+    type Input = ContactInput;
+    const NAME: &'static str = "outlook.create_contact";
+    const KIND: ActionKind = ActionKind::Create;
+
+    fn validate(&self, input: &Value) -> Result<ContactInput, FieldErrors> {
+        let mut f = Fields::new(input);
+        let v = ContactInput {
+            mailbox: f.opt_str("mailbox", 320),
+            given_name: f.opt_str("given_name", 255),
+            surname: f.opt_str("surname", 255),
+            email: f.opt_str("email", 254),
+            mobile_phone: f.opt_str("mobile_phone", 64),
+            company_name: f.opt_str("company_name", 255),
+            job_title: f.opt_str("job_title", 255),
+        };
+        if let Some(e) = &v.email
+            && !super::input::looks_like_email(e)
+        {
+            f.error("email", format!("`{e}` is not an e-mail address"));
+        }
+        if v.given_name.is_none() && v.surname.is_none() && v.email.is_none() {
+            f.error(
+                "given_name",
+                "give at least one of given_name, surname or email",
+            );
+        }
+        f.finish().map(|_| v)
+    }
+
+    async fn run(&self, ctx: &ActionContext<'_>, mut i: ContactInput) -> Result<Value, ApiError> {
+        i.mailbox = Some(checked_mailbox(ctx, Self::NAME, &i.mailbox)?);
+        via_backend(
+            ctx,
+            Family::Outlook,
+            Self::NAME,
+            BackendCall::CreateContact(i),
+        )
+        .await
+    }
+}
+
+// ---- outlook.create_task ----
+
+/// Input of `outlook.create_task` (Microsoft To Do).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskInput {
+    /// Mailbox (user) owning the list.
+    pub mailbox: Option<String>,
+    /// To Do list id (default list when absent).
+    pub list_id: Option<String>,
+    /// Title.
+    pub title: String,
+    /// Notes.
+    pub body: Option<String>,
+    /// Due date-time.
+    pub due: Option<DateTime<FixedOffset>>,
+    /// `low`, `normal` or `high`.
+    pub importance: String,
+}
+
+/// `outlook.create_task`.
+pub struct CreateTask;
+
+#[async_trait]
+impl Action for CreateTask {
+    type Input = TaskInput;
+    const NAME: &'static str = "outlook.create_task";
+    const KIND: ActionKind = ActionKind::Create;
+
+    fn validate(&self, input: &Value) -> Result<TaskInput, FieldErrors> {
+        let mut f = Fields::new(input);
+        let v = TaskInput {
+            mailbox: f.opt_str("mailbox", 320),
+            list_id: f.opt_str("list_id", 512),
+            title: f.req_str("title", 255),
+            body: f.opt_str("body", 100_000),
+            due: f.datetime("due", false),
+            importance: f.one_of("importance", &["low", "normal", "high"], Some("normal")),
+        };
+        f.finish().map(|_| v)
+    }
+
+    async fn run(&self, ctx: &ActionContext<'_>, mut i: TaskInput) -> Result<Value, ApiError> {
+        i.mailbox = Some(checked_mailbox(ctx, Self::NAME, &i.mailbox)?);
+        via_backend(ctx, Family::Outlook, Self::NAME, BackendCall::CreateTask(i)).await
+    }
+}
+
+// ---- outlook.mark_read ----
+
+/// Input of `outlook.mark_read`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarkReadInput {
+    /// Mailbox holding the message.
+    pub mailbox: Option<String>,
+    /// Graph message id.
+    pub message_id: String,
+    /// `false` marks it unread.
+    pub is_read: bool,
+}
+
+/// `outlook.mark_read`.
+pub struct MarkRead;
+
+#[async_trait]
+impl Action for MarkRead {
+    type Input = MarkReadInput;
+    const NAME: &'static str = "outlook.mark_read";
+    const KIND: ActionKind = ActionKind::Create;
+
+    fn validate(&self, input: &Value) -> Result<MarkReadInput, FieldErrors> {
+        let mut f = Fields::new(input);
+        let v = MarkReadInput {
+            mailbox: f.opt_str("mailbox", 320),
+            message_id: f.req_str("message_id", 1024),
+            is_read: f.bool("is_read", true),
+        };
+        f.finish().map(|_| v)
+    }
+
+    async fn run(&self, ctx: &ActionContext<'_>, mut i: MarkReadInput) -> Result<Value, ApiError> {
+        i.mailbox = Some(checked_mailbox(ctx, Self::NAME, &i.mailbox)?);
+        via_backend(ctx, Family::Outlook, Self::NAME, BackendCall::MarkRead(i)).await
+    }
+}
+
+// ---- outlook.find_mail ----
+
+/// Input of `outlook.find_mail`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindMailInput {
+    /// Mailbox to search.
+    pub mailbox: Option<String>,
+    /// Free-text search.
+    pub query: Option<String>,
+    /// Sender address.
+    pub from: Option<String>,
+    /// Only unread mail.
+    pub unread_only: bool,
+    /// Most results (1–50).
+    pub limit: i64,
+}
+
+/// `outlook.find_mail`.
+pub struct FindMail;
+
+#[async_trait]
+impl Action for FindMail {
+    type Input = FindMailInput;
+    const NAME: &'static str = "outlook.find_mail";
+    const KIND: ActionKind = ActionKind::Search;
+
+    fn validate(&self, input: &Value) -> Result<FindMailInput, FieldErrors> {
+        let mut f = Fields::new(input);
+        let v = FindMailInput {
+            mailbox: f.opt_str("mailbox", 320),
+            query: f.opt_str("query", 255),
+            from: f.opt_str("from", 254),
+            unread_only: f.bool("unread_only", false),
+            limit: f.int("limit", 10, 1, 50),
+        };
+        if let Some(e) = &v.from
+            && !super::input::looks_like_email(e)
+        {
+            f.error("from", format!("`{e}` is not an e-mail address"));
+        }
+        f.finish().map(|_| v)
+    }
+
+    async fn run(&self, ctx: &ActionContext<'_>, mut i: FindMailInput) -> Result<Value, ApiError> {
+        i.mailbox = Some(checked_mailbox(ctx, Self::NAME, &i.mailbox)?);
+        via_backend(ctx, Family::Outlook, Self::NAME, BackendCall::FindMail(i)).await
+    }
+}
+
+// ---- outlook.find_event ----
+
+/// Input of `outlook.find_event`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindEventInput {
+    /// Mailbox whose calendar is searched.
+    pub mailbox: Option<String>,
+    /// Free-text search in subjects.
+    pub query: Option<String>,
+    /// Events starting at or after.
+    pub start_after: Option<DateTime<FixedOffset>>,
+    /// Events starting before.
+    pub start_before: Option<DateTime<FixedOffset>>,
+    /// Most results (1–50).
+    pub limit: i64,
+}
+
+/// `outlook.find_event`.
+pub struct FindEvent;
+
+#[async_trait]
+impl Action for FindEvent {
+    type Input = FindEventInput;
+    const NAME: &'static str = "outlook.find_event";
+    const KIND: ActionKind = ActionKind::Search;
+
+    fn validate(&self, input: &Value) -> Result<FindEventInput, FieldErrors> {
+        let mut f = Fields::new(input);
+        let v = FindEventInput {
+            mailbox: f.opt_str("mailbox", 320),
+            query: f.opt_str("query", 255),
+            start_after: f.datetime("start_after", false),
+            start_before: f.datetime("start_before", false),
+            limit: f.int("limit", 10, 1, 50),
+        };
+        if let (Some(a), Some(b)) = (v.start_after, v.start_before)
+            && b <= a
+        {
+            f.error("start_before", "must be after start_after");
+        }
+        f.finish().map(|_| v)
+    }
+
+    async fn run(&self, ctx: &ActionContext<'_>, mut i: FindEventInput) -> Result<Value, ApiError> {
+        i.mailbox = Some(checked_mailbox(ctx, Self::NAME, &i.mailbox)?);
+        via_backend(ctx, Family::Outlook, Self::NAME, BackendCall::FindEvent(i)).await
+    }
+}
+
+// ---- dingtalk.send_message ----
+
+/// Input of `dingtalk.send_message`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DingTalkMessageInput {
+    /// `robot` (custom group robot webhook), `group` or `user` (app robot).
+    pub target: String,
+    /// `text` or `markdown`.
+    pub msgtype: String,
+    /// Message text (markdown source for `markdown`).
+    pub text: String,
+    /// Preview title of a markdown message.
+    pub title: Option<String>,
+    /// Robot: the `access_token` of the webhook (from `webhook_url` or given alone).
+    pub access_token: Option<String>,
+    /// Robot: the `SEC…` signing secret, when 加签 is on.
+    #[serde(skip_serializing)]
+    pub secret: Option<String>,
+    /// Group: `openConversationId`.
+    pub open_conversation_id: Option<String>,
+    /// User: DingTalk user ids.
+    pub user_ids: Vec<String>,
+    /// App robot code (group/user), default from configuration.
+    pub robot_code: Option<String>,
+    /// Mentioned mobiles (robot/group).
+    pub at_mobiles: Vec<String>,
+    /// Mentioned user ids (robot/group).
+    pub at_user_ids: Vec<String>,
+    /// Mention everyone.
+    pub at_all: bool,
+}
+
+/// `dingtalk.send_message`.
+pub struct SendDingTalkMessage;
+
+/// The `access_token` of a custom robot webhook URL.
+fn robot_token(url: &str) -> Result<String, String> {
+    let u = url::Url::parse(url).map_err(|_| {
+        "must be the robot's webhook URL, https://oapi.dingtalk.com/robot/send?access_token=…"
+            .to_string()
+    })?;
+    if !u.path().ends_with("/robot/send") {
+        return Err(
+            "must be a custom robot webhook URL ending in /robot/send?access_token=…".into(),
+        );
+    }
+    u.query_pairs()
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.to_string())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| "has no access_token parameter".to_string())
+}
+
+#[async_trait]
+impl Action for SendDingTalkMessage {
+    type Input = DingTalkMessageInput;
+    const NAME: &'static str = "dingtalk.send_message";
+    const KIND: ActionKind = ActionKind::Create;
+
+    fn validate(&self, input: &Value) -> Result<DingTalkMessageInput, FieldErrors> {
+        let mut f = Fields::new(input);
+        let target = f.one_of("target", &["robot", "group", "user"], None);
+        let msgtype = f.one_of("msgtype", &["text", "markdown"], Some("text"));
+        let text = f.req_str("text", 20_000);
+        let title = f.opt_str("title", 255);
+        let webhook_url = f.opt_str("webhook_url", 2048);
+        let mut access_token = f.opt_str("access_token", 512);
+        let secret = f.opt_str("secret", 512);
+        let open_conversation_id = f.opt_str("open_conversation_id", 512);
+        let user_ids = f.list("user_ids", 20);
+        let robot_code = f.opt_str("robot_code", 255);
+        let at_mobiles = f.list("at_mobiles", 50);
+        let at_user_ids = f.list("at_user_ids", 50);
+        let at_all = f.bool("at_all", false);
+        if msgtype == "markdown" && title.is_none() {
+            f.error("title", "is required for markdown messages");
+        }
+        match target.as_str() {
+            "robot" => {
+                if let Some(url) = &webhook_url {
+                    match robot_token(url) {
+                        Ok(t) => access_token = Some(t),
+                        Err(why) => f.error("webhook_url", why),
+                    }
+                } else if access_token.is_none() {
+                    f.error(
+                        "webhook_url",
+                        "is required for target robot (or give access_token)",
+                    );
+                }
+                if let Some(s) = &secret
+                    && !s.starts_with("SEC")
+                {
+                    f.error("secret", "must be the robot's SEC… signing secret");
+                }
+            }
+            "group" if open_conversation_id.is_none() => {
+                f.error("open_conversation_id", "is required for target group");
+            }
+            "user" if user_ids.is_empty() => {
+                f.error("user_ids", "is required for target user");
+            }
+            _ => {}
+        }
+        f.finish().map(|_| DingTalkMessageInput {
+            target,
+            msgtype,
+            text,
+            title,
+            access_token,
+            secret,
+            open_conversation_id,
+            user_ids,
+            robot_code,
+            at_mobiles,
+            at_user_ids,
+            at_all,
+        })
+    }
+
+    async fn run(
+        &self,
+        ctx: &ActionContext<'_>,
+        i: DingTalkMessageInput,
+    ) -> Result<Value, ApiError> {
+        if i.target == "robot" {
+            return super::robot::send(ctx, &i).await;
+        }
+        via_backend(
+            ctx,
+            Family::DingTalk,
+            Self::NAME,
+            BackendCall::SendDingTalkMessage(i),
+        )
+        .await
+    }
+}
+
+// ---- dingtalk.create_event ----
+
+/// Input of `dingtalk.create_event`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DingTalkEventInput {
+    /// Organiser's DingTalk user id (unionId), default from the route.
+    pub user_id: Option<String>,
+    /// Calendar id, default `primary`.
+    pub calendar_id: String,
+    /// Title.
+    pub summary: String,
+    /// Start.
+    pub start: DateTime<FixedOffset>,
+    /// End.
+    pub end: DateTime<FixedOffset>,
+    /// Description.
+    pub description: Option<String>,
+    /// Location.
+    pub location: Option<String>,
+    /// Attendees' user ids.
+    pub attendee_user_ids: Vec<String>,
+}
+
+/// `dingtalk.create_event`.
+pub struct CreateDingTalkEvent;
+
+#[async_trait]
+impl Action for CreateDingTalkEvent {
+    type Input = DingTalkEventInput;
+    const NAME: &'static str = "dingtalk.create_event";
+    const KIND: ActionKind = ActionKind::Create;
+
+    fn validate(&self, input: &Value) -> Result<DingTalkEventInput, FieldErrors> {
+        let mut f = Fields::new(input);
+        let user_id = f.opt_str("user_id", 255);
+        let calendar_id = f
+            .opt_str("calendar_id", 512)
+            .unwrap_or_else(|| "primary".into());
+        let summary = f.req_str("summary", 255);
+        let times = start_end(&mut f);
+        let description = f.opt_str("description", 100_000);
+        let location = f.opt_str("location", 255);
+        let attendee_user_ids = f.list("attendee_user_ids", 500);
+        f.finish()?;
+        let (start, end) = times.ok_or_else(FieldErrors::new)?;
+        Ok(DingTalkEventInput {
+            user_id,
+            calendar_id,
+            summary,
+            start,
+            end,
+            description,
+            location,
+            attendee_user_ids,
+        })
+    }
+
+    async fn run(&self, ctx: &ActionContext<'_>, i: DingTalkEventInput) -> Result<Value, ApiError> {
+        via_backend(
+            ctx,
+            Family::DingTalk,
+            Self::NAME,
+            BackendCall::CreateDingTalkEvent(i),
+        )
+        .await
+    }
+}
+
+// ---- dingtalk.create_todo ----
+
+/// Input of `dingtalk.create_todo`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DingTalkTodoInput {
+    /// Creator's user id (unionId), default from the route.
+    pub user_id: Option<String>,
+    /// Title.
+    pub subject: String,
+    /// Details.
+    pub description: Option<String>,
+    /// Due date-time.
+    pub due: Option<DateTime<FixedOffset>>,
+    /// Executors' user ids.
+    pub executor_user_ids: Vec<String>,
+}
+
+/// `dingtalk.create_todo`.
+pub struct CreateDingTalkTodo;
+
+#[async_trait]
+impl Action for CreateDingTalkTodo {
+    type Input = DingTalkTodoInput;
+    const NAME: &'static str = "dingtalk.create_todo";
+    const KIND: ActionKind = ActionKind::Create;
+
+    fn validate(&self, input: &Value) -> Result<DingTalkTodoInput, FieldErrors> {
+        let mut f = Fields::new(input);
+        let v = DingTalkTodoInput {
+            user_id: f.opt_str("user_id", 255),
+            subject: f.req_str("subject", 1024),
+            description: f.opt_str("description", 100_000),
+            due: f.datetime("due", false),
+            executor_user_ids: f.list("executor_user_ids", 500),
+        };
+        f.finish().map(|_| v)
+    }
+
+    async fn run(&self, ctx: &ActionContext<'_>, i: DingTalkTodoInput) -> Result<Value, ApiError> {
+        via_backend(
+            ctx,
+            Family::DingTalk,
+            Self::NAME,
+            BackendCall::CreateDingTalkTodo(i),
+        )
+        .await
+    }
+}

@@ -1,0 +1,253 @@
+//! Actions (`POST /v1/actions/{action}`): a registry of named handlers, each with typed
+//! input parsed from flat JSON ([`Action::validate`], field-level messages) and a `run`.
+//! Creates answer one JSON object, searches an array. Outlook and DingTalk API work is
+//! delegated to an [`ActionBackend`] set by the application once the Graph and DingTalk
+//! clients exist; without one the action answers 404 `not_configured` naming the settings
+//! to add. `dingtalk.send_message` to a custom robot needs no backend and is built in.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    apikeys::Principal,
+    config::Config,
+    error::{ApiError, ErrorCode},
+};
+
+pub mod catalog;
+pub mod input;
+pub mod robot;
+
+pub use catalog::*;
+pub use input::{FieldErrors, Fields};
+
+/// What an action answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    /// Creates or changes something; answers one object.
+    Create,
+    /// Finds things; answers an array, best match first.
+    Search,
+}
+
+/// Which remote system an action needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Microsoft Graph (Outlook mail, calendar, contacts, To Do).
+    Outlook,
+    /// DingTalk open platform.
+    DingTalk,
+}
+
+impl Family {
+    /// Settings that turn the backend on (named in `not_configured` errors).
+    pub fn config_keys(self) -> &'static str {
+        match self {
+            Family::Outlook => {
+                "graph.tenant_id, graph.client_id and graph.client_secret (DINGBRIDGE_GRAPH_TENANT_ID, DINGBRIDGE_GRAPH_CLIENT_ID, DINGBRIDGE_GRAPH_CLIENT_SECRET)"
+            }
+            Family::DingTalk => {
+                "dingtalk.app_key and dingtalk.app_secret (DINGBRIDGE_DINGTALK_APP_KEY, DINGBRIDGE_DINGTALK_APP_SECRET)"
+            }
+        }
+    }
+}
+
+/// Everything an action run may use.
+pub struct ActionContext<'a> {
+    /// Validated configuration.
+    pub config: &'a Config,
+    /// Outbound HTTP client (no redirects).
+    pub http: &'a reqwest::Client,
+    /// The API key calling.
+    pub caller: &'a Principal,
+    /// The request's `Idempotency-Key`, when given (pass it on as the upstream
+    /// idempotency handle: Graph `transactionId`, DingTalk `msgUuid`, …).
+    pub idempotency_key: Option<&'a str>,
+    backends: &'a Backends,
+}
+
+impl ActionContext<'_> {
+    /// The backend of `family`, or 404 `not_configured`.
+    pub fn backend(&self, family: Family, action: &str) -> Result<&dyn ActionBackend, ApiError> {
+        let b = match family {
+            Family::Outlook => self.backends.outlook.as_deref(),
+            Family::DingTalk => self.backends.dingtalk.as_deref(),
+        };
+        b.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotConfigured,
+                format!(
+                    "`{action}` needs the {} connection, which is not configured on this deployment; set {}",
+                    match family {
+                        Family::Outlook => "Microsoft Graph",
+                        Family::DingTalk => "DingTalk app",
+                    },
+                    family.config_keys()
+                ),
+            )
+        })
+    }
+
+    /// The mailbox to act on: the given one if configured (least privilege: only
+    /// mailboxes in `api.mailboxes` are touched), else the only configured one.
+    pub fn mailbox(&self, given: Option<&str>) -> Result<String, ApiError> {
+        let configured: Vec<String> = self
+            .config
+            .api
+            .mailboxes
+            .iter()
+            .map(|m| crate::api::lowcode::option_item(m).0)
+            .collect();
+        match given {
+            Some(m) if configured.iter().any(|c| c.eq_ignore_ascii_case(m)) => Ok(m.to_string()),
+            Some(m) => Err(ApiError::invalid_field(
+                "mailbox",
+                format!(
+                    "`{m}` is not a configured mailbox (api.mailboxes); choose one from GET /v1/options/mailboxes"
+                ),
+            )),
+            None if configured.len() == 1 => Ok(configured[0].clone()),
+            None => Err(ApiError::invalid_field(
+                "mailbox",
+                "is required; choose one from GET /v1/options/mailboxes",
+            )),
+        }
+    }
+}
+
+/// Runs Outlook or DingTalk actions against the real APIs. Implemented by the Graph
+/// and DingTalk clients; set with [`Actions::set_backend`].
+#[async_trait]
+pub trait ActionBackend: Send + Sync {
+    /// Performs one validated call. Answer one JSON object for creates and an array for
+    /// searches. Map upstream throttling to [`ApiError::rate_limited`] (integer seconds),
+    /// rejected input to [`ApiError::invalid_field`], other upstream failures to
+    /// `ErrorCode::UpstreamError`. `ctx.idempotency_key` is the handle to pass upstream.
+    async fn call(&self, ctx: &ActionContext<'_>, call: BackendCall) -> Result<Value, ApiError>;
+}
+
+/// One action with typed input.
+#[async_trait]
+pub trait Action: Send + Sync + 'static {
+    /// Parsed input.
+    type Input: Send + 'static;
+    /// Name, e.g. `outlook.send_mail`.
+    const NAME: &'static str;
+    /// Create or search.
+    const KIND: ActionKind;
+    /// Parses the flat JSON input; every problem is reported by field.
+    fn validate(&self, input: &Value) -> Result<Self::Input, FieldErrors>;
+    /// Runs it.
+    async fn run(&self, ctx: &ActionContext<'_>, input: Self::Input) -> Result<Value, ApiError>;
+}
+
+#[async_trait]
+trait DynAction: Send + Sync {
+    fn kind(&self) -> ActionKind;
+    async fn call(&self, ctx: &ActionContext<'_>, raw: &Value) -> Result<Value, ApiError>;
+}
+
+#[async_trait]
+impl<A: Action> DynAction for A {
+    fn kind(&self) -> ActionKind {
+        A::KIND
+    }
+
+    async fn call(&self, ctx: &ActionContext<'_>, raw: &Value) -> Result<Value, ApiError> {
+        let input = self.validate(raw).map_err(ApiError::invalid_fields)?;
+        let out = self.run(ctx, input).await?;
+        match (A::KIND, &out) {
+            (ActionKind::Create, Value::Object(_)) | (ActionKind::Search, Value::Array(_)) => {
+                Ok(out)
+            }
+            _ => Err(ApiError::internal(format!(
+                "action {} answered the wrong JSON type",
+                A::NAME
+            ))),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Backends {
+    outlook: Option<Arc<dyn ActionBackend>>,
+    dingtalk: Option<Arc<dyn ActionBackend>>,
+}
+
+/// The action registry.
+pub struct Actions {
+    map: BTreeMap<&'static str, Box<dyn DynAction>>,
+    backends: Backends,
+}
+
+impl Actions {
+    /// Every action of the product, no backend set.
+    pub fn standard() -> Actions {
+        let mut a = Actions {
+            map: BTreeMap::new(),
+            backends: Backends::default(),
+        };
+        a.register(SendMail);
+        a.register(CreateOutlookEvent);
+        a.register(CreateContact);
+        a.register(CreateTask);
+        a.register(MarkRead);
+        a.register(FindMail);
+        a.register(FindEvent);
+        a.register(SendDingTalkMessage);
+        a.register(CreateDingTalkEvent);
+        a.register(CreateDingTalkTodo);
+        a
+    }
+
+    /// Adds (or replaces) an action.
+    pub fn register<A: Action>(&mut self, action: A) {
+        self.map.insert(A::NAME, Box::new(action));
+    }
+
+    /// Connects the Graph or DingTalk client.
+    pub fn set_backend(&mut self, family: Family, backend: Arc<dyn ActionBackend>) {
+        match family {
+            Family::Outlook => self.backends.outlook = Some(backend),
+            Family::DingTalk => self.backends.dingtalk = Some(backend),
+        }
+    }
+
+    /// Names and kinds, sorted.
+    pub fn list(&self) -> Vec<(&'static str, ActionKind)> {
+        self.map.iter().map(|(n, a)| (*n, a.kind())).collect()
+    }
+
+    /// `true` when `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// Validates and runs `name`.
+    pub async fn run(
+        &self,
+        name: &str,
+        config: &Config,
+        http: &reqwest::Client,
+        caller: &Principal,
+        idempotency_key: Option<&str>,
+        input: &Value,
+    ) -> Result<Value, ApiError> {
+        let action = self.map.get(name).ok_or_else(|| {
+            ApiError::new(ErrorCode::NotFound, format!("no action named `{name}`"))
+        })?;
+        let ctx = ActionContext {
+            config,
+            http,
+            caller,
+            idempotency_key,
+            backends: &self.backends,
+        };
+        action.call(&ctx, input).await
+    }
+}

@@ -1,0 +1,276 @@
+//! The low-code surface for Zapier and n8n: `/v1/me`, REST hooks, polling triggers,
+//! dropdown options, and the admin views of the audit trail and dead letters.
+
+use actix_web::{HttpResponse, http::Method, web};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AppState, LimitedBody, RouteEntry, on};
+use crate::{
+    actions::Fields,
+    apikeys::{Authenticated, Scope},
+    config::Config,
+    error::{ApiError, ErrorCode},
+    hooks::{self, Hook},
+    triggers,
+};
+
+/// Adds the `/v1` routes (actions live in [`super::actions`]).
+pub fn routes(t: &mut Vec<RouteEntry>) {
+    t.push(RouteEntry {
+        path: "/v1/me",
+        methods: vec![on(Method::GET, me)],
+    });
+    t.push(RouteEntry {
+        path: "/v1/hooks",
+        methods: vec![on(Method::GET, list_hooks), on(Method::POST, create_hook)],
+    });
+    t.push(RouteEntry {
+        path: "/v1/hooks/{id}",
+        methods: vec![on(Method::DELETE, delete_hook)],
+    });
+    t.push(RouteEntry {
+        path: "/v1/triggers/{event}",
+        methods: vec![on(Method::GET, poll_trigger)],
+    });
+    t.push(RouteEntry {
+        path: "/v1/options/{kind}",
+        methods: vec![on(Method::GET, options)],
+    });
+    t.push(RouteEntry {
+        path: "/v1/audit",
+        methods: vec![on(Method::GET, audit)],
+    });
+    t.push(RouteEntry {
+        path: "/v1/deliveries",
+        methods: vec![on(Method::GET, deliveries)],
+    });
+}
+
+/// Names of the configured sync routes, shown by `GET /v1/me`.
+///
+/// Hook point: the sync routes are configured by the DingTalk/Graph pipeline, which is
+/// not in this branch yet; until it is, there are none.
+pub fn configured_route_names(_config: &Config) -> Vec<String> {
+    Vec::new()
+}
+
+async fn me(auth: Authenticated, state: web::Data<AppState>) -> HttpResponse {
+    let p = &auth.0;
+    HttpResponse::Ok().json(json!({
+        "id": p.id,
+        "name": p.name,
+        "scopes": p.scopes,
+        "routes": configured_route_names(&state.config),
+    }))
+}
+
+fn hook_view(h: &Hook) -> Value {
+    json!({
+        "id": h.id, "target_url": h.target_url, "event": h.event,
+        "created_at": h.created_at,
+    })
+}
+
+async fn list_hooks(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Triggers)?;
+    let hooks = hooks::all(state.store.as_ref()).await?;
+    let view: Vec<Value> = hooks
+        .iter()
+        .filter(|h| h.status == hooks::HookStatus::Active)
+        .map(hook_view)
+        .collect();
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn create_hook(
+    auth: Authenticated,
+    body: LimitedBody,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth.require(Scope::Triggers)?;
+    let input: Value = serde_json::from_slice(&body.0).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
+    let mut f = Fields::new(&input);
+    let target_url = f.req_str("target_url", 2048);
+    let event = f.req_str("event", 128);
+    if !event.is_empty() && !triggers::is_event(&event) {
+        f.error(
+            "event",
+            format!(
+                "unknown event; one of: {}",
+                triggers::event_names().join(", ")
+            ),
+        );
+    }
+    f.finish().map_err(ApiError::invalid_fields)?;
+    let url = state
+        .hook_policy
+        .validate(&target_url)
+        .await
+        .map_err(|why| ApiError::invalid_field("target_url", why))?;
+    let hook = Hook::new(url.as_str(), &event, &caller.id);
+    hooks::save(state.store.as_ref(), &hook).await?;
+    tracing::info!(hook_id = %hook.id, event = %hook.event, "hook subscribed");
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/v1/hooks/{}", hook.id)))
+        .json(json!({
+            "id": hook.id, "target_url": hook.target_url, "event": hook.event,
+            "secret": hook.secret, "created_at": hook.created_at,
+        })))
+}
+
+async fn delete_hook(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Triggers)?;
+    let id = path.into_inner();
+    // 2xx even when already gone: Zapier's unsubscribe and n8n's delete() treat a 404
+    // as a failure, and the wanted state (no such hook) holds either way.
+    let existed = hooks::delete(state.store.as_ref(), &id).await?;
+    tracing::info!(hook_id = %id, existed, "hook unsubscribed");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<String>,
+}
+
+fn limit(q: &LimitQuery, default: usize, max: usize) -> Result<usize, ApiError> {
+    match &q.limit {
+        None => Ok(default),
+        Some(s) => match s.trim().parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid_field(
+                "limit",
+                format!("must be an integer from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+async fn poll_trigger(
+    auth: Authenticated,
+    path: web::Path<String>,
+    query: web::Query<LimitQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Triggers)?;
+    let event = path.into_inner();
+    if !triggers::is_event(&event) {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!(
+                "no trigger event `{event}`; valid events: {}",
+                triggers::event_names().join(", ")
+            ),
+        )
+        .with_details(json!({ "events": triggers::event_names() })));
+    }
+    let n = limit(&query, 100, 100)?;
+    let items = triggers::recent(state.store.as_ref(), &event, n).await?;
+    Ok(HttpResponse::Ok().json(items))
+}
+
+/// Splits an `id|label` option entry (label defaults to the id).
+pub fn option_item(entry: &str) -> (String, String) {
+    match entry.split_once('|') {
+        Some((id, label)) if !label.trim().is_empty() => {
+            (id.trim().to_string(), label.trim().to_string())
+        }
+        Some((id, _)) => (id.trim().to_string(), id.trim().to_string()),
+        None => (entry.trim().to_string(), entry.trim().to_string()),
+    }
+}
+
+/// Dropdown kinds and the setting each one lists.
+pub const OPTION_KINDS: &[&str] = &[
+    "mailboxes",
+    "dingtalk-conversations",
+    "calendars",
+    "todo-lists",
+];
+
+async fn options(
+    _auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let api = &state.config.api;
+    let entries = match path.as_str() {
+        "mailboxes" => &api.mailboxes,
+        "dingtalk-conversations" => &api.dingtalk_conversations,
+        "calendars" => &api.calendars,
+        "todo-lists" => &api.todo_lists,
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "no option list `{other}`; valid: {}",
+                    OPTION_KINDS.join(", ")
+                ),
+            ));
+        }
+    };
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let (id, label) = option_item(e);
+            json!({ "id": id, "label": label })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(items))
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, false)
+}
+
+async fn audit(
+    auth: Authenticated,
+    query: web::Query<LimitQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Admin)?;
+    let n = limit(&query, 100, 1000)?;
+    let entries = state.store.audit_recent(n).await?;
+    let view: Vec<Value> = entries
+        .iter()
+        .map(|e| json!({ "at": rfc3339_ms(e.at_ms), "action": e.action, "detail": e.detail }))
+        .collect();
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn deliveries(
+    auth: Authenticated,
+    query: web::Query<LimitQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Admin)?;
+    let n = limit(&query, 100, 1000)?;
+    let dead = state.store.dead_letters(n).await?;
+    let view: Vec<Value> = dead
+        .iter()
+        .map(|d| {
+            json!({
+                "job_id": d.job.id, "kind": d.job.kind, "attempts": d.job.attempts,
+                "last_error": d.job.last_error, "failed_at": rfc3339_ms(d.failed_at_ms),
+                "enqueued_at": rfc3339_ms(d.job.enqueued_at_ms), "payload": d.job.payload,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(view))
+}
