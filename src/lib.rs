@@ -6,6 +6,7 @@ pub mod config;
 pub mod dingtalk;
 pub mod echo;
 pub mod error;
+pub mod graph;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
