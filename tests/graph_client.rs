@@ -17,8 +17,9 @@ use bytes::Bytes;
 use common::{FakeReply, FakeServer, Recorded};
 use dingbridge::{
     graph::{
-        AssertionAlg, AuthErrorKind, Collection, Credential, GraphClient, GraphError,
-        LinkedResource, RetryPolicy, TokenProvider, auth::CertificateCredential, origin_marker,
+        AssertionAlg, AuthErrorKind, Collection, Created, Credential, GraphClient, GraphError,
+        LinkedResource, ORIGIN_PROPERTY_ID, RetryPolicy, TokenProvider,
+        auth::CertificateCredential, event_transaction_id, origin_marker,
     },
     worker::JobFailure,
 };
@@ -843,5 +844,129 @@ async fn graph_is_not_built_without_configuration_and_is_built_with_it() {
     assert_eq!(
         graph.auth().token_url(),
         format!("{}/{TENANT}/oauth2/v2.0/token", fake.url(""))
+    );
+}
+
+#[tokio::test]
+async fn creates_are_idempotent_through_the_origin_marker() {
+    // The fake remembers what was created and answers the origin lookups from it.
+    let store: Arc<std::sync::Mutex<Vec<(String, Value)>>> = Arc::default();
+    let seen = store.clone();
+    let fake = graph_fake(move |r| {
+        let mut items = seen.lock().expect("items");
+        if r.method == "POST" {
+            let id = format!("id-{}", items.len());
+            items.push((r.path.clone(), r.json()));
+            return FakeReply {
+                status: 201,
+                ..FakeReply::json(json!({ "id": id }))
+            };
+        }
+        if r.method == "GET" && r.path.ends_with("/tasks") {
+            let value: Vec<Value> = items
+                .iter()
+                .enumerate()
+                .filter(|(_, (p, _))| p.ends_with("/tasks"))
+                .map(|(i, (_, b))| json!({"id": format!("id-{i}"), "linkedResources": b["linkedResources"]}))
+                .collect();
+            return FakeReply::json(json!({ "value": value }));
+        }
+        let filter = decoded_query(r).get("$filter").cloned().unwrap_or_default();
+        let kind = r.path.rsplit('/').next().unwrap_or("").to_string();
+        let value: Vec<Value> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, (p, b))| {
+                let same_kind = p.ends_with(&format!("/{kind}"));
+                let marked = b["singleValueExtendedProperties"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|ep| {
+                        ep["id"] == ORIGIN_PROPERTY_ID
+                            && filter.contains(&format!(
+                                "ep/value eq '{}'",
+                                ep["value"].as_str().unwrap_or("")
+                            ))
+                    });
+                same_kind && marked
+            })
+            .map(|(i, _)| json!({"id": format!("id-{i}")}))
+            .collect();
+        FakeReply::json(json!({ "value": value }))
+    });
+    let graph = client(&fake);
+    let link = LinkedResource {
+        application_name: "DingTalk".into(),
+        external_id: "dt:todo:1".into(),
+        display_name: None,
+        web_url: None,
+    };
+    for round in 0..2 {
+        let existed = round == 1;
+        let m = graph
+            .create_message_once(MAILBOX, "folder-1", json!({"subject": "s"}), "dt:msg:1")
+            .await
+            .expect("message");
+        assert_eq!(
+            m,
+            Created {
+                id: "id-0".into(),
+                existed
+            }
+        );
+        let e = graph
+            .create_event_once(MAILBOX, json!({"subject": "e"}), "dt:evt:1")
+            .await
+            .expect("event");
+        assert_eq!(
+            e,
+            Created {
+                id: "id-1".into(),
+                existed
+            }
+        );
+        let c = graph
+            .create_contact_once(MAILBOX, json!({"givenName": "Li"}), "dt:user:1")
+            .await
+            .expect("contact");
+        assert_eq!(
+            c,
+            Created {
+                id: "id-2".into(),
+                existed
+            }
+        );
+        let t = graph
+            .create_task_once(MAILBOX, "list-1", json!({"title": "t"}), &link)
+            .await
+            .expect("task");
+        assert_eq!(
+            t,
+            Created {
+                id: "id-3".into(),
+                existed
+            }
+        );
+    }
+    let items = store.lock().expect("items");
+    assert_eq!(items.len(), 4, "the second round created nothing");
+    assert_eq!(
+        items[1].1["transactionId"],
+        event_transaction_id("dt:evt:1")
+    );
+    assert_eq!(
+        event_transaction_id("dt:evt:1"),
+        event_transaction_id("dt:evt:1")
+    );
+    assert_ne!(
+        event_transaction_id("dt:evt:1"),
+        event_transaction_id("dt:evt:2")
+    );
+    assert!(
+        items[0].1["singleValueExtendedProperties"]
+            .as_array()
+            .expect("props")
+            .contains(&origin_marker("dt:msg:1"))
     );
 }

@@ -117,6 +117,23 @@ pub struct LinkedResource {
     pub web_url: Option<String>,
 }
 
+/// The id of an item an idempotent create made or found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// The Graph id (immutable for messages, events and contacts).
+    pub id: String,
+    /// True when an item with the same origin existed already and nothing was created.
+    pub existed: bool,
+}
+
+/// The `transactionId` the bridge uses for the event of `source_id`: stable across
+/// retries and instances.
+pub fn event_transaction_id(source_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(source_id.as_bytes());
+    format!("dingbridge-{}", hex::encode(&digest[..16]))
+}
+
 /// Per-mailbox gate: a concurrency limit and a "blocked until" set by throttling.
 struct Gate {
     permits: Arc<Semaphore>,
@@ -797,6 +814,87 @@ impl GraphClient {
             false,
         )
         .await
+    }
+
+    // ----- idempotent creates ------------------------------------------------------------
+
+    /// Creates the message of `source_id` in `folder_id` unless an item carrying the
+    /// bridge's origin marker for it exists (a retried job); adds the marker.
+    pub async fn create_message_once(
+        &self,
+        mailbox: &str,
+        folder_id: &str,
+        mut message: Value,
+        source_id: &str,
+    ) -> Result<Created, GraphError> {
+        if let Some(id) = self
+            .find_by_bridge_origin(mailbox, Collection::Messages, source_id)
+            .await?
+        {
+            return Ok(Created { id, existed: true });
+        }
+        push_extended_property(&mut message, ORIGIN_PROPERTY_ID, source_id)?;
+        let id = self
+            .create_message_in_folder(mailbox, folder_id, message)
+            .await?;
+        Ok(Created { id, existed: false })
+    }
+
+    /// Creates the event of `source_id` unless it exists; adds the origin marker and a
+    /// `transactionId` derived from `source_id` ([`event_transaction_id`]).
+    pub async fn create_event_once(
+        &self,
+        mailbox: &str,
+        mut event: Value,
+        source_id: &str,
+    ) -> Result<Created, GraphError> {
+        if let Some(id) = self
+            .find_by_bridge_origin(mailbox, Collection::Events, source_id)
+            .await?
+        {
+            return Ok(Created { id, existed: true });
+        }
+        push_extended_property(&mut event, ORIGIN_PROPERTY_ID, source_id)?;
+        let id = self
+            .create_event(mailbox, event, &event_transaction_id(source_id))
+            .await?;
+        Ok(Created { id, existed: false })
+    }
+
+    /// Creates the contact of `source_id` unless it exists; adds the origin marker.
+    pub async fn create_contact_once(
+        &self,
+        mailbox: &str,
+        mut contact: Value,
+        source_id: &str,
+    ) -> Result<Created, GraphError> {
+        if let Some(id) = self
+            .find_by_bridge_origin(mailbox, Collection::Contacts, source_id)
+            .await?
+        {
+            return Ok(Created { id, existed: true });
+        }
+        push_extended_property(&mut contact, ORIGIN_PROPERTY_ID, source_id)?;
+        let id = self.create_contact(mailbox, contact).await?;
+        Ok(Created { id, existed: false })
+    }
+
+    /// Creates the task unless one in the list already links `link.external_id`.
+    pub async fn create_task_once(
+        &self,
+        mailbox: &str,
+        list_id: &str,
+        task: Value,
+        link: &LinkedResource,
+    ) -> Result<Created, GraphError> {
+        if let Some(id) = self
+            .find_task_by_external_id(mailbox, list_id, &link.external_id)
+            .await?
+        {
+            return Ok(Created { id, existed: true });
+        }
+        let id = self.create_task(mailbox, list_id, task, link).await?;
+        Ok(Created { id, existed: false })
     }
 
     // ----- lookups -----------------------------------------------------------------------

@@ -11,7 +11,9 @@ pub mod client;
 use std::time::Duration;
 
 pub use auth::{AssertionAlg, AuthError, AuthErrorKind, Credential, TokenProvider};
-pub use client::{Collection, GraphClient, LinkedResource, RetryPolicy};
+pub use client::{
+    Collection, Created, GraphClient, LinkedResource, RetryPolicy, event_transaction_id,
+};
 
 /// Default Graph API base URL.
 pub const DEFAULT_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
