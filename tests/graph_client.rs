@@ -334,12 +334,27 @@ async fn a_long_retry_after_blocks_the_mailbox_and_goes_back_to_the_worker() {
     .await
     .expect("other mailbox answers at once");
     assert!(other.is_err());
+    // This one is blocked: the call is not sent and the wait goes back to the job.
+    let before = graph_requests(&fake).len();
     let blocked = tokio::time::timeout(
         Duration::from_millis(500),
         graph.set_read(MAILBOX, "m", true),
     )
-    .await;
-    assert!(blocked.is_err(), "the throttled mailbox must wait");
+    .await
+    .expect("answers at once")
+    .expect_err("blocked");
+    assert_eq!(blocked.status(), Some(429));
+    assert!(
+        blocked
+            .retry_after()
+            .is_some_and(|d| d > Duration::from_secs(25)),
+        "{blocked:?}"
+    );
+    assert_eq!(
+        graph_requests(&fake).len(),
+        before,
+        "nothing sent while blocked"
+    );
 }
 
 #[tokio::test]
@@ -969,4 +984,27 @@ async fn creates_are_idempotent_through_the_origin_marker() {
             .expect("props")
             .contains(&origin_marker("dt:msg:1"))
     );
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_the_retries_is_handed_to_the_worker() {
+    let fake = graph_fake(|_| FakeReply {
+        status: 429,
+        headers: vec![("Retry-After".into(), "0.2".into())],
+        body: json!({"error": {"code": "TooManyRequests", "message": "x"}}).to_string(),
+        delay: Duration::ZERO,
+    });
+    let graph = client(&fake);
+    let started = Instant::now();
+    let err = graph
+        .update_contact(MAILBOX, "c1", json!({"surname": "Wei"}))
+        .await
+        .expect_err("still throttled");
+    // 1 try + 3 retries, each after the 200 ms Retry-After.
+    assert_eq!(graph_requests(&fake).len(), 4);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert_eq!(err.retry_after(), Some(Duration::from_millis(200)));
+    let failure = JobFailure::from(err);
+    assert!(!failure.permanent);
+    assert_eq!(failure.retry_after, Some(Duration::from_millis(200)));
 }

@@ -1050,6 +1050,18 @@ impl GraphClient {
             // may have been set while this call waited for the slot).
             let permit = loop {
                 if let Some(wait) = gate.blocked_for() {
+                    if wait > policy.max_wait {
+                        // Not worth holding a worker slot: hand the wait to the job.
+                        return Err(GraphError::Api {
+                            status: 429,
+                            code: "TooManyRequests".into(),
+                            message: "this mailbox is throttled; waiting for Graph's Retry-After"
+                                .into(),
+                            request_id: None,
+                            client_request_id: client_request_id.clone(),
+                            retry_after: Some(wait),
+                        });
+                    }
                     tokio::time::sleep(wait).await;
                 }
                 let permit = gate
