@@ -1008,3 +1008,70 @@ async fn throttling_that_outlasts_the_retries_is_handed_to_the_worker() {
     assert!(!failure.permanent);
     assert_eq!(failure.retry_after, Some(Duration::from_millis(200)));
 }
+
+/// Collects everything the subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_explain_auth_failures_and_never_contain_secrets_or_tokens() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let expired = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = expired.clone();
+    let fake = FakeServer::start(move |r| {
+        if is_token(r) {
+            if flag.load(Ordering::SeqCst) {
+                return FakeReply {
+                    status: 401,
+                    headers: vec![],
+                    body: json!({"error": "invalid_client", "error_description": "AADSTS7000222: expired", "error_codes": [7000222]}).to_string(),
+                    delay: Duration::ZERO,
+                };
+            }
+            return FakeReply::json(
+                json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "eyJ-secret-access-token"}),
+            );
+        }
+        FakeReply::json(json!({"id": "m"}))
+    });
+    let graph = client(&fake);
+    graph
+        .set_read(MAILBOX, "m", true)
+        .await
+        .expect_err("expired secret");
+    expired.store(false, Ordering::SeqCst);
+    graph
+        .set_read(MAILBOX, "m", true)
+        .await
+        .expect("new secret works");
+    assert!(
+        graph.auth().last_error().is_none(),
+        "cleared by the success"
+    );
+
+    let text = String::from_utf8(logs.0.lock().expect("log").clone()).expect("utf8");
+    assert!(text.contains("AADSTS7000222"), "{text}");
+    assert!(text.contains("DINGBRIDGE_GRAPH_CLIENT_SECRET"), "{text}");
+    assert!(!text.contains(SECRET), "secret in the log");
+    assert!(
+        !text.contains("eyJ-secret-access-token"),
+        "token in the log"
+    );
+}
