@@ -640,6 +640,19 @@ async fn every_request_carries_the_required_headers() {
         "new-1"
     );
     assert_eq!(graph_requests(&fake).len(), before);
+    graph.forget_cached_ids("OPS@contoso.com");
+    assert_eq!(
+        graph
+            .ensure_mail_folder(MAILBOX, "DingTalk")
+            .await
+            .expect("again"),
+        "new-1"
+    );
+    assert_eq!(
+        graph_requests(&fake).len(),
+        before + 2,
+        "looked up and created again"
+    );
     let msg = graph
         .create_message_in_folder(
             MAILBOX,

@@ -289,6 +289,22 @@ impl GraphClient {
         )))
     }
 
+    /// Forgets the cached folder and To Do list ids of `mailbox` (e.g. after a 404 on a
+    /// folder the user deleted), so the next `ensure_*` looks them up or recreates them.
+    pub fn forget_cached_ids(&self, mailbox: &str) {
+        let m = mailbox.to_ascii_lowercase();
+        self.inner
+            .folders
+            .lock()
+            .expect("folders")
+            .retain(|(mb, _), _| *mb != m);
+        self.inner
+            .todo_lists
+            .lock()
+            .expect("lists")
+            .retain(|(mb, _), _| *mb != m);
+    }
+
     /// The token provider (for readiness: [`TokenProvider::last_error`]).
     pub fn auth(&self) -> &Arc<TokenProvider> {
         &self.inner.auth
