@@ -400,6 +400,90 @@ pub struct GraphConfig {
     pub base_url: Option<String>,
     /// Entra ID authority.
     pub authority_url: Option<String>,
+    /// Signature of the certificate assertion: `PS256` (default, header `x5t#S256`) or
+    /// `RS256` (header `x5t`).
+    pub assertion_alg: crate::graph::AssertionAlg,
+}
+
+/// The identity part of a configured Graph section.
+#[derive(Debug, Clone)]
+pub struct GraphIdentity {
+    /// Directory (tenant) id or verified domain.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+}
+
+impl GraphConfig {
+    /// `None` when no Graph setting is given at all; otherwise the tenant and client id,
+    /// after checking that exactly one credential (a secret, or a certificate and its
+    /// key) is configured. Does not read the files (see [`Config::validate`]).
+    pub fn credentials(&self) -> Result<Option<GraphIdentity>, ConfigError> {
+        let any = self.tenant_id.is_some()
+            || self.client_id.is_some()
+            || self.client_secret.is_some()
+            || self.certificate_path.is_some()
+            || self.private_key_path.is_some();
+        if !any {
+            return Ok(None);
+        }
+        let required = |key: &str, var: &str, v: &Option<String>| -> Result<String, ConfigError> {
+            match v.as_deref().map(str::trim) {
+                Some(v) if !v.is_empty() => Ok(v.to_string()),
+                _ => Err(ConfigError::new(
+                    format!("graph.{key} ({var})"),
+                    "required when Microsoft Graph is configured",
+                )),
+            }
+        };
+        let tenant_id = required("tenant_id", "DINGBRIDGE_GRAPH_TENANT_ID", &self.tenant_id)?;
+        if matches!(
+            tenant_id.to_ascii_lowercase().as_str(),
+            "common" | "organizations" | "consumers"
+        ) {
+            return Err(ConfigError::new(
+                "graph.tenant_id (DINGBRIDGE_GRAPH_TENANT_ID)",
+                "app-only tokens need the customer's tenant id or verified domain, not `common`/`organizations`/`consumers`",
+            ));
+        }
+        let client_id = required("client_id", "DINGBRIDGE_GRAPH_CLIENT_ID", &self.client_id)?;
+        let secret = self
+            .client_secret
+            .as_ref()
+            .is_some_and(|s| !secrecy::ExposeSecret::expose_secret(s).is_empty());
+        match (secret, &self.certificate_path, &self.private_key_path) {
+            (true, None, None) => {}
+            (false, Some(_), Some(_)) => {}
+            (true, _, _) => {
+                return Err(ConfigError::new(
+                    "graph.client_secret (DINGBRIDGE_GRAPH_CLIENT_SECRET)",
+                    "set either a client secret or graph.certificate_path + graph.private_key_path, not both",
+                ));
+            }
+            (false, Some(_), None) => {
+                return Err(ConfigError::new(
+                    "graph.private_key_path (DINGBRIDGE_GRAPH_PRIVATE_KEY_PATH)",
+                    "required with graph.certificate_path: the PEM private key of the certificate",
+                ));
+            }
+            (false, None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "graph.certificate_path (DINGBRIDGE_GRAPH_CERTIFICATE_PATH)",
+                    "required with graph.private_key_path: the PEM certificate uploaded to the app registration",
+                ));
+            }
+            (false, None, None) => {
+                return Err(ConfigError::new(
+                    "graph.client_secret (DINGBRIDGE_GRAPH_CLIENT_SECRET)",
+                    "a credential is required: a client secret, or graph.certificate_path + graph.private_key_path",
+                ));
+            }
+        }
+        Ok(Some(GraphIdentity {
+            tenant_id,
+            client_id,
+        }))
+    }
 }
 
 /// Diagnostic relay: verified posts to `/webhooks/echo` are forwarded to `target_url` by a worker.
@@ -613,6 +697,20 @@ impl Config {
                 check_http_url(key, url)?;
             }
         }
+        if self.graph.credentials()?.is_some()
+            && let (Some(cert), Some(key)) =
+                (&self.graph.certificate_path, &self.graph.private_key_path)
+        {
+            // Readable, PEM, RSA, and the key belongs to the certificate: fail at start-up,
+            // not at the first relay.
+            crate::graph::auth::CertificateCredential::load(cert, key, self.graph.assertion_alg)
+                .map_err(|reason| {
+                    ConfigError::new(
+                        "graph.certificate_path (DINGBRIDGE_GRAPH_CERTIFICATE_PATH)",
+                        reason,
+                    )
+                })?;
+        }
         Ok(())
     }
 
@@ -819,6 +917,8 @@ mod tests {
             None,
             env(&[
                 ("DINGBRIDGE_DINGTALK_APP_SECRET", "very-secret-value"),
+                ("DINGBRIDGE_GRAPH_TENANT_ID", "contoso.onmicrosoft.com"),
+                ("DINGBRIDGE_GRAPH_CLIENT_ID", "client-1"),
                 ("DINGBRIDGE_GRAPH_CLIENT_SECRET", "graph-secret-value"),
             ]),
         )
@@ -1023,5 +1123,121 @@ union_id = "union-1"
         std::fs::write(&path, "lisen = \"x\"\n").expect("write");
         let err = Config::load_from(Some(&path), env(&[])).expect_err("must fail");
         assert!(err.reason.contains("lisen"), "{err}");
+    }
+
+    fn fixture(name: &str) -> String {
+        format!("{}/tests/fixtures/graph/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn graph_is_optional_and_a_secret_configures_it() {
+        let c = Config::load_from(None, env(&[])).expect("load");
+        assert!(c.graph.credentials().expect("ok").is_none());
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("DINGBRIDGE_GRAPH_TENANT_ID", "contoso.onmicrosoft.com"),
+                ("DINGBRIDGE_GRAPH_CLIENT_ID", "client-1"),
+                ("DINGBRIDGE_GRAPH_CLIENT_SECRET", "s"),
+            ]),
+        )
+        .expect("load");
+        let id = c.graph.credentials().expect("ok").expect("configured");
+        assert_eq!(id.tenant_id, "contoso.onmicrosoft.com");
+        assert_eq!(c.graph.assertion_alg, crate::graph::AssertionAlg::Ps256);
+    }
+
+    #[test]
+    fn graph_missing_tenant_or_client_id_names_the_key() {
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("DINGBRIDGE_GRAPH_CLIENT_ID", "client-1"),
+                ("DINGBRIDGE_GRAPH_CLIENT_SECRET", "s"),
+            ]),
+        )
+        .expect_err("no tenant");
+        assert!(err.key.contains("graph.tenant_id"), "{err}");
+        assert!(err.key.contains("DINGBRIDGE_GRAPH_TENANT_ID"), "{err}");
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("DINGBRIDGE_GRAPH_TENANT_ID", "t"),
+                ("DINGBRIDGE_GRAPH_CLIENT_SECRET", "s"),
+            ]),
+        )
+        .expect_err("no client");
+        assert!(err.key.contains("graph.client_id"), "{err}");
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("DINGBRIDGE_GRAPH_TENANT_ID", "common"),
+                ("DINGBRIDGE_GRAPH_CLIENT_ID", "c"),
+                ("DINGBRIDGE_GRAPH_CLIENT_SECRET", "s"),
+            ]),
+        )
+        .expect_err("common tenant");
+        assert!(err.key.contains("graph.tenant_id"), "{err}");
+    }
+
+    #[test]
+    fn graph_needs_a_secret_xor_a_certificate_pair() {
+        let base = [
+            ("DINGBRIDGE_GRAPH_TENANT_ID", "t"),
+            ("DINGBRIDGE_GRAPH_CLIENT_ID", "c"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            Config::load_from(None, env(&all))
+        };
+        let cert = fixture("cert.pem");
+        let key = fixture("key.pem");
+        let err = with(&[]).expect_err("no credential");
+        assert!(err.key.contains("graph.client_secret"), "{err}");
+        let err = with(&[
+            ("DINGBRIDGE_GRAPH_CLIENT_SECRET", "s"),
+            ("DINGBRIDGE_GRAPH_CERTIFICATE_PATH", &cert),
+            ("DINGBRIDGE_GRAPH_PRIVATE_KEY_PATH", &key),
+        ])
+        .expect_err("both");
+        assert!(err.reason.contains("not both"), "{err}");
+        let err = with(&[("DINGBRIDGE_GRAPH_CERTIFICATE_PATH", &cert)]).expect_err("no key");
+        assert!(err.key.contains("graph.private_key_path"), "{err}");
+        let err = with(&[("DINGBRIDGE_GRAPH_PRIVATE_KEY_PATH", &key)]).expect_err("no cert");
+        assert!(err.key.contains("graph.certificate_path"), "{err}");
+        let c = with(&[
+            ("DINGBRIDGE_GRAPH_CERTIFICATE_PATH", &cert),
+            ("DINGBRIDGE_GRAPH_PRIVATE_KEY_PATH", &key),
+            ("DINGBRIDGE_GRAPH_ASSERTION_ALG", "RS256"),
+        ])
+        .expect("certificate pair");
+        assert_eq!(c.graph.assertion_alg, crate::graph::AssertionAlg::Rs256);
+    }
+
+    #[test]
+    fn graph_certificate_files_are_checked_at_start_up() {
+        let base = [
+            ("DINGBRIDGE_GRAPH_TENANT_ID", "t"),
+            ("DINGBRIDGE_GRAPH_CLIENT_ID", "c"),
+        ];
+        let with = |cert: &str, key: &str| {
+            let mut all = base.to_vec();
+            all.push(("DINGBRIDGE_GRAPH_CERTIFICATE_PATH", cert));
+            all.push(("DINGBRIDGE_GRAPH_PRIVATE_KEY_PATH", key));
+            Config::load_from(None, env(&all))
+        };
+        let err = with("/nonexistent/cert.pem", &fixture("key.pem")).expect_err("unreadable");
+        assert!(err.reason.contains("cannot read certificate file"), "{err}");
+        let err = with(&fixture("key.pem"), &fixture("key.pem")).expect_err("not a cert");
+        assert!(err.reason.contains("CERTIFICATE"), "{err}");
+        let err = with(&fixture("cert.pem"), &fixture("other-key.pem")).expect_err("mismatch");
+        assert!(err.reason.contains("does not belong"), "{err}");
+        let err = Config::load_from(None, env(&[("DINGBRIDGE_GRAPH_ASSERTION_ALG", "HS256")]))
+            .expect_err("bad alg");
+        assert!(
+            err.reason.contains("HS256") || err.reason.contains("variant"),
+            "{err}"
+        );
     }
 }

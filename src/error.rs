@@ -47,6 +47,8 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// An upstream API failed.
     UpstreamError,
+    /// An upstream API is temporarily unavailable; retry after the given delay.
+    UpstreamUnavailable,
     /// The endpoint's feature is not configured on this deployment.
     NotConfigured,
     /// An unexpected failure; details are in the log under the request id.
@@ -75,6 +77,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::UpstreamError => "upstream_error",
+            ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::NotConfigured => "not_configured",
             ErrorCode::Internal => "internal_error",
         }
@@ -100,6 +103,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
+            ErrorCode::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -223,6 +227,57 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::graph::GraphError> for ApiError {
+    /// Graph throttling → `rate_limited` with a whole-second `Retry-After`; Graph outages
+    /// and timeouts → `upstream_unavailable`; anything else → `upstream_error`. Graph's
+    /// status, `code` and `request-id` stay in `details` for support.
+    fn from(e: crate::graph::GraphError) -> Self {
+        use crate::graph::{GraphError, whole_seconds};
+        let message = e.to_string();
+        match &e {
+            GraphError::Api {
+                status,
+                code,
+                request_id,
+                client_request_id,
+                retry_after,
+                ..
+            } => {
+                let (error_code, default_wait) = match status {
+                    429 => (ErrorCode::RateLimited, Some(5)),
+                    503 | 504 => (ErrorCode::UpstreamUnavailable, Some(5)),
+                    _ => (ErrorCode::UpstreamError, None),
+                };
+                let mut api = ApiError::new(error_code, message).with_details(serde_json::json!({
+                    "upstream": "graph",
+                    "status": status,
+                    "graph_code": code,
+                    "request_id": request_id,
+                    "client_request_id": client_request_id,
+                }));
+                if let Some(secs) = retry_after.map(whole_seconds).or(default_wait) {
+                    api = api.with_retry_after(secs);
+                }
+                api
+            }
+            GraphError::Auth(a) => {
+                ApiError::new(ErrorCode::UpstreamError, message).with_details(serde_json::json!({
+                    "upstream": "entra_id",
+                    "kind": a.kind.as_str(),
+                    "aadsts": a.aadsts,
+                }))
+            }
+            GraphError::Transport(_) => {
+                ApiError::new(ErrorCode::UpstreamUnavailable, message).with_retry_after(5)
+            }
+            GraphError::AttachmentTooLarge { .. } => {
+                ApiError::new(ErrorCode::PayloadTooLarge, message)
+            }
+            GraphError::Unexpected(_) => ApiError::new(ErrorCode::UpstreamError, message),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +303,56 @@ mod tests {
                     .all(|ch| ch.is_ascii_lowercase() || ch == '_')
             );
         }
+    }
+
+    #[test]
+    fn graph_errors_keep_code_request_id_and_an_integer_retry_after() {
+        use crate::graph::GraphError;
+        use std::time::Duration;
+        let e = ApiError::from(GraphError::Api {
+            status: 429,
+            code: "ApplicationThrottled".into(),
+            message: "MailboxConcurrency".into(),
+            request_id: Some("rid-1".into()),
+            client_request_id: "crid-1".into(),
+            retry_after: Some(Duration::from_millis(2128)),
+        });
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert_eq!(e.retry_after, Some(3));
+        let d = e.details.as_ref().expect("details");
+        assert_eq!(d["graph_code"], "ApplicationThrottled");
+        assert_eq!(d["request_id"], "rid-1");
+        assert_eq!(d["status"], 429);
+        let resp = e.error_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers().get("retry-after").expect("header"), "3");
+
+        let e = ApiError::from(GraphError::Api {
+            status: 503,
+            code: "serviceNotAvailable".into(),
+            message: String::new(),
+            request_id: None,
+            client_request_id: "c".into(),
+            retry_after: None,
+        });
+        assert_eq!(e.code, ErrorCode::UpstreamUnavailable);
+        assert_eq!(e.code.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.retry_after.is_some());
+
+        let e = ApiError::from(GraphError::Api {
+            status: 403,
+            code: "ErrorAccessDenied".into(),
+            message: "Access to OData is disabled.".into(),
+            request_id: Some("rid-3".into()),
+            client_request_id: "c".into(),
+            retry_after: None,
+        });
+        assert_eq!(e.code, ErrorCode::UpstreamError);
+        assert_eq!(
+            e.details.as_ref().expect("d")["graph_code"],
+            "ErrorAccessDenied"
+        );
+        assert_eq!(e.code.as_str(), "upstream_error");
     }
 
     #[test]

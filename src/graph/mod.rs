@@ -1,6 +1,204 @@
-//! Microsoft Graph: notifications (and, on merge, auth and client).
+//! Microsoft Graph: app-only authentication ([`auth`]) and a careful client for the
+//! Outlook resources the bridge writes ([`client`]): per-mailbox concurrency limit,
+//! `Retry-After` honoured, immutable ids, `client-request-id` on every request.
+//!
+//! Facts and limits come from `shared/protocols/graph.md`; request bodies follow Graph's
+//! schemas (`shared/oracles/graph-openapi-subset.yaml`): camelCase names, lower-case enums.
 
+pub mod auth;
+pub mod client;
 pub mod inbound;
 pub mod jwks;
 pub mod notifications;
 pub mod subscriptions;
+
+use std::time::Duration;
+
+pub use auth::{AssertionAlg, AuthError, AuthErrorKind, Credential, TokenProvider};
+pub use client::{
+    Collection, Created, GraphClient, LinkedResource, RetryPolicy, event_transaction_id,
+};
+
+/// Default Graph API base URL.
+pub const DEFAULT_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
+/// Default Entra ID authority.
+pub const DEFAULT_AUTHORITY_URL: &str = "https://login.microsoftonline.com";
+/// The scope of an app-only token for Graph: every admin-consented application permission.
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// Id of the single-value extended property that marks items the bridge wrote; its
+/// value is the DingTalk source id (see [`origin_marker`]). Never change it: items
+/// already written carry it and echo detection looks for it.
+pub const ORIGIN_PROPERTY_ID: &str =
+    "String {6c1f3e0a-8d2b-4b7e-9a51-2f4d8c9e7b13} Name DingBridgeOrigin";
+
+/// The `singleValueExtendedProperties` entry marking an item as written by the bridge
+/// for `source_id` (put it in the create body; find it with
+/// [`GraphClient::find_by_origin`]).
+pub fn origin_marker(source_id: &str) -> serde_json::Value {
+    serde_json::json!({ "id": ORIGIN_PROPERTY_ID, "value": source_id })
+}
+
+/// A failed Graph call.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    /// No access token could be obtained.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Graph answered with an error status.
+    #[error("{}", api_message(*status, code, message, request_id.as_deref()))]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Graph's `error.code` (e.g. `ErrorItemNotFound`, `TooManyRequests`).
+        code: String,
+        /// Graph's `error.message` (not stable; never branch on it).
+        message: String,
+        /// Graph's `request-id` (response header or `innerError`), for Microsoft support.
+        request_id: Option<String>,
+        /// The `client-request-id` this client sent.
+        client_request_id: String,
+        /// How long Graph asked to wait (429/503/504), or the back-off this client chose
+        /// when it gave up retrying.
+        retry_after: Option<Duration>,
+    },
+    /// Graph could not be reached, or the connection broke.
+    #[error("cannot reach Microsoft Graph: {0}")]
+    Transport(String),
+    /// An attachment larger than Graph accepts.
+    #[error(
+        "attachment `{name}` is {size} bytes; Outlook accepts at most {max} bytes (150 MB) per attachment"
+    )]
+    AttachmentTooLarge {
+        /// File name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Graph answered success with a body this client cannot use.
+    #[error("unexpected answer from Microsoft Graph: {0}")]
+    Unexpected(String),
+}
+
+fn api_message(status: u16, code: &str, message: &str, request_id: Option<&str>) -> String {
+    let mut s = format!("Microsoft Graph answered {status} {code}");
+    if !message.is_empty() {
+        s.push_str(": ");
+        s.push_str(message);
+    }
+    if let Some(id) = request_id {
+        s.push_str(&format!(" (request-id {id})"));
+    }
+    s
+}
+
+impl GraphError {
+    /// HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            GraphError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Graph's error code of an API error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            GraphError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The wait Graph asked for (or this client chose) before trying again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GraphError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// True for a 404 (the item or mailbox does not exist).
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// True when trying again later can succeed (throttling, outages, network, token).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GraphError::Auth(e) => e.is_transient(),
+            GraphError::Api { status, .. } => {
+                matches!(status, 401 | 408 | 409 | 412 | 423 | 429) || *status >= 500
+            }
+            GraphError::Transport(_) => true,
+            GraphError::AttachmentTooLarge { .. } | GraphError::Unexpected(_) => false,
+        }
+    }
+}
+
+/// Parses `Retry-After`: delta-seconds (Graph sends fractions such as `2.128`) or an
+/// HTTP date. Absurd values are capped at one hour.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    const CAP: Duration = Duration::from_secs(3600);
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        return Some(Duration::from_secs_f64(secs.min(CAP.as_secs_f64())));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let wait = at.signed_duration_since(chrono::Utc::now());
+    Some(wait.to_std().unwrap_or(Duration::ZERO).min(CAP))
+}
+
+/// Whole seconds for a `Retry-After` answered to our own clients (rounded up, at least 1).
+pub fn whole_seconds(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_integer_fractional_and_http_date() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after(" 2.128 "),
+            Some(Duration::from_millis(2128))
+        );
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("99999999"),
+            Some(Duration::from_secs(3600))
+        );
+        let past = parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT");
+        assert_eq!(past, Some(Duration::ZERO));
+        let future = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let d = parse_retry_after(&future).expect("http date");
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn whole_seconds_round_up() {
+        assert_eq!(whole_seconds(Duration::from_millis(2128)), 3);
+        assert_eq!(whole_seconds(Duration::from_secs(4)), 4);
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn origin_marker_is_a_named_string_property() {
+        let m = origin_marker("dt:msg:42");
+        assert_eq!(m["value"], "dt:msg:42");
+        let id = m["id"].as_str().expect("id");
+        assert!(id.starts_with("String {") && id.ends_with("} Name DingBridgeOrigin"));
+    }
+}

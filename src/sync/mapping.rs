@@ -3,16 +3,10 @@
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// The single-value extended property every item the bridge writes carries; its value is
 /// the source id (`dingtalk:<kind>:<id>`), so retries find the item and echoes are seen.
-pub const ORIGIN_PROPERTY: &str =
-    "String {5e2f6a1c-8d3b-4c7e-9a41-2b6d0f1e7c93} Name DingBridgeOrigin";
-
-/// MAPI PR_MESSAGE_FLAGS: `1` (MSGFLAG_READ) creates a received, non-draft item. Widely
-/// used for imports though not documented on Graph's pages (graph.md §3).
-pub const MESSAGE_FLAGS_PROPERTY: &str = "Integer 0x0E07";
+pub use crate::graph::ORIGIN_PROPERTY_ID as ORIGIN_PROPERTY;
 
 /// `applicationName` on To Do linked resources written by the bridge.
 pub const LINKED_APP_NAME: &str = "DingTalk";
@@ -20,13 +14,6 @@ pub const LINKED_APP_NAME: &str = "DingTalk";
 /// The origin value for a DingTalk object.
 pub fn origin(kind: &str, id: &str) -> String {
     format!("dingtalk:{kind}:{id}")
-}
-
-/// Graph `transactionId` for a DingTalk calendar event: stable, so a retried create
-/// is recognised by Graph as the same request.
-pub fn transaction_id(dingtalk_event_id: &str) -> String {
-    let digest = Sha256::digest(dingtalk_event_id.as_bytes());
-    format!("dingbridge-{}", hex::encode(&digest[..16]))
 }
 
 /// Windows time-zone name for the IANA zones our users live in (Graph prefers Windows
@@ -269,11 +256,7 @@ pub fn mail_from_chat(msg: &ChatMessage, mailbox: &str, origin_value: &str, zone
         "toRecipients": [{ "emailAddress": { "address": mailbox } }],
         "receivedDateTime": sent.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         "sentDateTime": sent.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        "isRead": false,
-        "singleValueExtendedProperties": [
-            { "id": ORIGIN_PROPERTY, "value": origin_value },
-            { "id": MESSAGE_FLAGS_PROPERTY, "value": "1" },
-        ],
+        "singleValueExtendedProperties": [{ "id": ORIGIN_PROPERTY, "value": origin_value }],
     })
 }
 
@@ -343,12 +326,6 @@ mod tests {
     }
 
     #[test]
-    fn transaction_ids_are_stable_and_distinct() {
-        assert_eq!(transaction_id("a"), transaction_id("a"));
-        assert_ne!(transaction_id("a"), transaction_id("b"));
-    }
-
-    #[test]
     fn todos_become_tasks_linked_back_to_dingtalk() {
         let t = json!({"subject": "Send invoice", "done": true, "dueTime": 1764547200000i64,
             "priority": 40, "detailUrl": {"pcUrl": "https://example.com/t/1"}});
@@ -388,8 +365,8 @@ mod tests {
         );
         assert_eq!(body["receivedDateTime"], "2025-12-01T00:00:00Z");
         assert_eq!(
-            body["singleValueExtendedProperties"][1]["id"],
-            MESSAGE_FLAGS_PROPERTY
+            body["singleValueExtendedProperties"][0]["value"],
+            "dingtalk:message:m1"
         );
     }
 

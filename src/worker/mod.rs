@@ -52,6 +52,32 @@ impl JobFailure {
     }
 }
 
+/// How long a job waits when Graph refuses the bridge's credentials: long enough not to
+/// hammer Entra ID, short enough that jobs survive until someone fixes the configuration.
+const AUTH_CONFIG_RETRY: Duration = Duration::from_secs(5 * 60);
+
+impl From<crate::graph::GraphError> for JobFailure {
+    fn from(e: crate::graph::GraphError) -> Self {
+        use crate::graph::GraphError;
+        let message = e.to_string();
+        match &e {
+            // A credential problem hits every job alike; keep them queued (not dead-lettered
+            // within minutes) while the configuration is fixed.
+            GraphError::Auth(a) if !a.is_transient() => {
+                JobFailure::transient(message).retry_after(AUTH_CONFIG_RETRY)
+            }
+            _ if e.is_transient() => {
+                let failure = JobFailure::transient(message);
+                match e.retry_after() {
+                    Some(after) => failure.retry_after(after),
+                    None => failure,
+                }
+            }
+            _ => JobFailure::permanent(message),
+        }
+    }
+}
+
 /// Runs jobs of one kind.
 #[async_trait]
 pub trait JobHandler: Send + Sync {
@@ -293,6 +319,37 @@ mod tests {
             let d20 = backoff(&c, 20, None).as_millis();
             assert!((500..=1_000).contains(&d20), "{d20}");
         }
+    }
+
+    #[test]
+    fn graph_errors_become_retries_or_permanent_failures() {
+        use crate::graph::{AuthError, AuthErrorKind, GraphError};
+        let api = |status: u16, retry_after: Option<Duration>| GraphError::Api {
+            status,
+            code: "X".into(),
+            message: "m".into(),
+            request_id: Some("rid".into()),
+            client_request_id: "c".into(),
+            retry_after,
+        };
+        let f = JobFailure::from(api(429, Some(Duration::from_millis(2128))));
+        assert!(!f.permanent);
+        assert_eq!(f.retry_after, Some(Duration::from_millis(2128)));
+        for s in [500, 502, 503, 504, 401, 408] {
+            assert!(!JobFailure::from(api(s, None)).permanent, "{s}");
+        }
+        for s in [400, 403, 404, 413] {
+            assert!(JobFailure::from(api(s, None)).permanent, "{s}");
+        }
+        assert!(!JobFailure::from(GraphError::Transport("x".into())).permanent);
+        let expired = GraphError::Auth(AuthError {
+            kind: AuthErrorKind::SecretExpired,
+            aadsts: Some(7000222),
+            message: "expired".into(),
+        });
+        let f = JobFailure::from(expired);
+        assert!(!f.permanent);
+        assert_eq!(f.retry_after, Some(Duration::from_secs(300)));
     }
 
     #[test]
