@@ -255,12 +255,18 @@ async fn token_with_certificate_assertion() {
 async fn doc_style_bodies_pass_and_state_is_kept() {
     let g = G::new(GraphFakeConfig::default());
     // A folder, found again by $filter.
-    let (s, folder) = g.post("/mailFolders", json!({"displayName": "DingTalk"})).await;
+    let (s, folder) = g
+        .post("/mailFolders", json!({"displayName": "DingTalk"}))
+        .await;
     assert_eq!(s, 201);
     let fid = folder["id"].as_str().unwrap().to_string();
-    let (s, _) = g.post("/mailFolders", json!({"displayName": "DingTalk"})).await;
+    let (s, _) = g
+        .post("/mailFolders", json!({"displayName": "DingTalk"}))
+        .await;
     assert_eq!(s, 409);
-    let (s, found) = g.get("/mailFolders?$filter=displayName%20eq%20'DingTalk'").await;
+    let (s, found) = g
+        .get("/mailFolders?$filter=displayName%20eq%20'DingTalk'")
+        .await;
     assert_eq!(s, 200);
     assert_eq!(found["value"][0]["id"], fid.as_str());
 
@@ -289,30 +295,52 @@ async fn doc_style_bodies_pass_and_state_is_kept() {
         urlencode(XP_ID),
         urlencode(XP_ID)
     );
-    let (s, hits) = g.get(&format!("/mailFolders/{fid}/messages?{filter}")).await;
+    let (s, hits) = g
+        .get(&format!("/mailFolders/{fid}/messages?{filter}"))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(hits["value"].as_array().unwrap().len(), 1, "{hits}");
-    assert_eq!(hits["value"][0]["singleValueExtendedProperties"][0]["value"], "msg-1");
+    assert_eq!(
+        hits["value"][0]["singleValueExtendedProperties"][0]["value"],
+        "msg-1"
+    );
     let stored = g.fake.messages(MB, "DingTalk");
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0]["singleValueExtendedProperties"][0]["id"], XP_ID);
     assert_eq!(stored[0]["attachments"][0]["size"], 5);
 
     // Read state, move (new id without immutable ids), delete twice.
-    let (s, patched) = g.patch(&format!("/messages/{mid}"), json!({"isRead": true})).await;
+    let (s, patched) = g
+        .patch(&format!("/messages/{mid}"), json!({"isRead": true}))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(patched["isRead"], true);
     let (s, moved) = g
-        .post(&format!("/messages/{mid}/move"), json!({"destinationId": "archive"}))
+        .post(
+            &format!("/messages/{mid}/move"),
+            json!({"destinationId": "archive"}),
+        )
         .await;
     assert_eq!(s, 201);
     let new_id = moved["id"].as_str().unwrap().to_string();
     assert_ne!(new_id, mid);
     assert_eq!(g.fake.messages(MB, "archive").len(), 1);
-    let (s, h, _) = g.send(reqwest::Method::DELETE, &format!("/messages/{new_id}"), None).await;
+    let (s, h, _) = g
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/messages/{new_id}"),
+            None,
+        )
+        .await;
     assert_eq!(s, 204);
     assert!(h.contains_key("request-id"));
-    let (s, h, e) = g.send(reqwest::Method::DELETE, &format!("/messages/{new_id}"), None).await;
+    let (s, h, e) = g
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/messages/{new_id}"),
+            None,
+        )
+        .await;
     assert_eq!(s, 404);
     assert_eq!(e["error"]["code"], "ErrorItemNotFound");
     assert_eq!(
@@ -347,7 +375,12 @@ async fn doc_style_bodies_pass_and_state_is_kept() {
     let (s, e) = g.post("/events", ev.clone()).await;
     assert_eq!(s, 201, "{e}");
     let eid = e["id"].as_str().unwrap().to_string();
-    let (s, p) = g.patch(&format!("/events/{eid}"), json!({"subject": "Standup (moved)"})).await;
+    let (s, p) = g
+        .patch(
+            &format!("/events/{eid}"),
+            json!({"subject": "Standup (moved)"}),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(p["subject"], "Standup (moved)");
     let (s, c) = g
@@ -363,7 +396,9 @@ async fn doc_style_bodies_pass_and_state_is_kept() {
     let (s, lists) = g.get("/todo/lists").await;
     assert_eq!(s, 200);
     assert_eq!(lists["value"][0]["wellknownListName"], "defaultList");
-    let (s, list) = g.post("/todo/lists", json!({"displayName": "DingTalk"})).await;
+    let (s, list) = g
+        .post("/todo/lists", json!({"displayName": "DingTalk"}))
+        .await;
     assert_eq!(s, 201);
     let lid = list["id"].as_str().unwrap().to_string();
     let (s, task) = g
@@ -379,7 +414,10 @@ async fn doc_style_bodies_pass_and_state_is_kept() {
     assert_eq!(s, 201, "{task}");
     let tid = task["id"].as_str().unwrap().to_string();
     let (s, _) = g
-        .patch(&format!("/todo/lists/{lid}/tasks/{tid}"), json!({"status": "completed"}))
+        .patch(
+            &format!("/todo/lists/{lid}/tasks/{tid}"),
+            json!({"status": "completed"}),
+        )
         .await;
     assert_eq!(s, 200);
     let tasks = g.fake.tasks(MB, "DingTalk");
@@ -396,25 +434,35 @@ async fn doc_style_bodies_pass_and_state_is_kept() {
 }
 
 fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 #[tokio::test]
 async fn invalid_bodies_are_violations() {
     let g = G::new(GraphFakeConfig::default());
     let (_, m) = g
-        .post("/messages", json!({"subject": "draft", "body": {"contentType": "text", "content": "x"}}))
+        .post(
+            "/messages",
+            json!({"subject": "draft", "body": {"contentType": "text", "content": "x"}}),
+        )
         .await;
     let mid = m["id"].as_str().unwrap().to_string();
     assert_eq!(m["isDraft"], true);
     let (_, list) = g.get("/todo/lists").await;
     let lid = list["value"][0]["id"].as_str().unwrap().to_string();
 
-    let (s, e) = g.patch(&format!("/messages/{mid}"), json!({"isRead": "yes"})).await;
+    let (s, e) = g
+        .patch(&format!("/messages/{mid}"), json!({"isRead": "yes"}))
+        .await;
     assert_eq!(s, 400);
     assert_eq!(e["error"]["code"], "BadRequest");
     let (s, _) = g
-        .post(&format!("/todo/lists/{lid}/tasks"), json!({"title": "t", "status": "done"}))
+        .post(
+            &format!("/todo/lists/{lid}/tasks"),
+            json!({"title": "t", "status": "done"}),
+        )
         .await;
     assert_eq!(s, 400);
     let (s, _) = g
@@ -427,29 +475,66 @@ async fn invalid_bodies_are_violations() {
     assert_eq!(s, 400);
     // Enum case matters in the schema (graph.md §6.4.2).
     let (s, _) = g
-        .post("/messages", json!({"body": {"contentType": "HTML", "content": "x"}}))
+        .post(
+            "/messages",
+            json!({"body": {"contentType": "HTML", "content": "x"}}),
+        )
         .await;
     assert_eq!(s, 400);
     // Action: sendMail with a wrong inner type, move with a number.
-    let (s, _) = g.post("/sendMail", json!({"message": {"isRead": "no"}})).await;
+    let (s, _) = g
+        .post("/sendMail", json!({"message": {"isRead": "no"}}))
+        .await;
     assert_eq!(s, 400);
-    let (s, _) = g.post(&format!("/messages/{mid}/move"), json!({"destinationId": 5})).await;
+    let (s, _) = g
+        .post(
+            &format!("/messages/{mid}/move"),
+            json!({"destinationId": 5}),
+        )
+        .await;
     assert_eq!(s, 400);
     // Attachment without @odata.type.
     let (s, _) = g
-        .post(&format!("/messages/{mid}/attachments"), json!({"name": "a", "contentBytes": "aGk="}))
+        .post(
+            &format!("/messages/{mid}/attachments"),
+            json!({"name": "a", "contentBytes": "aGk="}),
+        )
         .await;
     assert_eq!(s, 400);
 
     let v = g.fake.violations();
     assert_eq!(v.len(), 7, "{v:#?}");
-    assert!(v[0].messages.iter().any(|m| m.contains("/isRead")), "{:?}", v[0]);
+    assert!(
+        v[0].messages.iter().any(|m| m.contains("/isRead")),
+        "{:?}",
+        v[0]
+    );
     assert_eq!(v[0].schema, "microsoft.graph.message");
-    assert!(v[1].messages.iter().any(|m| m.contains("/status")), "{:?}", v[1]);
-    assert!(v[2].messages.iter().any(|m| m.contains("/start/timeZone")), "{:?}", v[2]);
-    assert!(v[3].messages.iter().any(|m| m.starts_with("/body")), "{:?}", v[3]);
-    assert!(v[4].messages.iter().any(|m| m.contains("/Message/isRead")), "{:?}", v[4]);
-    assert!(v[5].messages.iter().any(|m| m.contains("/DestinationId")), "{:?}", v[5]);
+    assert!(
+        v[1].messages.iter().any(|m| m.contains("/status")),
+        "{:?}",
+        v[1]
+    );
+    assert!(
+        v[2].messages.iter().any(|m| m.contains("/start/timeZone")),
+        "{:?}",
+        v[2]
+    );
+    assert!(
+        v[3].messages.iter().any(|m| m.starts_with("/body")),
+        "{:?}",
+        v[3]
+    );
+    assert!(
+        v[4].messages.iter().any(|m| m.contains("/Message/isRead")),
+        "{:?}",
+        v[4]
+    );
+    assert!(
+        v[5].messages.iter().any(|m| m.contains("/DestinationId")),
+        "{:?}",
+        v[5]
+    );
     assert!(v[6].path.ends_with("/attachments"));
 }
 
@@ -460,13 +545,20 @@ async fn fifth_concurrent_request_gets_429() {
     let mut tasks = vec![];
     for _ in 0..4 {
         let g = g.clone();
-        tasks.push(tokio::spawn(async move { g.send(reqwest::Method::GET, "/events", None).await }));
+        tasks.push(tokio::spawn(async move {
+            g.send(reqwest::Method::GET, "/events", None).await
+        }));
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
     let (s, h, e) = g.send(reqwest::Method::GET, "/events", None).await;
     assert_eq!(s, 429);
     assert_eq!(e["error"]["code"], "ApplicationThrottled");
-    assert!(e["error"]["message"].as_str().unwrap().contains("MailboxConcurrency"));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MailboxConcurrency")
+    );
     assert_eq!(h["retry-after"], "1");
     for t in tasks {
         assert_eq!(t.await.unwrap().0, 200);
@@ -487,7 +579,11 @@ async fn budget_429_carries_retry_after() {
     let (s, h, e) = g.send(reqwest::Method::GET, "/contacts", None).await;
     assert_eq!(s, 429);
     assert_eq!(e["error"]["code"], "TooManyRequests");
-    let ra: u64 = h["retry-after"].to_str().unwrap().parse().expect("integer seconds");
+    let ra: u64 = h["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("integer seconds");
     assert!((1..=2).contains(&ra));
     tokio::time::sleep(Duration::from_secs(ra)).await;
     assert_eq!(g.get("/contacts").await.0, 200);
@@ -509,7 +605,10 @@ async fn budget_429_carries_retry_after() {
 async fn upload_session_rejects_authorization_and_reassembles_5mb() {
     let g = G::new(GraphFakeConfig::default());
     let (_, m) = g
-        .post("/messages", json!({"subject": "with a big file", "body": {"contentType": "text", "content": "x"}}))
+        .post(
+            "/messages",
+            json!({"subject": "with a big file", "body": {"contentType": "text", "content": "x"}}),
+        )
         .await;
     let mid = m["id"].as_str().unwrap().to_string();
     let data: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i * 31 % 251) as u8).collect();
@@ -529,7 +628,10 @@ async fn upload_session_rejects_authorization_and_reassembles_5mb() {
             .http
             .put(&upload)
             .header("Content-Type", "application/octet-stream")
-            .header("Content-Range", format!("bytes {from}-{}/{}", to - 1, data.len()))
+            .header(
+                "Content-Range",
+                format!("bytes {from}-{}/{}", to - 1, data.len()),
+            )
             .body(data[from..to].to_vec());
         if auth {
             rb = rb.bearer_auth(&g.token);
@@ -554,7 +656,10 @@ async fn upload_session_rejects_authorization_and_reassembles_5mb() {
     let att = &msg["attachments"][0];
     assert_eq!(att["size"], data.len());
     assert_eq!(att["name"], "big.bin");
-    let bytes = g.fake.attachment_bytes(MB, att["id"].as_str().unwrap()).unwrap();
+    let bytes = g
+        .fake
+        .attachment_bytes(MB, att["id"].as_str().unwrap())
+        .unwrap();
     assert!(bytes == data, "reassembled bytes differ");
     assert!(loc.contains(att["id"].as_str().unwrap()));
     assert_eq!(g.fake.violations().len(), 1, "only the Authorization PUT");
@@ -575,8 +680,18 @@ async fn transaction_id_dedupes_event_creation() {
     assert_eq!(e1["id"], e2["id"]);
     assert_eq!(g.fake.events(MB).len(), 1);
     let id = e1["id"].as_str().unwrap();
-    assert_eq!(g.send(reqwest::Method::DELETE, &format!("/events/{id}"), None).await.0, 204);
-    assert_eq!(g.send(reqwest::Method::DELETE, &format!("/events/{id}"), None).await.0, 404);
+    assert_eq!(
+        g.send(reqwest::Method::DELETE, &format!("/events/{id}"), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        g.send(reqwest::Method::DELETE, &format!("/events/{id}"), None)
+            .await
+            .0,
+        404
+    );
     g.fake.assert_no_violations();
 }
 
@@ -587,13 +702,20 @@ async fn injected_failures_and_unknown_mailboxes() {
         .fail_next(Some("POST"), "/contacts", 2, Failure::unavailable("1"));
     for _ in 0..2 {
         let (s, h, e) = g
-            .send(reqwest::Method::POST, "/contacts", Some(json!({"displayName": "A"})))
+            .send(
+                reqwest::Method::POST,
+                "/contacts",
+                Some(json!({"displayName": "A"})),
+            )
             .await;
         assert_eq!(s, 503);
         assert_eq!(h["retry-after"], "1");
         assert_eq!(e["error"]["code"], "serviceNotAvailable");
     }
-    assert_eq!(g.post("/contacts", json!({"displayName": "A"})).await.0, 201);
+    assert_eq!(
+        g.post("/contacts", json!({"displayName": "A"})).await.0,
+        201
+    );
 
     g.fake.fail_next(
         None,
@@ -608,7 +730,10 @@ async fn injected_failures_and_unknown_mailboxes() {
     assert_eq!(g.get("/contacts").await.0, 500);
     assert!(t.elapsed() >= Duration::from_millis(300));
 
-    let url = format!("{}/users/stranger@contoso.example/messages", g.fake.graph_base());
+    let url = format!(
+        "{}/users/stranger@contoso.example/messages",
+        g.fake.graph_base()
+    );
     let r = g.http.get(url).bearer_auth(&g.token).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     let e: Value = r.json().await.unwrap();

@@ -520,7 +520,10 @@ impl GraphFake {
             v.is_empty(),
             "Graph fake recorded {} violation(s):\n{}",
             v.len(),
-            v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
+            v.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
     /// Highest number of requests in flight at once for `mailbox`.
@@ -1036,8 +1039,18 @@ async fn dispatch(ctx: &Ctx, shared: &Shared) -> Reply {
         );
     }
     if segs.get(1) == Some(&"$batch") {
-        record_violation(shared, ctx, "$batch", vec!["$batch is not implemented by the fake".into()]);
-        return graph_error(ctx, 501, "NotImplemented", "$batch is not implemented by the fake.");
+        record_violation(
+            shared,
+            ctx,
+            "$batch",
+            vec!["$batch is not implemented by the fake".into()],
+        );
+        return graph_error(
+            ctx,
+            501,
+            "NotImplemented",
+            "$batch is not implemented by the fake.",
+        );
     }
     if segs.get(1) != Some(&"users") || segs.len() < 4 {
         return graph_error(ctx, 400, "BadRequest", "Unsupported path (fake).");
@@ -1071,7 +1084,8 @@ async fn dispatch(ctx: &Ctx, shared: &Shared) -> Reply {
             }
             mb.window_count += 1;
             if mb.window_count > limit {
-                let wait = window.saturating_sub(now.duration_since(mb.window_start.unwrap_or(now)));
+                let wait =
+                    window.saturating_sub(now.duration_since(mb.window_start.unwrap_or(now)));
                 mb.throttled += 1;
                 st.throttled_budget += 1;
                 return graph_error(
@@ -1140,7 +1154,10 @@ fn record_violation(shared: &Shared, ctx: &Ctx, schema: &str, messages: Vec<Stri
         path: ctx.path.clone(),
         schema: schema.into(),
         messages,
-        body: String::from_utf8_lossy(&ctx.body).chars().take(4000).collect(),
+        body: String::from_utf8_lossy(&ctx.body)
+            .chars()
+            .take(4000)
+            .collect(),
     });
 }
 
@@ -1159,8 +1176,8 @@ fn entra_error(status: u16, error: &str, code: u32, text: &str) -> Reply {
             "error_description": format!("AADSTS{code}: {text} Trace ID: {trace} Correlation ID: {corr} Timestamp: {ts}"),
             "error_codes": [code],
             "timestamp": ts.to_string(),
-            "trace_id": trace,
-            "correlation_id": corr,
+            "trace_id": trace.to_string(),
+            "correlation_id": corr.to_string(),
             "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
         }),
     )
@@ -1169,21 +1186,35 @@ fn entra_error(status: u16, error: &str, code: u32, text: &str) -> Reply {
 fn token_endpoint(ctx: &Ctx, shared: &Shared, tenant: &str) -> Reply {
     let cfg = shared.config();
     if ctx.method != "POST" {
-        return entra_error(405, "invalid_request", 900561, "The endpoint only accepts POST requests.");
+        return entra_error(
+            405,
+            "invalid_request",
+            900561,
+            "The endpoint only accepts POST requests.",
+        );
     }
     if !ctx
         .header("content-type")
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
     {
-        return entra_error(400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.");
+        return entra_error(
+            400,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        );
     }
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&ctx.body).into_owned().collect();
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&ctx.body)
+        .into_owned()
+        .collect();
     if tenant != cfg.tenant {
         return entra_error(
             400,
             "invalid_request",
             90002,
-            &format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+            &format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
         );
     }
     // HTTP Basic (RFC 6749 §2.3.1) is accepted as well as form fields.
@@ -1209,14 +1240,21 @@ fn token_endpoint(ctx: &Ctx, shared: &Shared, tenant: &str) -> Reply {
         .or_else(|| basic.as_ref().map(|b| b.0.clone()))
         .unwrap_or_default();
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return entra_error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.");
+        return entra_error(
+            400,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type.",
+        );
     }
     if client_id != cfg.client_id {
         return entra_error(
             400,
             "unauthorized_client",
             700016,
-            &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."),
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."
+            ),
         );
     }
     if form.get("scope").map(String::as_str) != Some(GRAPH_DEFAULT_SCOPE) {
@@ -1224,7 +1262,10 @@ fn token_endpoint(ctx: &Ctx, shared: &Shared, tenant: &str) -> Reply {
             400,
             "invalid_scope",
             70011,
-            &format!("The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {} is not valid.", form.get("scope").cloned().unwrap_or_default()),
+            &format!(
+                "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {} is not valid.",
+                form.get("scope").cloned().unwrap_or_default()
+            ),
         );
     }
     let secret = form
@@ -1233,14 +1274,22 @@ fn token_endpoint(ctx: &Ctx, shared: &Shared, tenant: &str) -> Reply {
         .or_else(|| basic.map(|b| b.1));
     if let Some(secret) = secret {
         let Some(expected) = cfg.client_secret.as_deref() else {
-            return entra_error(401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.");
+            return entra_error(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.",
+            );
         };
         if secret != expected {
             return entra_error(
                 401,
                 "invalid_client",
                 7000215,
-                &format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.", cfg.client_id),
+                &format!(
+                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                    cfg.client_id
+                ),
             );
         }
         if cfg.secret_expired {
@@ -1248,14 +1297,22 @@ fn token_endpoint(ctx: &Ctx, shared: &Shared, tenant: &str) -> Reply {
                 401,
                 "invalid_client",
                 7000222,
-                &format!("The provided client secret keys for app '{}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.", cfg.client_id),
+                &format!(
+                    "The provided client secret keys for app '{}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.",
+                    cfg.client_id
+                ),
             );
         }
         return issue(shared, &cfg);
     }
     if let Some(assertion) = form.get("client_assertion") {
         if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
-            return entra_error(400, "invalid_request", 700025, "Client assertion type is invalid (fake: expected urn:ietf:params:oauth:client-assertion-type:jwt-bearer).");
+            return entra_error(
+                400,
+                "invalid_request",
+                700025,
+                "Client assertion type is invalid (fake: expected urn:ietf:params:oauth:client-assertion-type:jwt-bearer).",
+            );
         }
         return match verify_assertion(shared, &cfg, tenant, assertion) {
             Ok(()) => issue(shared, &cfg),
@@ -1316,7 +1373,13 @@ fn verify_assertion(
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|e| (700025, format!("Client assertion is not a valid JWT: {e}")))?;
     if !matches!(header.alg, Algorithm::PS256 | Algorithm::RS256) {
-        return Err((700027, format!("Client assertion contains an invalid signature. [Reason - unsupported alg {:?}]", header.alg)));
+        return Err((
+            700027,
+            format!(
+                "Client assertion contains an invalid signature. [Reason - unsupported alg {:?}]",
+                header.alg
+            ),
+        ));
     }
     let (s256, s1) = cert_thumbprints(cert);
     let thumb_ok = header.x5t_s256.as_deref() == Some(s256.as_str())
@@ -1354,10 +1417,18 @@ fn verify_assertion(
     })?;
     let jti = data.claims["jti"].as_str().unwrap_or_default().to_string();
     if jti.is_empty() {
-        return Err((700025, "Client assertion lacks the claim 'jti' (fake).".into()));
+        return Err((
+            700025,
+            "Client assertion lacks the claim 'jti' (fake).".into(),
+        ));
     }
     if !shared.state().seen_jti.insert(jti.clone()) {
-        return Err((700025, format!("(fake; Entra's own code for this is not known) The client assertion jti '{jti}' was already used.")));
+        return Err((
+            700025,
+            format!(
+                "(fake; Entra's own code for this is not known) The client assertion jti '{jti}' was already used."
+            ),
+        ));
     }
     Ok(())
 }
@@ -1369,7 +1440,12 @@ fn verify_assertion(
 fn upload_put(ctx: &Ctx, shared: &Shared, token: &str) -> Reply {
     if ctx.header("authorization").is_some() {
         record_violation(shared, ctx, "upload session", vec!["PUT to an upload URL carried an Authorization header (graph.md §3: the URL is pre-authenticated; send none)".into()]);
-        return graph_error(ctx, 401, "InvalidAudienceForResource", "The audience claim value is invalid for current resource (fake: upload URLs take no Authorization header).");
+        return graph_error(
+            ctx,
+            401,
+            "InvalidAudienceForResource",
+            "The audience claim value is invalid for current resource (fake: upload URLs take no Authorization header).",
+        );
     }
     if ctx.method == "DELETE" {
         return if shared.state().uploads.remove(token).is_some() {
@@ -1388,16 +1464,35 @@ fn upload_put(ctx: &Ctx, shared: &Shared, token: &str) -> Reply {
     let range = ctx.header("content-range").and_then(parse_content_range);
     let Some((start, end, total)) = range else {
         drop(st);
-        record_violation(shared, ctx, "upload session", vec![format!("bad Content-Range {:?}", ctx.header("content-range"))]);
-        return graph_error(ctx, 400, "invalidRange", "Content-Range missing or malformed.");
+        record_violation(
+            shared,
+            ctx,
+            "upload session",
+            vec![format!(
+                "bad Content-Range {:?}",
+                ctx.header("content-range")
+            )],
+        );
+        return graph_error(
+            ctx,
+            400,
+            "invalidRange",
+            "Content-Range missing or malformed.",
+        );
     };
     let next = sess.data.len();
     let problem = if total != sess.size {
-        Some(format!("Content-Range total {total} != session size {}", sess.size))
+        Some(format!(
+            "Content-Range total {total} != session size {}",
+            sess.size
+        ))
     } else if start != next {
         Some(format!("Content-Range starts at {start}, expected {next}"))
     } else if end < start || end >= total || end - start + 1 != ctx.body.len() {
-        Some(format!("Content-Range {start}-{end} does not match a body of {} bytes", ctx.body.len()))
+        Some(format!(
+            "Content-Range {start}-{end} does not match a body of {} bytes",
+            ctx.body.len()
+        ))
     } else {
         None
     };
@@ -1451,7 +1546,11 @@ fn parse_content_range(v: &str) -> Option<(usize, usize, usize)> {
     let rest = v.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (s, e) = range.split_once('-')?;
-    Some((s.trim().parse().ok()?, e.trim().parse().ok()?, total.trim().parse().ok()?))
+    Some((
+        s.trim().parse().ok()?,
+        e.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    ))
 }
 
 fn push_attachment(msg: &mut Value, att: Value) {
@@ -1467,23 +1566,52 @@ fn push_attachment(msg: &mut Value, att: Value) {
 // ---------------------------------------------------------------------------------------
 
 /// Parses and validates a JSON body; `Err` is the 4xx reply (already recorded).
-fn json_body(ctx: &Ctx, shared: &Shared, schema: &str, kind: &str, creating: bool) -> Result<Value, Reply> {
+fn json_body(
+    ctx: &Ctx,
+    shared: &Shared,
+    schema: &str,
+    kind: &str,
+    creating: bool,
+) -> Result<Value, Reply> {
     if ctx.body.is_empty() {
         record_violation(shared, ctx, schema, vec!["empty request body".into()]);
-        return Err(graph_error(ctx, 400, "BadRequest", "Empty Payload. JSON content expected."));
+        return Err(graph_error(
+            ctx,
+            400,
+            "BadRequest",
+            "Empty Payload. JSON content expected.",
+        ));
     }
     if !ctx
         .header("content-type")
         .is_some_and(|c| c.starts_with("application/json"))
     {
-        record_violation(shared, ctx, schema, vec![format!("Content-Type {:?} is not application/json", ctx.header("content-type"))]);
-        return Err(graph_error(ctx, 415, "UnsupportedMediaType", "Content-Type must be application/json."));
+        record_violation(
+            shared,
+            ctx,
+            schema,
+            vec![format!(
+                "Content-Type {:?} is not application/json",
+                ctx.header("content-type")
+            )],
+        );
+        return Err(graph_error(
+            ctx,
+            415,
+            "UnsupportedMediaType",
+            "Content-Type must be application/json.",
+        ));
     }
     let body: Value = match serde_json::from_slice(&ctx.body) {
         Ok(v) => v,
         Err(e) => {
             record_violation(shared, ctx, schema, vec![format!("not JSON: {e}")]);
-            return Err(graph_error(ctx, 400, "BadRequest", "Unable to read JSON request payload."));
+            return Err(graph_error(
+                ctx,
+                400,
+                "BadRequest",
+                "Unable to read JSON request payload.",
+            ));
         }
     };
     let (checked, mut errs) = if let Some(action) = schema.strip_prefix("action:") {
@@ -1497,7 +1625,15 @@ fn json_body(ctx: &Ctx, shared: &Shared, schema: &str, kind: &str, creating: boo
         Ok(body)
     } else {
         record_violation(shared, ctx, schema, errs.clone());
-        Err(graph_error(ctx, 400, "BadRequest", &format!("Invalid request body (fake schema check): {}", errs.join("; "))))
+        Err(graph_error(
+            ctx,
+            400,
+            "BadRequest",
+            &format!(
+                "Invalid request body (fake schema check): {}",
+                errs.join("; ")
+            ),
+        ))
     }
 }
 
@@ -1553,8 +1689,18 @@ fn parse_filter(ctx: &Ctx, shared: &Shared) -> Result<Filter, Reply> {
             return Ok(Filter::DisplayName(n));
         }
     }
-    record_violation(shared, ctx, "$filter", vec![format!("$filter not supported by the fake: {f}")]);
-    Err(graph_error(ctx, 400, "BadRequest", "Invalid filter clause (fake supports singleValueExtendedProperties/Any and displayName eq)."))
+    record_violation(
+        shared,
+        ctx,
+        "$filter",
+        vec![format!("$filter not supported by the fake: {f}")],
+    );
+    Err(graph_error(
+        ctx,
+        400,
+        "BadRequest",
+        "Invalid filter clause (fake supports singleValueExtendedProperties/Any and displayName eq).",
+    ))
 }
 
 fn matches(filter: &Filter, item: &Value) -> bool {
@@ -1580,12 +1726,19 @@ fn present(ctx: &Ctx, item: &Value) -> Value {
     let expand = ctx.q("$expand").unwrap_or("").to_string();
     if let Some(obj) = out.as_object_mut() {
         obj.retain(|k, _| !k.starts_with("x-fake-"));
-        if !expand.to_lowercase().contains("singlevalueextendedproperties") {
+        if !expand
+            .to_lowercase()
+            .contains("singlevalueextendedproperties")
+        {
             obj.remove("singleValueExtendedProperties");
         } else if let Some(id) = quoted_after(&expand, "id eq '")
             && let Some(Value::Array(ps)) = obj.get_mut("singleValueExtendedProperties")
         {
-            ps.retain(|p| p["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(&id)));
+            ps.retain(|p| {
+                p["id"]
+                    .as_str()
+                    .is_some_and(|i| i.eq_ignore_ascii_case(&id))
+            });
         }
         if !expand.to_lowercase().contains("linkedresources") {
             obj.remove("linkedResources");
@@ -1614,10 +1767,8 @@ fn merge(target: &mut Value, patch: &Value) {
             continue;
         }
         if k == "singleValueExtendedProperties"
-            && let (Some(existing), Some(new)) = (
-                t.get(k).and_then(Value::as_array).cloned(),
-                v.as_array(),
-            )
+            && let (Some(existing), Some(new)) =
+                (t.get(k).and_then(Value::as_array).cloned(), v.as_array())
         {
             let mut merged = existing;
             for np in new {
@@ -1645,22 +1796,47 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
             };
             let st = shared.state();
             let mb = &st.mailboxes[mailbox];
-            let items = mb.folders.iter().filter(|f| matches(&filter, f)).cloned().collect();
+            let items = mb
+                .folders
+                .iter()
+                .filter(|f| matches(&filter, f))
+                .cloned()
+                .collect();
             list_reply(ctx, items)
         }
         ("POST", ["mailFolders"]) => {
-            let body = match json_body(ctx, shared, "microsoft.graph.mailFolder", "mailFolder", true) {
+            let body = match json_body(
+                ctx,
+                shared,
+                "microsoft.graph.mailFolder",
+                "mailFolder",
+                true,
+            ) {
                 Ok(b) => b,
                 Err(r) => return r,
             };
             let Some(name) = body["displayName"].as_str() else {
-                record_violation(shared, ctx, "mailFolder", vec!["/displayName: required".into()]);
+                record_violation(
+                    shared,
+                    ctx,
+                    "mailFolder",
+                    vec!["/displayName: required".into()],
+                );
                 return graph_error(ctx, 400, "ErrorInvalidRequest", "displayName is required.");
             };
             let mut st = shared.state();
             let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
-            if mb.folders.iter().any(|f| f["displayName"].as_str().is_some_and(|d| d.eq_ignore_ascii_case(name))) {
-                return graph_error(ctx, 409, "ErrorFolderExists", "A folder with the specified name already exists.");
+            if mb.folders.iter().any(|f| {
+                f["displayName"]
+                    .as_str()
+                    .is_some_and(|d| d.eq_ignore_ascii_case(name))
+            }) {
+                return graph_error(
+                    ctx,
+                    409,
+                    "ErrorFolderExists",
+                    "A folder with the specified name already exists.",
+                );
             }
             let folder = json!({
                 "id": opaque_id("AAMkF"),
@@ -1675,7 +1851,10 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
         ("GET", ["mailFolders", fid]) => {
             let st = shared.state();
             let mb = &st.mailboxes[mailbox];
-            match mb.folder_id(fid, false).and_then(|id| mb.folders.iter().find(|f| f["id"] == id.as_str())) {
+            match mb
+                .folder_id(fid, false)
+                .and_then(|id| mb.folders.iter().find(|f| f["id"] == id.as_str()))
+            {
                 Some(f) => Reply::json(200, present(ctx, f)),
                 None => not_found(ctx),
             }
@@ -1685,7 +1864,9 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
         ("GET", ["mailFolders", fid, "messages"]) => list_messages(ctx, shared, mailbox, Some(fid)),
         ("POST", ["messages"]) => create_message(ctx, shared, mailbox, "drafts"),
         ("POST", ["mailFolders", fid, "messages"]) => create_message(ctx, shared, mailbox, fid),
-        (_, ["messages", id]) | (_, ["mailFolders", _, "messages", id]) => message_item(ctx, shared, mailbox, id),
+        (_, ["messages", id]) | (_, ["mailFolders", _, "messages", id]) => {
+            message_item(ctx, shared, mailbox, id)
+        }
         ("POST", ["messages", id, "move"]) => move_message(ctx, shared, mailbox, id),
         ("POST", ["messages", id, "send"]) => {
             let mut st = shared.state();
@@ -1698,7 +1879,8 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
             msg.json["parentFolderId"] = json!(sent);
             msg.json["isDraft"] = json!(false);
             let copy = msg.json.clone();
-            mb.sent.push(json!({"message": copy, "saveToSentItems": true}));
+            mb.sent
+                .push(json!({"message": copy, "saveToSentItems": true}));
             Reply::empty(202)
         }
         ("POST", ["sendMail"]) => {
@@ -1707,10 +1889,17 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
                 Err(r) => return r,
             };
             let Some(message) = get_ci(&body, "message").cloned() else {
-                record_violation(shared, ctx, "action:sendMail", vec!["/message: required".into()]);
+                record_violation(
+                    shared,
+                    ctx,
+                    "action:sendMail",
+                    vec!["/message: required".into()],
+                );
                 return graph_error(ctx, 400, "ErrorInvalidRequest", "message is required.");
             };
-            let save = get_ci(&body, "saveToSentItems").and_then(Value::as_bool).unwrap_or(true);
+            let save = get_ci(&body, "saveToSentItems")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
             let mut st = shared.state();
             let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
             if save {
@@ -1720,18 +1909,29 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
                 json["isDraft"] = json!(false);
                 json["parentFolderId"] = json!(sent);
                 json["sentDateTime"] = json!(now_iso());
-                mb.messages.push(StoredMessage { folder_id: sent, json });
+                mb.messages.push(StoredMessage {
+                    folder_id: sent,
+                    json,
+                });
             }
-            mb.sent.push(json!({"message": message, "saveToSentItems": save}));
+            mb.sent
+                .push(json!({"message": message, "saveToSentItems": save}));
             Reply::empty(202)
         }
         // --- attachments
         ("POST", ["messages", id, "attachments"]) => add_attachment(ctx, shared, mailbox, id),
         ("GET", ["messages", id, "attachments"]) => {
             let st = shared.state();
-            match st.mailboxes[mailbox].messages.iter().find(|s| s.json["id"] == *id) {
+            match st.mailboxes[mailbox]
+                .messages
+                .iter()
+                .find(|s| s.json["id"] == *id)
+            {
                 Some(s) => {
-                    let atts = s.json["attachments"].as_array().cloned().unwrap_or_default();
+                    let atts = s.json["attachments"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
                     Reply::json(200, json!({"value": atts}))
                 }
                 None => not_found(ctx),
@@ -1768,14 +1968,26 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
                 Err(r) => return r,
             };
             let c = stamp(body, "AAMkC");
-            shared.state().mailboxes.get_mut(mailbox).expect("mailbox").contacts.push(c.clone());
+            shared
+                .state()
+                .mailboxes
+                .get_mut(mailbox)
+                .expect("mailbox")
+                .contacts
+                .push(c.clone());
             Reply::json(201, present(ctx, &c))
         }
         (_, ["contacts", id]) => collection_item(ctx, shared, mailbox, Coll::Contacts, id),
         // --- To Do
         ("GET", ["todo", "lists"]) => collection_list(ctx, shared, mailbox, Coll::Lists),
         ("POST", ["todo", "lists"]) => {
-            let body = match json_body(ctx, shared, "microsoft.graph.todoTaskList", "todoTaskList", true) {
+            let body = match json_body(
+                ctx,
+                shared,
+                "microsoft.graph.todoTaskList",
+                "todoTaskList",
+                true,
+            ) {
                 Ok(b) => b,
                 Err(r) => return r,
             };
@@ -1791,7 +2003,9 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
             Reply::json(201, list)
         }
         (_, ["todo", "lists", id]) => collection_item(ctx, shared, mailbox, Coll::Lists, id),
-        ("GET", ["todo", "lists", lid, "tasks"]) => collection_list(ctx, shared, mailbox, Coll::Tasks(lid.to_string())),
+        ("GET", ["todo", "lists", lid, "tasks"]) => {
+            collection_list(ctx, shared, mailbox, Coll::Tasks(lid.to_string()))
+        }
         ("POST", ["todo", "lists", lid, "tasks"]) => {
             let body = match json_body(ctx, shared, "microsoft.graph.todoTask", "todoTask", true) {
                 Ok(b) => b,
@@ -1804,7 +2018,10 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
             if task.get("importance").is_none() {
                 task["importance"] = json!("normal");
             }
-            if let Some(lrs) = task.get_mut("linkedResources").and_then(Value::as_array_mut) {
+            if let Some(lrs) = task
+                .get_mut("linkedResources")
+                .and_then(Value::as_array_mut)
+            {
                 for lr in lrs {
                     lr["id"] = json!(uuid::Uuid::new_v4().to_string());
                 }
@@ -1821,7 +2038,13 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
             collection_item(ctx, shared, mailbox, Coll::Tasks(lid.to_string()), tid)
         }
         ("POST", ["todo", "lists", lid, "tasks", tid, "linkedResources"]) => {
-            let body = match json_body(ctx, shared, "microsoft.graph.linkedResource", "linkedResource", true) {
+            let body = match json_body(
+                ctx,
+                shared,
+                "microsoft.graph.linkedResource",
+                "linkedResource",
+                true,
+            ) {
                 Ok(b) => b,
                 Err(r) => return r,
             };
@@ -1829,7 +2052,11 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
             lr["id"] = json!(uuid::Uuid::new_v4().to_string());
             let mut st = shared.state();
             let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
-            let Some(task) = mb.tasks.get_mut(*lid).and_then(|ts| ts.iter_mut().find(|t| t["id"] == *tid)) else {
+            let Some(task) = mb
+                .tasks
+                .get_mut(*lid)
+                .and_then(|ts| ts.iter_mut().find(|t| t["id"] == *tid))
+            else {
                 return not_found(ctx);
             };
             match task["linkedResources"].as_array_mut() {
@@ -1840,12 +2067,24 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
         }
         ("GET", ["todo", "lists", lid, "tasks", tid, "linkedResources"]) => {
             let st = shared.state();
-            match st.mailboxes[mailbox].tasks.get(*lid).and_then(|ts| ts.iter().find(|t| t["id"] == *tid)) {
-                Some(t) => Reply::json(200, json!({"value": t["linkedResources"].as_array().cloned().unwrap_or_default()})),
+            match st.mailboxes[mailbox]
+                .tasks
+                .get(*lid)
+                .and_then(|ts| ts.iter().find(|t| t["id"] == *tid))
+            {
+                Some(t) => Reply::json(
+                    200,
+                    json!({"value": t["linkedResources"].as_array().cloned().unwrap_or_default()}),
+                ),
                 None => not_found(ctx),
             }
         }
-        _ => graph_error(ctx, 400, "BadRequest", &format!("Unsupported operation {m} {} (fake).", ctx.path)),
+        _ => graph_error(
+            ctx,
+            400,
+            "BadRequest",
+            &format!("Unsupported operation {m} {} (fake).", ctx.path),
+        ),
     }
 }
 
@@ -1898,8 +2137,13 @@ fn create_message(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: &str) -> Re
         .as_array()
         .is_some_and(|ps| {
             ps.iter().any(|p| {
-                p["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case("Integer 0x0E07"))
-                    && p["value"].as_str().and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v & 1 == 1)
+                p["id"]
+                    .as_str()
+                    .is_some_and(|i| i.eq_ignore_ascii_case("Integer 0x0E07"))
+                    && p["value"]
+                        .as_str()
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .is_some_and(|v| v & 1 == 1)
             })
         });
     let mut msg = stamp(body, "AAMkM");
@@ -1908,14 +2152,23 @@ fn create_message(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: &str) -> Re
     if msg.get("isRead").is_none() {
         msg["isRead"] = json!(!non_draft);
     }
-    msg["receivedDateTime"] = msg.get("receivedDateTime").cloned().unwrap_or(json!(now_iso()));
-    msg["internetMessageId"] = msg.get("internetMessageId").cloned().unwrap_or(json!(format!("<{}@fake.graph>", random_string(20))));
+    msg["receivedDateTime"] = msg
+        .get("receivedDateTime")
+        .cloned()
+        .unwrap_or(json!(now_iso()));
+    msg["internetMessageId"] = msg
+        .get("internetMessageId")
+        .cloned()
+        .unwrap_or(json!(format!("<{}@fake.graph>", random_string(20))));
     let mut inline_bytes = vec![];
     if let Some(atts) = msg.get_mut("attachments").and_then(Value::as_array_mut) {
         for a in atts {
             let id = opaque_id("AAMkA");
             a["id"] = json!(id);
-            if let Some(b) = a["contentBytes"].as_str().and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()) {
+            if let Some(b) = a["contentBytes"]
+                .as_str()
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            {
                 a["size"] = json!(b.len());
                 inline_bytes.push((id, b));
             }
@@ -1926,7 +2179,10 @@ fn create_message(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: &str) -> Re
         msg["hasAttachments"] = json!(true);
     }
     mb.attachment_bytes.extend(inline_bytes);
-    mb.messages.push(StoredMessage { folder_id: fid, json: msg.clone() });
+    mb.messages.push(StoredMessage {
+        folder_id: fid,
+        json: msg.clone(),
+    });
     Reply::json(201, present(ctx, &msg))
 }
 
@@ -1964,8 +2220,18 @@ fn move_message(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) -> Reply {
         Err(r) => return r,
     };
     let Some(dest) = get_ci(&body, "destinationId").and_then(Value::as_str) else {
-        record_violation(shared, ctx, "action:move", vec!["/destinationId: required string".into()]);
-        return graph_error(ctx, 400, "ErrorInvalidRequest", "destinationId is required.");
+        record_violation(
+            shared,
+            ctx,
+            "action:move",
+            vec!["/destinationId: required string".into()],
+        );
+        return graph_error(
+            ctx,
+            400,
+            "ErrorInvalidRequest",
+            "destinationId is required.",
+        );
     };
     let mut st = shared.state();
     let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
@@ -1992,8 +2258,20 @@ fn add_attachment(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) -> Reply 
         Some("#microsoft.graph.itemAttachment") => "microsoft.graph.itemAttachment",
         Some("#microsoft.graph.referenceAttachment") => "microsoft.graph.referenceAttachment",
         other => {
-            record_violation(shared, ctx, "microsoft.graph.attachment", vec![format!("/@odata.type: Graph requires a concrete attachment type, got {other:?}")]);
-            return graph_error(ctx, 400, "ErrorInvalidRequest", "The @odata.type of an attachment is required.");
+            record_violation(
+                shared,
+                ctx,
+                "microsoft.graph.attachment",
+                vec![format!(
+                    "/@odata.type: Graph requires a concrete attachment type, got {other:?}"
+                )],
+            );
+            return graph_error(
+                ctx,
+                400,
+                "ErrorInvalidRequest",
+                "The @odata.type of an attachment is required.",
+            );
         }
     };
     let body = match json_body(ctx, shared, schema, "attachment", true) {
@@ -2004,12 +2282,27 @@ fn add_attachment(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) -> Reply 
         .as_str()
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
     if schema == "microsoft.graph.fileAttachment" && bytes.is_none() {
-        record_violation(shared, ctx, schema, vec!["/contentBytes: required base64".into()]);
+        record_violation(
+            shared,
+            ctx,
+            schema,
+            vec!["/contentBytes: required base64".into()],
+        );
         return graph_error(ctx, 400, "ErrorInvalidRequest", "contentBytes is required.");
     }
     if bytes.as_ref().is_some_and(|b| b.len() > 3 * 1024 * 1024) {
-        record_violation(shared, ctx, schema, vec!["inline attachment above 3 MB (graph.md §3: use an upload session)".into()]);
-        return graph_error(ctx, 413, "ErrorRequestEntityTooLarge", "The request exceeds the 3 MB limit for inline attachments.");
+        record_violation(
+            shared,
+            ctx,
+            schema,
+            vec!["inline attachment above 3 MB (graph.md §3: use an upload session)".into()],
+        );
+        return graph_error(
+            ctx,
+            413,
+            "ErrorRequestEntityTooLarge",
+            "The request exceeds the 3 MB limit for inline attachments.",
+        );
     }
     let mut st = shared.state();
     let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
@@ -2034,11 +2327,19 @@ fn add_attachment(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) -> Reply 
 }
 
 fn create_upload_session(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) -> Reply {
-    let body = match json_body(ctx, shared, "action:createUploadSession", "createUploadSession", true) {
+    let body = match json_body(
+        ctx,
+        shared,
+        "action:createUploadSession",
+        "createUploadSession",
+        true,
+    ) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let item = get_ci(&body, "AttachmentItem").cloned().unwrap_or(Value::Null);
+    let item = get_ci(&body, "AttachmentItem")
+        .cloned()
+        .unwrap_or(Value::Null);
     let mut errs = vec![];
     if item["attachmentType"] != "file" {
         errs.push("/AttachmentItem/attachmentType: must be \"file\"".to_string());
@@ -2058,7 +2359,11 @@ fn create_upload_session(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) ->
         return graph_error(ctx, 400, "ErrorInvalidRequest", &errs.join("; "));
     }
     let mut st = shared.state();
-    if !st.mailboxes[mailbox].messages.iter().any(|s| s.json["id"] == id) {
+    if !st.mailboxes[mailbox]
+        .messages
+        .iter()
+        .any(|s| s.json["id"] == id)
+    {
         return not_found(ctx);
     }
     let token = random_string(48);
@@ -2069,7 +2374,10 @@ fn create_upload_session(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) ->
             mailbox: mailbox.into(),
             message_id: id.into(),
             name,
-            content_type: item["contentType"].as_str().unwrap_or("application/octet-stream").into(),
+            content_type: item["contentType"]
+                .as_str()
+                .unwrap_or("application/octet-stream")
+                .into(),
             size,
             data: Vec::with_capacity(size),
             expires,
@@ -2122,7 +2430,11 @@ fn collection_list(ctx: &Ctx, shared: &Shared, mailbox: &str, coll: Coll) -> Rep
     let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
     match coll.items(mb) {
         Some(items) => {
-            let v = items.iter().filter(|i| matches(&filter, i)).cloned().collect();
+            let v = items
+                .iter()
+                .filter(|i| matches(&filter, i))
+                .cloned()
+                .collect();
             list_reply(ctx, v)
         }
         None => not_found(ctx),
@@ -2151,10 +2463,24 @@ fn collection_item(ctx: &Ctx, shared: &Shared, mailbox: &str, coll: Coll, id: &s
         "GET" => Reply::json(200, present(ctx, &items[pos])),
         "PATCH" => {
             let patch = patch.unwrap_or_default();
-            if matches!(coll, Coll::Events) && patch.get("transactionId").is_some_and(|t| *t != items[pos]["transactionId"]) {
+            if matches!(coll, Coll::Events)
+                && patch
+                    .get("transactionId")
+                    .is_some_and(|t| *t != items[pos]["transactionId"])
+            {
                 drop(st);
-                record_violation(shared, ctx, schema, vec!["/transactionId: immutable after create (graph.md §3)".into()]);
-                return graph_error(ctx, 400, "ErrorInvalidRequest", "transactionId cannot be changed.");
+                record_violation(
+                    shared,
+                    ctx,
+                    schema,
+                    vec!["/transactionId: immutable after create (graph.md §3)".into()],
+                );
+                return graph_error(
+                    ctx,
+                    400,
+                    "ErrorInvalidRequest",
+                    "transactionId cannot be changed.",
+                );
             }
             merge(&mut items[pos], &patch);
             items[pos]["changeKey"] = json!(random_string(16));
@@ -2200,11 +2526,14 @@ impl TestCert {
             .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
             .expect("PKCS#8 PEM")
             .to_string();
-        let key_pair = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256)
-            .expect("rcgen key pair");
+        let key_pair =
+            rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256)
+                .expect("rcgen key pair");
         let params = rcgen::CertificateParams::new(vec!["dingbridge-test.invalid".to_string()])
             .expect("certificate params");
-        let cert = params.self_signed(&key_pair).expect("self-signed certificate");
+        let cert = params
+            .self_signed(&key_pair)
+            .expect("self-signed certificate");
         let cert_pem = cert.pem();
         let (x5t_s256, x5t) = cert_thumbprints(&cert_pem);
         TestCert {
@@ -2239,7 +2568,11 @@ impl TestCert {
                 c.insert(k.clone(), v.clone());
             }
         }
-        let mut header = Header::new(if pss { Algorithm::PS256 } else { Algorithm::RS256 });
+        let mut header = Header::new(if pss {
+            Algorithm::PS256
+        } else {
+            Algorithm::RS256
+        });
         if pss {
             header.x5t_s256 = Some(self.x5t_s256.clone());
         } else {
