@@ -287,7 +287,7 @@ const WELL_KNOWN: &[(&str, &str)] = &[
 ];
 
 impl Mailbox {
-    fn new() -> Self {
+    fn fresh() -> Self {
         let mut mb = Mailbox::default();
         for (wk, name) in WELL_KNOWN {
             mb.folders.push(json!({
@@ -798,10 +798,8 @@ fn rule_errors(kind: &str, body: &Value, creating: bool) -> Vec<String> {
                 }
             }
         }
-        "todoTask" if creating => {
-            if !body.get("title").is_some_and(Value::is_string) {
-                errs.push("/title: required on task creation".into());
-            }
+        "todoTask" if creating && !body.get("title").is_some_and(Value::is_string) => {
+            errs.push("/title: required on task creation".into());
         }
         _ => {}
     }
@@ -1074,7 +1072,7 @@ async fn dispatch(ctx: &Ctx, shared: &Shared) -> Reply {
         let mb = st
             .mailboxes
             .entry(mailbox.clone())
-            .or_insert_with(Mailbox::new);
+            .or_insert_with(Mailbox::fresh);
         if let Some((limit, window)) = config.budget {
             let now = Instant::now();
             let start = *mb.window_start.get_or_insert(now);
@@ -1684,10 +1682,10 @@ fn parse_filter(ctx: &Ctx, shared: &Shared) -> Result<Filter, Reply> {
             return Ok(Filter::ExtProp { id, value });
         }
     }
-    if lower.starts_with("displayname eq '") {
-        if let Some(n) = quoted_after(f, "eq '") {
-            return Ok(Filter::DisplayName(n));
-        }
+    if lower.starts_with("displayname eq '")
+        && let Some(n) = quoted_after(f, "eq '")
+    {
+        return Ok(Filter::DisplayName(n));
     }
     record_violation(
         shared,
