@@ -750,3 +750,20 @@ async fn injected_failures_and_unknown_mailboxes() {
     assert!(posts[0].header("client-request-id").is_some());
     let _ = base64::engine::general_purpose::STANDARD.encode(b"");
 }
+
+#[test]
+fn oracle_compiles_once_per_process() {
+    let t = Instant::now();
+    let doc = common::graph_fake::oracle_document();
+    // §6.4 rule 1: no `required` array keeps "@odata.type".
+    let text = doc.to_string();
+    assert!(!text.contains(r#""required":["@odata.type"]"#));
+    let errs =
+        common::graph_fake::schema_errors("microsoft.graph.todoTask", &json!({"status": "done"}));
+    assert!(!errs.is_empty());
+    eprintln!("oracle loaded and compiled in {:?}", t.elapsed());
+    let t = Instant::now();
+    let _fake = GraphFake::start_default();
+    eprintln!("a second fake started in {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
