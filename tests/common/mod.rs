@@ -12,6 +12,7 @@ use std::{
 };
 
 pub mod fake;
+pub mod graph_fake;
 
 #[allow(unused_imports)]
 pub use fake::{FakeReply, FakeServer, Recorded};
