@@ -83,6 +83,16 @@ impl Application {
         let push_crypto = dt.push_crypto();
         let dingtalk_client = DingTalkSettings::from_config(dt)
             .map(|s| Arc::new(DingTalkClient::new(http.clone(), s, store.clone())));
+        let graph = graph::GraphClient::from_config(&config.graph, http.clone())?.map(Arc::new);
+        if let Some(g) = &graph {
+            // Fetch a token now so that bad credentials show in the log and /readyz at once.
+            let auth = g.auth().clone();
+            tokio::spawn(async move {
+                if let Err(e) = auth.token().await {
+                    tracing::error!(error = %e, "Microsoft Graph authentication failed");
+                }
+            });
+        }
         let dingtalk_push = push_crypto.clone().map(|c| {
             Box::new(dingtalk::push::PushVerifier::new(
                 c,
@@ -139,6 +149,8 @@ impl Application {
             http: action_http,
             hook_policy,
             openapi_json,
+            graph: graph.clone(),
+            dingtalk: dingtalk_client.clone(),
         });
         let listener = std::net::TcpListener::bind(config.listen_addr()?)?;
         let addr = listener.local_addr()?;

@@ -34,10 +34,19 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let backend = state.store.backend();
     let ping = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
     match ping {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({
-            "status": "ready",
-            "checks": { "store": { "ok": true, "backend": backend } },
-        }))),
+        Ok(Ok(())) => {
+            // Upstream credentials do not make the instance unready (it still accepts and
+            // queues events), but a broken one is shown here for whoever checks.
+            let graph = state.graph.as_ref().map(|g| match g.auth().last_error() {
+                None => json!({ "ok": true }),
+                Some(e) => json!({ "ok": false, "error": e.to_string(), "kind": e.kind.as_str() }),
+            });
+            let degraded = graph.as_ref().is_some_and(|g| g["ok"] == false);
+            Ok(HttpResponse::Ok().json(json!({
+                "status": if degraded { "degraded" } else { "ready" },
+                "checks": { "store": { "ok": true, "backend": backend }, "graph": graph },
+            })))
+        }
         Ok(Err(e)) => Err(not_ready(backend, &e.to_string())),
         Err(_) => Err(not_ready(backend, "no answer within 2 s")),
     }

@@ -49,6 +49,10 @@ pub struct AppState {
     pub hook_policy: Arc<TargetPolicy>,
     /// The OpenAPI document as JSON.
     pub openapi_json: Arc<String>,
+    /// The Graph client, when Graph credentials are configured.
+    pub graph: Option<Arc<crate::graph::GraphClient>>,
+    /// The DingTalk API client, when app key and secret are configured.
+    pub dingtalk: Option<Arc<crate::dingtalk::client::DingTalkClient>>,
 }
 
 /// One path and the methods it answers; [`table`] is the single list every route is
