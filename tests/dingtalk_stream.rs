@@ -7,233 +7,21 @@ mod common;
 use std::{
     collections::{HashMap, HashSet},
     io::Write,
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
-use common::{FakeReply, FakeServer};
 use dingbridge::{
     dingtalk::stream::{self, FrameSink, StreamSettings},
     error::ApiError,
 };
-use futures::{SinkExt, StreamExt};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
-use tokio::{net::TcpListener, sync::mpsc};
-use tokio_tungstenite::{
-    WebSocketStream, accept_hdr_async,
-    tungstenite::{
-        Message,
-        handshake::server::{ErrorResponse, Request, Response},
-        http,
-    },
-};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-const CLIENT_ID: &str = "ding-test-client";
-const CLIENT_SECRET: &str = "the-real-secret-0123456789";
-
-// ---------------------------------------------------------------------------------------
-// Fake gateway
-// ---------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct Tickets {
-    issued: HashSet<String>,
-    used: HashSet<String>,
-    /// Connection attempts refused for a reused or unknown ticket.
-    refused: usize,
-}
-
-/// One accepted WebSocket connection, as the gateway sees it.
-struct Conn {
-    ticket: String,
-    ws: WebSocketStream<tokio::net::TcpStream>,
-}
-
-struct Gateway {
-    registration: FakeServer,
-    ws_addr: SocketAddr,
-    tickets: Arc<Mutex<Tickets>>,
-    conns: mpsc::UnboundedReceiver<Conn>,
-}
-
-impl Gateway {
-    /// Starts both halves; registration answers 401 `invalidClientIdOrSecret` to wrong
-    /// credentials, as DingTalk does.
-    async fn start() -> Gateway {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind ws");
-        let ws_addr = listener.local_addr().expect("ws addr");
-        let tickets = Arc::new(Mutex::new(Tickets::default()));
-
-        let book = tickets.clone();
-        let registration = FakeServer::start(move |req| {
-            if req.method != "POST" || req.path != "/v1.0/gateway/connections/open" {
-                return FakeReply::status(404);
-            }
-            let body = req.json();
-            if body["clientId"] != CLIENT_ID || body["clientSecret"] != CLIENT_SECRET {
-                return FakeReply {
-                    body: json!({
-                        "code": "invalidClientIdOrSecret",
-                        "message": "无效的clientId或者clientSecret",
-                        "requestid": "r-1"
-                    })
-                    .to_string(),
-                    ..FakeReply::status(401)
-                };
-            }
-            let mut book = book.lock().expect("tickets");
-            // Characters that must be URL-encoded, to prove the client encodes the ticket.
-            let ticket = format!("t+{}/{}=", book.issued.len() + 1, uuid::Uuid::new_v4());
-            book.issued.insert(ticket.clone());
-            FakeReply::json(json!({
-                "endpoint": format!("ws://{ws_addr}/connect"),
-                "ticket": ticket,
-            }))
-        });
-
-        let (tx, conns) = mpsc::unbounded_channel();
-        let book = tickets.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let book = book.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let slot = Arc::new(Mutex::new(None::<String>));
-                    let seen = slot.clone();
-                    // The error type is fixed by tungstenite's handshake callback.
-                    #[allow(clippy::result_large_err)]
-                    let check = move |req: &Request,
-                                      resp: Response|
-                          -> Result<Response, ErrorResponse> {
-                        let ticket =
-                            url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-                                .find(|(k, _)| k == "ticket")
-                                .map(|(_, v)| v.into_owned());
-                        let mut book = book.lock().expect("tickets");
-                        match ticket {
-                            Some(t) if book.issued.contains(&t) && book.used.insert(t.clone()) => {
-                                *seen.lock().expect("slot") = Some(t);
-                                Ok(resp)
-                            }
-                            _ => {
-                                book.refused += 1;
-                                Err(http::Response::builder()
-                                    .status(401)
-                                    .body(Some("unknown or used ticket".to_string()))
-                                    .expect("response"))
-                            }
-                        }
-                    };
-                    if let Ok(ws) = accept_hdr_async(tcp, check).await {
-                        let ticket = slot.lock().expect("slot").clone().expect("ticket checked");
-                        let _ = tx.send(Conn { ticket, ws });
-                    }
-                });
-            }
-        });
-        Gateway {
-            registration,
-            ws_addr,
-            tickets,
-            conns,
-        }
-    }
-
-    fn api_base(&self) -> String {
-        self.registration.url("")
-    }
-
-    async fn next_conn(&mut self) -> Conn {
-        tokio::time::timeout(Duration::from_secs(5), self.conns.recv())
-            .await
-            .expect("the client connects within 5 s")
-            .expect("gateway running")
-    }
-
-    fn registrations(&self) -> Vec<Value> {
-        self.registration
-            .requests()
-            .iter()
-            .map(|r| r.json())
-            .collect()
-    }
-}
-
-impl Conn {
-    async fn send(&mut self, kind: &str, headers: Value, data: Value) {
-        let frame = json!({
-            "specVersion": "1.0",
-            "type": kind,
-            "headers": headers,
-            "data": data.to_string(),
-        });
-        self.ws
-            .send(Message::text(frame.to_string()))
-            .await
-            .expect("gateway sends");
-    }
-
-    async fn send_event(&mut self, message_id: &str, event_id: &str) {
-        let headers = json!({
-            "topic": "*",
-            "messageId": message_id,
-            "contentType": "application/json",
-            "time": "1764000000000",
-            "eventType": "calendar_event_change",
-            "eventId": event_id,
-            "eventCorpId": "ding-corp",
-            "eventBornTime": "1764000000000",
-            "eventUnifiedAppId": "app-1",
-        });
-        let data = json!({
-            "eventType": "calendar_event_change",
-            "eventId": event_id,
-            "data": {"calendarEventId": format!("cal-{event_id}"), "changeType": "update"},
-        });
-        self.send("EVENT", headers, data).await;
-    }
-
-    /// The next text frame from the client, as JSON.
-    async fn reply(&mut self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let msg = tokio::time::timeout(left, self.ws.next())
-                .await
-                .expect("the client answers within 5 s")
-                .expect("socket open")
-                .expect("socket healthy");
-            if let Message::Text(t) = msg {
-                return serde_json::from_str(t.as_str()).expect("reply is JSON");
-            }
-        }
-    }
-
-    /// Waits until the client closes the socket; returns the control frames seen before.
-    async fn closed_by_client(&mut self) -> Vec<Message> {
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.ws.next())
-                .await
-                .expect("the client closes within 5 s")
-            {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return seen,
-                Some(Ok(Message::Text(t))) => panic!("unexpected frame before close: {t}"),
-                Some(Ok(m)) => seen.push(m),
-            }
-        }
-    }
-}
-
-fn data_of(reply: &Value) -> Value {
-    serde_json::from_str(reply["data"].as_str().expect("data is a string")).expect("data is JSON")
-}
+use common::stream_gateway::{CLIENT_ID, CLIENT_SECRET, Conn, Gateway, data_of};
 
 // ---------------------------------------------------------------------------------------
 // Recording sink
@@ -589,4 +377,80 @@ async fn silent_socket_is_pinged_then_dropped_and_replaced_with_a_new_ticket() {
         .await
         .expect("stops within 2 s of cancel")
         .expect("no panic");
+}
+
+// ---------------------------------------------------------------------------------------
+// Through the running binary
+// ---------------------------------------------------------------------------------------
+
+fn ingest_count(metrics: &str, result: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("ingest_events_total{")
+                && l.contains("source=\"dingtalk\"")
+                && l.contains(&format!("result=\"{result}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_in_stream_mode_queues_each_event_once_across_a_dropped_socket() {
+    let redis = common::RedisServer::start();
+    let mut gateway = Gateway::start().await;
+    let url = redis.url();
+    let api = gateway.api_base();
+    let app = common::TestApp::spawn(&[
+        ("DINGBRIDGE_STORE_URL", url.as_str()),
+        ("DINGBRIDGE_DINGTALK_STREAM_ENABLED", "true"),
+        ("DINGBRIDGE_DINGTALK_APP_KEY", CLIENT_ID),
+        ("DINGBRIDGE_DINGTALK_APP_SECRET", CLIENT_SECRET),
+        ("DINGBRIDGE_DINGTALK_API_BASE_URL", api.as_str()),
+    ]);
+
+    let mut first = gateway.next_conn().await;
+    first.send_event("m-1", "s-e1").await;
+    let ack = first.reply().await;
+    assert_eq!(ack["headers"]["messageId"], "m-1");
+    assert_eq!(data_of(&ack)["status"], "SUCCESS", "acked once queued");
+    // e2 is sent, then the socket drops before its ACK can be read.
+    first.send_event("m-2", "s-e2").await;
+    drop(first);
+
+    // The client registers again with a fresh ticket; DingTalk redelivers e2.
+    let mut second = gateway.next_conn().await;
+    second.send_event("m-2b", "s-e2").await;
+    assert_eq!(data_of(&second.reply().await)["status"], "SUCCESS");
+    second.send_event("m-3", "s-e3").await;
+    assert_eq!(data_of(&second.reply().await)["status"], "SUCCESS");
+
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(ingest_count(&metrics, "enqueued"), 3.0, "{metrics}");
+    // e2 was either queued before the drop (then its redelivery is a duplicate) or not.
+    let duplicates = ingest_count(&metrics, "duplicate");
+    assert!(duplicates <= 1.0, "{metrics}");
+    let mut c = redis.client();
+    for e in ["s-e1", "s-e2", "s-e3"] {
+        let key = format!("dingbridge:seen:dingtalk:event:{e}");
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query(&mut c)
+            .expect("exists");
+        assert!(exists, "{key} marked");
+    }
+    let registrations = gateway.registrations();
+    assert!(registrations.len() >= 2, "re-registered after the drop");
+    assert!(
+        !app.logs().join("\n").contains(CLIENT_SECRET),
+        "the app secret never reaches the log"
+    );
 }

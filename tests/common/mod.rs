@@ -13,6 +13,7 @@ use std::{
 
 pub mod fake;
 pub mod graph_fake;
+pub mod stream_gateway;
 
 #[allow(unused_imports)]
 pub use fake::{FakeReply, FakeServer, Recorded};
