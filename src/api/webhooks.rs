@@ -46,11 +46,7 @@ async fn dingtalk_events(
             "DingTalk HTTP push is off; set dingtalk.app_key, dingtalk.callback_token and dingtalk.aes_key (DINGBRIDGE_DINGTALK_APP_KEY, DINGBRIDGE_DINGTALK_CALLBACK_TOKEN, DINGBRIDGE_DINGTALK_AES_KEY)",
         )
     })?;
-    let inbound = InboundRequest {
-        headers: req.headers(),
-        query: req.query_string(),
-        body: &body.0,
-    };
+    let inbound = inbound(&req, &body);
     let (_, reply) = ingest_with_reply(
         state.store.as_ref(),
         state.dedupe_ttl(),
@@ -74,11 +70,7 @@ async fn dingtalk_robot(
             "DingTalk robot callbacks are off; set dingtalk.robot_app_secret or dingtalk.app_secret (DINGBRIDGE_DINGTALK_ROBOT_APP_SECRET, DINGBRIDGE_DINGTALK_APP_SECRET)",
         )
     })?;
-    let inbound = InboundRequest {
-        headers: req.headers(),
-        query: req.query_string(),
-        body: &body.0,
-    };
+    let inbound = inbound(&req, &body);
     ingest_with_reply(
         state.store.as_ref(),
         state.dedupe_ttl(),
@@ -128,6 +120,14 @@ async fn graph(
     })))
 }
 
+fn inbound<'a>(req: &'a HttpRequest, body: &'a LimitedBody) -> InboundRequest<'a> {
+    InboundRequest {
+        headers: req.headers(),
+        query: req.query_string(),
+        body: &body.0,
+    }
+}
+
 async fn echo(
     req: HttpRequest,
     body: LimitedBody,
@@ -139,11 +139,7 @@ async fn echo(
             "the echo relay is off; set echo.target_url and echo.token to enable it",
         )
     })?;
-    let inbound = InboundRequest {
-        headers: req.headers(),
-        query: req.query_string(),
-        body: &body.0,
-    };
+    let inbound = inbound(&req, &body);
     let report = ingest(state.store.as_ref(), state.dedupe_ttl(), verifier, &inbound).await?;
     Ok(accepted(report))
 }

@@ -321,7 +321,50 @@ impl DingTalkClient {
         })
     }
 
-    /// One new-style API call with the token header; retried once after a token refresh.
+    /// Sends one call built by `build` (given the access token): waits for a rate slot,
+    /// counts it against the budget, maps errors, and retries once after a token refresh.
+    async fn call(
+        &self,
+        api: &str,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<Value, DingTalkError> {
+        let mut last = None;
+        for _ in 0..2 {
+            self.rate_slot(api).await?;
+            self.count_call().await;
+            let token = self.access_token().await?;
+            let resp = build(&token)
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await
+                .map_err(DingTalkError::transport)?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            let value: Value = if text.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            };
+            match classify(status, &value) {
+                None => return Ok(value),
+                Some(e) if is_auth_failure(&e) && last.is_none() => {
+                    self.forget_token().await;
+                    last = Some(e);
+                }
+                Some(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| DingTalkError {
+            status: 401,
+            code: "InvalidAuthentication".into(),
+            message: "token refused twice".into(),
+            request_id: None,
+            retry_after: None,
+            permanent: false,
+        }))
+    }
+
+    /// One new-style API call with the token header.
     pub async fn api(
         &self,
         method: reqwest::Method,
@@ -331,10 +374,7 @@ impl DingTalkClient {
         client_token: Option<&str>,
     ) -> Result<Value, DingTalkError> {
         let url = format!("{}{path}", self.settings.api_base_url);
-        for attempt in 0..2 {
-            self.rate_slot(api).await?;
-            self.count_call().await;
-            let token = self.access_token().await?;
+        self.call(api, |token| {
             let mut req = self
                 .http
                 .request(method.clone(), &url)
@@ -345,31 +385,12 @@ impl DingTalkClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let resp = req.send().await.map_err(DingTalkError::transport)?;
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            let value: Value = if text.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(Value::String(text))
-            };
-            match classify(status, &value) {
-                None => return Ok(value),
-                Some(e) if attempt == 0 && is_auth_failure(&e) => self.forget_token().await,
-                Some(e) => return Err(e),
-            }
-        }
-        Err(DingTalkError {
-            status: 401,
-            code: "InvalidAuthentication".into(),
-            message: "token refused twice".into(),
-            request_id: None,
-            retry_after: None,
-            permanent: false,
+            req
         })
+        .await
     }
 
-    /// One old-style GET (`?access_token=…&query`); retried once after a token refresh.
+    /// One old-style GET (`?access_token=…&query`).
     pub async fn oapi_get(
         &self,
         api: &str,
@@ -377,68 +398,25 @@ impl DingTalkClient {
         query: &[(&str, &str)],
     ) -> Result<Value, DingTalkError> {
         let url = format!("{}{path}", self.settings.oapi_base_url);
-        for attempt in 0..2 {
-            self.rate_slot(api).await?;
-            self.count_call().await;
-            let token = self.access_token().await?;
-            let resp = self
-                .http
+        self.call(api, |token| {
+            self.http
                 .get(&url)
-                .query(&[("access_token", token.as_str())])
+                .query(&[("access_token", token)])
                 .query(query)
-                .timeout(Duration::from_secs(20))
-                .send()
-                .await
-                .map_err(DingTalkError::transport)?;
-            let status = resp.status().as_u16();
-            let value: Value = resp.json().await.unwrap_or(Value::Null);
-            match classify(status, &value) {
-                None => return Ok(value),
-                Some(e) if attempt == 0 && is_auth_failure(&e) => self.forget_token().await,
-                Some(e) => return Err(e),
-            }
-        }
-        Err(DingTalkError {
-            status: 401,
-            code: "40014".into(),
-            message: "token refused twice".into(),
-            request_id: None,
-            retry_after: None,
-            permanent: false,
         })
+        .await
     }
 
-    /// One old-style API call (`?access_token=`); errors are `errcode` in a 200.
+    /// One old-style POST (`?access_token=`); errors are `errcode` in a 200.
     pub async fn oapi(&self, api: &str, path: &str, body: &Value) -> Result<Value, DingTalkError> {
         let url = format!("{}{path}", self.settings.oapi_base_url);
-        for attempt in 0..2 {
-            self.rate_slot(api).await?;
-            self.count_call().await;
-            let token = self.access_token().await?;
-            let resp = self
-                .http
+        self.call(api, |token| {
+            self.http
                 .post(&url)
                 .query(&[("access_token", token)])
                 .json(body)
-                .send()
-                .await
-                .map_err(DingTalkError::transport)?;
-            let status = resp.status().as_u16();
-            let value: Value = resp.json().await.unwrap_or(Value::Null);
-            match classify(status, &value) {
-                None => return Ok(value),
-                Some(e) if attempt == 0 && is_auth_failure(&e) => self.forget_token().await,
-                Some(e) => return Err(e),
-            }
-        }
-        Err(DingTalkError {
-            status: 401,
-            code: "40014".into(),
-            message: "token refused twice".into(),
-            request_id: None,
-            retry_after: None,
-            permanent: false,
         })
+        .await
     }
 
     /// A calendar event (`userId` is a unionId; calendar `primary`).
