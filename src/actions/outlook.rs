@@ -81,6 +81,18 @@ fn graph_error(e: GraphError, field: Option<&str>) -> ApiError {
     }
     let code = e.code().unwrap_or_default().to_string();
     let upstream = json!({ "service": "graph", "status": status, "graph_code": code });
+    // The mailbox itself is unknown to Graph (or has no Exchange Online mailbox).
+    let field = if matches!(
+        code.as_str(),
+        "MailboxNotEnabledForRESTAPI"
+            | "ErrorInvalidUser"
+            | "ResourceNotFound"
+            | "Request_ResourceNotFound"
+    ) {
+        Some("mailbox")
+    } else {
+        field
+    };
     match (status, field) {
         (Some(404), Some(field)) => {
             let mut api = ApiError::invalid_field(
@@ -219,16 +231,12 @@ impl OutlookBackend {
             Some(c) => vec!["calendars", c.as_str(), "events"],
             None => vec!["events"],
         };
-        let field = if i.calendar_id.is_some() {
-            "calendar_id"
-        } else {
-            "start"
-        };
+        let field = i.calendar_id.as_ref().map(|_| "calendar_id");
         let created = self
             .graph
             .post_json(&mailbox, &segments, &event, true)
             .await
-            .map_err(|e| graph_error(e, Some(field)))?;
+            .map_err(|e| graph_error(e, field))?;
         Ok(json!({
             "id": created["id"],
             "mailbox": mailbox,
@@ -284,7 +292,7 @@ impl OutlookBackend {
                 .await
                 .map(|id| crate::graph::Created { id, existed: false }),
         }
-        .map_err(|e| graph_error(e, Some("email")))?;
+        .map_err(|e| graph_error(e, None))?;
         Ok(json!({
             "id": created.id,
             "mailbox": mailbox,
@@ -532,5 +540,41 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2026-03-01T17:00:00+08:00").expect("t");
         assert_eq!(graph_time(&t)["dateTime"], "2026-03-01T09:00:00");
         assert_eq!(odata("O'Brien"), "'O''Brien'");
+    }
+
+    fn api(status: u16, code: &str) -> GraphError {
+        GraphError::Api {
+            status,
+            code: code.into(),
+            message: "m".into(),
+            request_id: None,
+            client_request_id: "c".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn graph_refusals_name_the_field_and_outages_stay_upstream_errors() {
+        let e = graph_error(api(404, "ErrorItemNotFound"), Some("message_id"));
+        assert_eq!(e.code.as_str(), "invalid_input");
+        assert!(e.details.as_ref().expect("d")["fields"]["message_id"].is_string());
+        let e = graph_error(api(404, "MailboxNotEnabledForRESTAPI"), Some("message_id"));
+        assert!(e.details.as_ref().expect("d")["fields"]["mailbox"].is_string());
+        let e = graph_error(api(400, "ErrorInvalidRecipients"), None);
+        assert_eq!(e.code.as_str(), "invalid_input");
+        assert_eq!(
+            e.details.as_ref().expect("d")["upstream"]["graph_code"],
+            "ErrorInvalidRecipients"
+        );
+        assert_eq!(
+            graph_error(api(503, "x"), None).code.as_str(),
+            "upstream_unavailable"
+        );
+        assert_eq!(
+            graph_error(api(403, "ErrorAccessDenied"), None)
+                .code
+                .as_str(),
+            "upstream_error"
+        );
     }
 }
