@@ -278,6 +278,47 @@ impl From<crate::graph::GraphError> for ApiError {
     }
 }
 
+impl From<crate::dingtalk::client::DingTalkError> for ApiError {
+    /// DingTalk throttling (a `Retry-After`, HTTP 429 or a QPS/quota code) →
+    /// `rate_limited` with whole seconds; refused input or permission (a permanent 4xx or
+    /// `errcode`) → 400 `invalid_input`; DingTalk unreachable or failing (5xx) →
+    /// `upstream_unavailable`; anything else → `upstream_error`. DingTalk's status, code
+    /// and request id stay in `details`.
+    fn from(e: crate::dingtalk::client::DingTalkError) -> Self {
+        let details = serde_json::json!({
+            "upstream": "dingtalk",
+            "status": e.status,
+            "dingtalk_code": e.code,
+            "request_id": e.request_id,
+        });
+        if e.retry_after.is_some() || e.status == 429 {
+            let secs = e
+                .retry_after
+                .map(crate::graph::whole_seconds)
+                .unwrap_or(1)
+                .max(1);
+            return ApiError::rate_limited(format!("DingTalk is throttling: {e}"), secs)
+                .with_details(details);
+        }
+        if e.permanent {
+            return ApiError::new(
+                ErrorCode::InvalidInput,
+                format!("DingTalk refused the request: {e}"),
+            )
+            .with_details(details);
+        }
+        if e.status == 0 || e.status >= 500 {
+            return ApiError::new(
+                ErrorCode::UpstreamUnavailable,
+                format!("DingTalk is unavailable: {e}"),
+            )
+            .with_retry_after(5)
+            .with_details(details);
+        }
+        ApiError::new(ErrorCode::UpstreamError, e.to_string()).with_details(details)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +394,41 @@ mod tests {
             "ErrorAccessDenied"
         );
         assert_eq!(e.code.as_str(), "upstream_error");
+    }
+
+    #[test]
+    fn dingtalk_errors_map_to_429_400_503_and_502() {
+        use crate::dingtalk::client::classify;
+        let throttled = classify(
+            403,
+            &serde_json::json!({"code": "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", "message": "qps", "requestid": "r1"}),
+        )
+        .expect("error");
+        let e = ApiError::from(throttled);
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert_eq!(e.retry_after, Some(1));
+        assert_eq!(e.details.as_ref().expect("d")["request_id"], "r1");
+        let e = ApiError::from(
+            classify(
+                400,
+                &serde_json::json!({"code": "invalidParameter", "message": "bad"}),
+            )
+            .expect("error"),
+        );
+        assert_eq!(e.code.status(), StatusCode::BAD_REQUEST);
+        let e = ApiError::from(
+            classify(500, &serde_json::json!({"code": "ServiceUnavailable"})).expect("error"),
+        );
+        assert_eq!(e.code, ErrorCode::UpstreamUnavailable);
+        assert!(e.retry_after.is_some());
+        let e = ApiError::from(
+            classify(
+                200,
+                &serde_json::json!({"errcode": 40014, "errmsg": "token"}),
+            )
+            .expect("e"),
+        );
+        assert_eq!(e.code, ErrorCode::UpstreamError);
     }
 
     #[test]

@@ -126,9 +126,21 @@ impl Application {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .build()?;
-        // Hook point: the Graph and DingTalk clients connect here with
-        // `actions.set_backend(actions::Family::Outlook, Arc::new(…))`.
-        let actions = actions::Actions::standard();
+        // The Graph and DingTalk clients run the actions; without them the actions
+        // answer 404 `not_configured`.
+        let mut actions = actions::Actions::standard();
+        if let Some(g) = &graph {
+            actions.set_backend(
+                actions::Family::Outlook,
+                Arc::new(actions::outlook::OutlookBackend::new(g.clone())),
+            );
+        }
+        if let Some(d) = &dingtalk_client {
+            actions.set_backend(
+                actions::Family::DingTalk,
+                Arc::new(actions::dingtalk::DingTalkBackend::new(d.clone())),
+            );
+        }
         let bootstrap_keys = config
             .api
             .bootstrap_keys

@@ -18,7 +18,9 @@ use crate::{
 };
 
 pub mod catalog;
+pub mod dingtalk;
 pub mod input;
+pub mod outlook;
 pub mod robot;
 
 pub use catalog::*;
@@ -93,24 +95,24 @@ impl ActionContext<'_> {
         })
     }
 
-    /// The mailbox to act on: the given one if configured (least privilege: only
-    /// mailboxes in `api.mailboxes` are touched), else the only configured one.
+    /// The mailbox to act on: the given one if configured (least privilege: only the
+    /// mailboxes of `api.mailboxes` and of the sync routes are ever touched; any other is
+    /// 403 `forbidden` naming the field), else the only configured one.
     pub fn mailbox(&self, given: Option<&str>) -> Result<String, ApiError> {
-        let configured: Vec<String> = self
-            .config
-            .api
-            .mailboxes
-            .iter()
-            .map(|m| crate::api::lowcode::option_item(m).0)
-            .collect();
+        let configured = configured_mailboxes(self.config);
         match given {
-            Some(m) if configured.iter().any(|c| c.eq_ignore_ascii_case(m)) => Ok(m.to_string()),
-            Some(m) => Err(ApiError::invalid_field(
-                "mailbox",
-                format!(
-                    "`{m}` is not a configured mailbox (api.mailboxes); choose one from GET /v1/options/mailboxes"
-                ),
-            )),
+            Some(m) => match configured.iter().find(|c| c.eq_ignore_ascii_case(m)) {
+                Some(c) => Ok(c.clone()),
+                None => {
+                    let why = format!(
+                        "`{m}` is not a configured mailbox (api.mailboxes or a route's mailbox); choose one from GET /v1/options/mailboxes"
+                    );
+                    Err(
+                        ApiError::new(ErrorCode::Forbidden, format!("mailbox: {why}"))
+                            .with_details(serde_json::json!({ "fields": { "mailbox": why } })),
+                    )
+                }
+            },
             None if configured.len() == 1 => Ok(configured[0].clone()),
             None => Err(ApiError::invalid_field(
                 "mailbox",
@@ -118,6 +120,24 @@ impl ActionContext<'_> {
             )),
         }
     }
+}
+
+/// Every mailbox actions may touch: the ids of `api.mailboxes`, then the sync routes'
+/// mailboxes, without duplicates (case-insensitive).
+pub fn configured_mailboxes(config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let ids = config
+        .api
+        .mailboxes
+        .iter()
+        .map(|m| crate::api::lowcode::option_item(m).0)
+        .chain(config.routes.iter().map(|r| r.mailbox.trim().to_string()));
+    for id in ids {
+        if !id.is_empty() && !out.iter().any(|o| o.eq_ignore_ascii_case(&id)) {
+            out.push(id);
+        }
+    }
+    out
 }
 
 /// Runs Outlook or DingTalk actions against the real APIs. Implemented by the Graph

@@ -48,12 +48,9 @@ pub fn routes(t: &mut Vec<RouteEntry>) {
     });
 }
 
-/// Names of the configured sync routes, shown by `GET /v1/me`.
-///
-/// Hook point: the sync routes are configured by the DingTalk/Graph pipeline, which is
-/// not in this branch yet; until it is, there are none.
-pub fn configured_route_names(_config: &Config) -> Vec<String> {
-    Vec::new()
+/// Names of the configured sync routes (`routes[].name`), shown by `GET /v1/me`.
+pub fn configured_route_names(config: &Config) -> Vec<String> {
+    config.routes.iter().map(|r| r.name.clone()).collect()
 }
 
 async fn me(auth: Authenticated, state: web::Data<AppState>) -> HttpResponse {
@@ -202,17 +199,114 @@ pub const OPTION_KINDS: &[&str] = &[
     "todo-lists",
 ];
 
+#[derive(Deserialize)]
+struct OptionsQuery {
+    mailbox: Option<String>,
+}
+
+fn item(id: &str, label: &str) -> Value {
+    json!({ "id": id, "label": label })
+}
+
+/// Adds `(id, label)` unless an item with that id is there already.
+fn push_unique(items: &mut Vec<Value>, id: &str, label: &str) {
+    if !id.is_empty() && !items.iter().any(|i| i["id"].as_str() == Some(id)) {
+        items.push(item(id, label));
+    }
+}
+
+fn configured(entries: &[String]) -> Vec<Value> {
+    let mut items = Vec::new();
+    for e in entries {
+        let (id, label) = option_item(e);
+        push_unique(&mut items, &id, &label);
+    }
+    items
+}
+
+/// Dropdown contents:
+/// - `mailboxes`: `api.mailboxes`, then every route's mailbox (label: the mailbox and the
+///   route's name);
+/// - `dingtalk-conversations`: `api.dingtalk_conversations`, then every route's
+///   `conversation_id` (label: the route's name);
+/// - `calendars` / `todo-lists`: with Microsoft Graph configured and a mailbox (the
+///   `mailbox` query parameter, or the only configured mailbox), the mailbox's calendars
+///   / To Do lists read live from Graph (`GET /users/{mailbox}/calendars`,
+///   `/users/{mailbox}/todo/lists`); otherwise `api.calendars` / `api.todo_lists`.
+///   A mailbox that is not configured is refused with 403.
 async fn options(
     _auth: Authenticated,
     path: web::Path<String>,
+    query: web::Query<OptionsQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let api = &state.config.api;
-    let entries = match path.as_str() {
-        "mailboxes" => &api.mailboxes,
-        "dingtalk-conversations" => &api.dingtalk_conversations,
-        "calendars" => &api.calendars,
-        "todo-lists" => &api.todo_lists,
+    let config = &state.config;
+    let api = &config.api;
+    let items = match path.as_str() {
+        "mailboxes" => {
+            let mut items = configured(&api.mailboxes);
+            for r in &config.routes {
+                push_unique(
+                    &mut items,
+                    r.mailbox.trim(),
+                    &format!("{} (route {})", r.mailbox.trim(), r.name),
+                );
+            }
+            items
+        }
+        "dingtalk-conversations" => {
+            let mut items = configured(&api.dingtalk_conversations);
+            for r in &config.routes {
+                if let Some(c) = &r.dingtalk.conversation_id {
+                    push_unique(&mut items, c, &r.name);
+                }
+            }
+            items
+        }
+        kind @ ("calendars" | "todo-lists") => {
+            let mailboxes = crate::actions::configured_mailboxes(config);
+            let mailbox = match query.mailbox.as_deref().map(str::trim) {
+                Some(m) if !m.is_empty() => {
+                    match mailboxes.iter().find(|c| c.eq_ignore_ascii_case(m)) {
+                        Some(c) => Some(c.clone()),
+                        None => {
+                            let why = format!(
+                                "`{m}` is not a configured mailbox; choose one from GET /v1/options/mailboxes"
+                            );
+                            return Err(ApiError::new(
+                                ErrorCode::Forbidden,
+                                format!("mailbox: {why}"),
+                            )
+                            .with_details(json!({ "fields": { "mailbox": why } })));
+                        }
+                    }
+                }
+                _ if mailboxes.len() == 1 => Some(mailboxes[0].clone()),
+                _ => None,
+            };
+            match (&state.graph, mailbox) {
+                (Some(graph), Some(mailbox)) => {
+                    let (segments, label_key): (&[&str], &str) = if kind == "calendars" {
+                        (&["calendars"], "name")
+                    } else {
+                        (&["todo", "lists"], "displayName")
+                    };
+                    let page = graph
+                        .get_query(&mailbox, segments, &[("$top", "100")])
+                        .await
+                        .map_err(ApiError::from)?;
+                    let mut items = Vec::new();
+                    for v in page["value"].as_array().into_iter().flatten() {
+                        let id = v["id"].as_str().unwrap_or_default();
+                        let label = v[label_key].as_str().unwrap_or(id);
+                        push_unique(&mut items, id, label);
+                    }
+                    items
+                }
+                _ if kind == "calendars" => configured(&api.calendars),
+                _ => configured(&api.todo_lists),
+            }
+        }
         other => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
@@ -223,13 +317,6 @@ async fn options(
             ));
         }
     };
-    let items: Vec<Value> = entries
-        .iter()
-        .map(|e| {
-            let (id, label) = option_item(e);
-            json!({ "id": id, "label": label })
-        })
-        .collect();
     Ok(HttpResponse::Ok().json(items))
 }
 

@@ -966,6 +966,40 @@ impl GraphClient {
         self.get_url(mailbox, &url).await
     }
 
+    /// `GET {base}/users/{mailbox}/{segments…}?{query}` with every segment and query
+    /// value encoded here (immutable ids asked for).
+    pub async fn get_query(
+        &self,
+        mailbox: &str,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Value, GraphError> {
+        self.call_json(mailbox, Method::GET, segments, query, None, true)
+            .await?
+            .json()
+    }
+
+    /// `POST {base}/users/{mailbox}/{segments…}` with a JSON body; answers Graph's JSON
+    /// (the created item, with its `webLink` where Graph has one).
+    pub async fn post_json(
+        &self,
+        mailbox: &str,
+        segments: &[&str],
+        body: &Value,
+        immutable_ids: bool,
+    ) -> Result<Value, GraphError> {
+        self.call_json(
+            mailbox,
+            Method::POST,
+            segments,
+            &[],
+            Some(body),
+            immutable_ids,
+        )
+        .await?
+        .json()
+    }
+
     /// `GET` of an absolute URL Graph gave (`@odata.nextLink`, `@odata.deltaLink`).
     pub async fn get_url(&self, mailbox: &str, url: &str) -> Result<Value, GraphError> {
         let call = Call {

@@ -498,6 +498,31 @@ impl GraphFake {
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.state().requests.clone()
     }
+    /// Puts a message straight into `folder` (well-known name or id) of `mailbox`, as if
+    /// it had been received; server fields are added. Answers its id.
+    pub fn seed_message(&self, mailbox: &str, folder: &str, message: Value) -> String {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .entry(mailbox.to_lowercase())
+            .or_insert_with(Mailbox::fresh);
+        let fid = mb.folder_id(folder, false).expect("folder exists");
+        let mut msg = stamp(message, "AAMkM");
+        msg["parentFolderId"] = json!(fid);
+        msg["isDraft"] = json!(false);
+        if msg.get("isRead").is_none() {
+            msg["isRead"] = json!(false);
+        }
+        if msg.get("receivedDateTime").is_none() {
+            msg["receivedDateTime"] = json!(now_iso());
+        }
+        let id = msg["id"].as_str().unwrap_or_default().to_string();
+        mb.messages.push(StoredMessage {
+            folder_id: fid,
+            json: msg,
+        });
+        id
+    }
     /// Requests whose path contains `part`.
     pub fn requests_to(&self, part: &str) -> Vec<Recorded> {
         self.requests()
@@ -1053,7 +1078,10 @@ async fn dispatch(ctx: &Ctx, shared: &Shared) -> Reply {
     if segs.get(1) != Some(&"users") || segs.len() < 4 {
         return graph_error(ctx, 400, "BadRequest", "Unsupported path (fake).");
     }
-    let mailbox = segs[2].to_lowercase();
+    // Clients encode `@` as `%40`; the state is kept under the decoded address.
+    let mailbox = percent_encoding::percent_decode_str(segs[2])
+        .decode_utf8_lossy()
+        .to_lowercase();
     let config = shared.config();
     if let Some(allowed) = &config.mailboxes
         && !allowed.contains(&mailbox)
@@ -1666,8 +1694,65 @@ fn quoted_after(s: &str, marker: &str) -> Option<String> {
 
 enum Filter {
     All,
-    ExtProp { id: String, value: String },
+    ExtProp {
+        id: String,
+        value: String,
+    },
     DisplayName(String),
+    /// `clause and clause …` of the simple forms the action searches use.
+    Clauses(Vec<Clause>),
+}
+
+/// One simple `$filter` clause: `path eq 'text'|true|false`, `path ge|lt 'text'`
+/// (string comparison, as Graph compares `start/dateTime`), `contains(path,'text')`
+/// (case-insensitive).
+enum Clause {
+    Eq(String, Value),
+    Ge(String, String),
+    Lt(String, String),
+    Contains(String, String),
+}
+
+fn at_path<'a>(item: &'a Value, path: &str) -> &'a Value {
+    path.split('/').fold(item, |v, k| {
+        v.as_object()
+            .and_then(|o| {
+                o.iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v)
+            })
+            .unwrap_or(&Value::Null)
+    })
+}
+
+fn parse_clauses(f: &str) -> Option<Vec<Clause>> {
+    let mut out = Vec::new();
+    for part in f.split(" and ") {
+        let part = part.trim();
+        if let Some(inner) = part
+            .strip_prefix("contains(")
+            .and_then(|r| r.strip_suffix(')'))
+        {
+            let (path, lit) = inner.split_once(',')?;
+            let text = quoted_after(lit.trim(), "'")?;
+            out.push(Clause::Contains(path.trim().to_string(), text));
+            continue;
+        }
+        let mut words = part.splitn(3, ' ');
+        let (path, op, lit) = (words.next()?, words.next()?, words.next()?.trim());
+        let value = match lit {
+            "true" => json!(true),
+            "false" => json!(false),
+            _ => json!(quoted_after(lit, "'")?),
+        };
+        out.push(match (op, value) {
+            ("eq", v) => Clause::Eq(path.to_string(), v),
+            ("ge", Value::String(v)) => Clause::Ge(path.to_string(), v),
+            ("lt", Value::String(v)) => Clause::Lt(path.to_string(), v),
+            _ => return None,
+        });
+    }
+    Some(out)
 }
 
 fn parse_filter(ctx: &Ctx, shared: &Shared) -> Result<Filter, Reply> {
@@ -1686,6 +1771,9 @@ fn parse_filter(ctx: &Ctx, shared: &Shared) -> Result<Filter, Reply> {
         && let Some(n) = quoted_after(f, "eq '")
     {
         return Ok(Filter::DisplayName(n));
+    }
+    if let Some(clauses) = parse_clauses(f) {
+        return Ok(Filter::Clauses(clauses));
     }
     record_violation(
         shared,
@@ -1715,6 +1803,17 @@ fn matches(filter: &Filter, item: &Value) -> bool {
         Filter::DisplayName(n) => item["displayName"]
             .as_str()
             .is_some_and(|d| d.eq_ignore_ascii_case(n)),
+        Filter::Clauses(cs) => cs.iter().all(|c| match c {
+            Clause::Eq(p, v) => match (at_path(item, p), v) {
+                (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
+                (a, b) => a == b,
+            },
+            Clause::Ge(p, v) => at_path(item, p).as_str().is_some_and(|a| a >= v.as_str()),
+            Clause::Lt(p, v) => at_path(item, p).as_str().is_some_and(|a| a < v.as_str()),
+            Clause::Contains(p, v) => at_path(item, p)
+                .as_str()
+                .is_some_and(|a| a.to_lowercase().contains(&v.to_lowercase())),
+        }),
     }
 }
 
@@ -1750,6 +1849,15 @@ fn present(ctx: &Ctx, item: &Value) -> Value {
 
 fn list_reply(ctx: &Ctx, items: Vec<Value>) -> Reply {
     let mut values: Vec<Value> = items.iter().map(|i| present(ctx, i)).collect();
+    if let Some(order) = ctx.q("$orderby") {
+        let mut words = order.split_whitespace();
+        let path = words.next().unwrap_or_default().to_string();
+        let desc = words.next().is_some_and(|w| w.eq_ignore_ascii_case("desc"));
+        values.sort_by(|a, b| {
+            let (a, b) = (at_path(a, &path).to_string(), at_path(b, &path).to_string());
+            if desc { b.cmp(&a) } else { a.cmp(&b) }
+        });
+    }
     if let Some(top) = ctx.q("$top").and_then(|t| t.parse::<usize>().ok()) {
         values.truncate(top);
     }
@@ -1938,6 +2046,17 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
         ("POST", ["messages", id, "attachments", "createUploadSession"]) => {
             create_upload_session(ctx, shared, mailbox, id)
         }
+        // --- calendars (one default calendar per mailbox)
+        ("GET", ["calendars"]) => list_reply(
+            ctx,
+            vec![json!({
+                "id": format!("AAMkCal-{}", mailbox.replace(['@', '.'], "-")),
+                "name": "Calendar",
+                "isDefaultCalendar": true,
+                "canEdit": true,
+                "owner": { "address": mailbox, "name": mailbox },
+            })],
+        ),
         // --- events
         ("GET", ["events"]) => collection_list(ctx, shared, mailbox, Coll::Events),
         ("POST", ["events"]) => {
