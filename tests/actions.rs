@@ -433,6 +433,16 @@ async fn every_dingtalk_action_works_against_a_fake() {
     .await;
     assert_eq!(group["id"], "pqk-group-1");
     assert_iso(&group["sent_at"]);
+    let elsewhere = act(
+        app,
+        "dingtalk.send_message",
+        None,
+        &json!({"target": "group", "open_conversation_id": "cidSomeoneElse", "text": "x"}),
+    )
+    .await;
+    let (status, code, body) = common::error_code(elsewhere).await;
+    assert_eq!((status, code.as_str()), (403, "forbidden"), "{body}");
+    assert!(body["error"]["details"]["fields"]["open_conversation_id"].is_string());
     let sent = dt
         .requests()
         .into_iter()

@@ -107,7 +107,7 @@ impl DingTalkBackend {
         };
         match i.target.as_str() {
             "group" => {
-                let conversation = i.open_conversation_id.clone().unwrap_or_default();
+                let conversation = ctx.conversation(i.open_conversation_id.as_deref())?;
                 let answer = self
                     .client
                     .send_group_message(&code, &conversation, msg_key, &param)

@@ -120,6 +120,54 @@ impl ActionContext<'_> {
             )),
         }
     }
+
+    /// The DingTalk group to post to: only configured conversations (least privilege,
+    /// like mailboxes); any other is 403 `forbidden` naming the field.
+    pub fn conversation(&self, given: Option<&str>) -> Result<String, ApiError> {
+        let configured = configured_conversations(self.config);
+        match given.map(str::trim).filter(|g| !g.is_empty()) {
+            Some(c) if configured.iter().any(|k| k == c) => Ok(c.to_string()),
+            Some(c) => {
+                let why = format!(
+                    "`{c}` is not a configured conversation (api.dingtalk_conversations or a route's conversation_id); choose one from GET /v1/options/dingtalk-conversations"
+                );
+                Err(
+                    ApiError::new(ErrorCode::Forbidden, format!("open_conversation_id: {why}"))
+                        .with_details(
+                            serde_json::json!({ "fields": { "open_conversation_id": why } }),
+                        ),
+                )
+            }
+            None if configured.len() == 1 => Ok(configured[0].clone()),
+            None => Err(ApiError::invalid_field(
+                "open_conversation_id",
+                "is required; choose one from GET /v1/options/dingtalk-conversations",
+            )),
+        }
+    }
+}
+
+/// Every DingTalk group actions may post to: the ids of `api.dingtalk_conversations`,
+/// then the sync routes' conversations.
+pub fn configured_conversations(config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let ids = config
+        .api
+        .dingtalk_conversations
+        .iter()
+        .map(|c| crate::api::lowcode::option_item(c).0)
+        .chain(
+            config
+                .routes
+                .iter()
+                .filter_map(|r| r.dingtalk.conversation_id.clone()),
+        );
+    for id in ids {
+        if !id.is_empty() && !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
 }
 
 /// Every mailbox actions may touch: the ids of `api.mailboxes`, then the sync routes'
