@@ -1053,7 +1053,10 @@ async fn dispatch(ctx: &Ctx, shared: &Shared) -> Reply {
     if segs.get(1) != Some(&"users") || segs.len() < 4 {
         return graph_error(ctx, 400, "BadRequest", "Unsupported path (fake).");
     }
-    let mailbox = segs[2].to_lowercase();
+    // Clients percent-encode the address (`ops%40contoso.com`); Graph reads both forms.
+    let mailbox = percent_encoding::percent_decode_str(segs[2])
+        .decode_utf8_lossy()
+        .to_lowercase();
     let config = shared.config();
     if let Some(allowed) = &config.mailboxes
         && !allowed.contains(&mailbox)
