@@ -829,6 +829,37 @@ async fn only_the_routed_mailbox_is_touched_and_unrouted_events_are_only_audited
         "every Graph call is for the routed mailbox"
     );
     assert_eq!(graph.all_messages(MAILBOX).len(), 1);
+    // DingTalk triggers are published for every message that arrives, routed or not.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dingbridge"))
+        .args(["keys", "create", "--name", "zapier", "--scopes", "triggers"])
+        .env_clear()
+        .env("DINGBRIDGE_STORE_URL", redis.url())
+        .output()
+        .expect("keys create");
+    let key = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    let polled: Vec<Value> = app
+        .http
+        .get(app.url("/v1/triggers/dingtalk.message.received"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("poll")
+        .json()
+        .await
+        .expect("json");
+    let mut ids: Vec<&str> = polled.iter().filter_map(|t| t["id"].as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["msg-routed", "msg-stray"], "{polled:?}");
+    let routed = polled
+        .iter()
+        .find(|t| t["id"] == "msg-routed")
+        .expect("routed");
+    assert_eq!(routed["conversation_id"], CONVERSATION);
+    assert_eq!(routed["sender_name"], "王五");
+    assert_eq!(routed["text"], "to ops");
     graph.assert_no_violations();
     assert_no_secrets(&app, &graph);
 }

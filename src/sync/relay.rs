@@ -394,15 +394,40 @@ impl RelayHandler {
                 (created.id, result)
             }
         };
-        for (i, file) in message_files(&event.raw).iter().enumerate() {
-            let key = format!("{ns}:attachment:{msg_id}:{i}");
+        let files = message_files(&event.raw);
+        let attachment_key = |i: usize| format!("{ns}:attachment:{msg_id}:{i}");
+        // The item was deleted in Outlook before the relay finished: forget it (and its
+        // attachments) and write it again on the next attempt.
+        let (ns_ref, n_files, key_of) = (&ns, files.len(), &attachment_key);
+        let gone = |e: GraphError| async move {
+            if !e.is_not_found() {
+                return JobFailure::from(e);
+            }
+            if let Err(s) = store.map_delete(ns_ref, Side::Left, msg_id).await {
+                return store_failure(s);
+            }
+            for i in 0..n_files {
+                if let Err(s) = store.kv_delete(&key_of(i)).await {
+                    return store_failure(s);
+                }
+            }
+            JobFailure::transient(format!(
+                "the relayed message is gone ({e}); writing it again"
+            ))
+        };
+        for (i, file) in files.iter().enumerate() {
+            let key = attachment_key(i);
             if store.kv_get(&key).await.map_err(store_failure)?.is_some() {
                 continue;
             }
             let (bytes, content_type) = self.download(route, event, file).await?;
-            let attachment = graph
+            let attachment = match graph
                 .add_attachment(mailbox, &graph_id, &file.name, &content_type, bytes)
-                .await?;
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => return Err(gone(e).await),
+            };
             store
                 .kv_put(
                     &key,
@@ -413,7 +438,9 @@ impl RelayHandler {
                 .map_err(store_failure)?;
         }
         // Created as a received item, which Graph stores read; new chat shows unread.
-        graph.set_read(mailbox, &graph_id, false).await?;
+        if let Err(e) = graph.set_read(mailbox, &graph_id, false).await {
+            return Err(gone(e).await);
+        }
         store
             .kv_put(&done_key, &graph_id, Some(PROGRESS_TTL))
             .await
@@ -657,7 +684,7 @@ impl RelayHandler {
         if let Some(gid) = mapped {
             match graph.update_task(mailbox, &list, &gid, body.clone()).await {
                 Ok(()) => {
-                    self.guard_echo(&gid, id).await?;
+                    self.guard_echo(&gid, &mapping::origin("todo", id)).await?;
                     return Ok(Outcome::new(id, Some(gid), "updated"));
                 }
                 Err(e) if e.is_not_found() => {
@@ -679,7 +706,8 @@ impl RelayHandler {
             .map_put(&ns, id, &created.id)
             .await
             .map_err(store_failure)?;
-        self.guard_echo(&created.id, id).await?;
+        self.guard_echo(&created.id, &mapping::origin("todo", id))
+            .await?;
         let result = if created.existed {
             "updated"
         } else {
