@@ -402,7 +402,8 @@ async fn a_group_message_lands_once_in_the_folder_despite_ten_deliveries_and_a_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_five_megabyte_file_message_is_attached_through_an_upload_session() {
+async fn a_five_megabyte_file_goes_through_an_upload_session_small_ones_inline_and_a_retry_attaches_nothing_twice()
+ {
     let redis = RedisServer::start();
     let graph = GraphFake::start_default();
     let dt = DingTalk::start();
@@ -418,6 +419,9 @@ async fn a_five_megabyte_file_message_is_attached_through_an_upload_session() {
     msg["msgtype"] = json!("file");
     msg.as_object_mut().expect("obj").remove("text");
     msg["content"] = json!({"downloadCode": "dc-big", "fileName": "manifest.pdf"});
+    // The unread mark fails beyond the client's own retries: the job is retried, and the
+    // attachment already added is not added again.
+    graph.fail_next(Some("PATCH"), "/messages/", 4, Failure::unavailable("0.1"));
     push(&app, &msg).await;
     // Complete once audited (after the attachment and the unread mark).
     wait_for(
@@ -427,9 +431,16 @@ async fn a_five_megabyte_file_message_is_attached_through_an_upload_session() {
         || (!relay_results(&redis, "relay.message.created").is_empty()).then_some(()),
     )
     .await;
+    assert!(
+        app.logs()
+            .iter()
+            .any(|l| l.contains("job failed; will retry")),
+        "the job was retried"
+    );
     let messages = graph.messages(MAILBOX, "DingTalk");
     assert_eq!(messages.len(), 1);
     let m = &messages[0];
+    assert_eq!(m["isRead"], false);
     assert_eq!(graph.requests_to("/createUploadSession").len(), 1);
     let atts = m["attachments"].as_array().expect("attachments");
     assert_eq!(atts.len(), 1, "{atts:?}");
@@ -459,6 +470,30 @@ async fn a_five_megabyte_file_message_is_attached_through_an_upload_session() {
             .expect("html")
             .contains("manifest.pdf")
     );
+    // A picture below 3 MB is attached inline.
+    dt.files
+        .lock()
+        .expect("files")
+        .insert("dc-small".into(), Arc::new("p".repeat(100 * 1024)));
+    let mut pic = group_message("msg-pic-1", CONVERSATION, "");
+    pic["msgtype"] = json!("picture");
+    pic.as_object_mut().expect("obj").remove("text");
+    pic["content"] = json!({"downloadCode": "dc-small"});
+    push(&app, &pic).await;
+    wait_for(&app, "the picture message", Duration::from_secs(30), || {
+        (relay_results(&redis, "relay.message.created").len() == 2).then_some(())
+    })
+    .await;
+    let inline: Vec<_> = graph
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/attachments"))
+        .collect();
+    assert_eq!(inline.len(), 1);
+    let body = inline[0].json();
+    assert_eq!(body["@odata.type"], "#microsoft.graph.fileAttachment");
+    assert_eq!(body["name"], "picture.png");
+    assert_eq!(graph.requests_to("/createUploadSession").len(), 1);
     graph.assert_no_violations();
     assert_no_secrets(&app, &graph);
 }
@@ -793,6 +828,43 @@ async fn only_the_routed_mailbox_is_touched_and_unrouted_events_are_only_audited
     assert_eq!(
         origin_of(contact).as_deref(),
         Some("dingtalk:contact:user-7")
+    );
+    // A change patches the contact; leaving the org is not relayed without allow_deletes.
+    push(
+        &app,
+        &json!({"EventType": "user_modify_org", "eventId": "u-ev-2", "userId": ["user-7"]}),
+    )
+    .await;
+    push(
+        &app,
+        &json!({"EventType": "user_leave_org", "eventId": "u-ev-3", "userId": ["user-7"]}),
+    )
+    .await;
+    wait_for(
+        &app,
+        "the contact update and delete",
+        Duration::from_secs(30),
+        || {
+            let updated = relay_results(&redis, "relay.contact.updated");
+            let deleted = relay_results(&redis, "relay.contact.deleted");
+            (updated.len() == 1 && deleted.len() == 1).then_some((updated, deleted))
+        },
+    )
+    .await;
+    assert_eq!(
+        relay_results(&redis, "relay.contact.updated")[0]["detail"]["result"],
+        "updated"
+    );
+    assert_eq!(
+        relay_results(&redis, "relay.contact.deleted")[0]["detail"]["result"],
+        "delete_skipped"
+    );
+    assert_eq!(graph.contacts(MAILBOX).len(), 1, "kept");
+    assert!(
+        graph
+            .requests()
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path.contains("/contacts/"))
     );
     wait_for(
         &app,
