@@ -798,6 +798,25 @@ async fn only_the_routed_mailbox_is_touched_and_unrouted_events_are_only_audited
     let dir = tempfile::tempdir().expect("tempdir");
     let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes())).spawn();
     push(&app, &group_message("msg-routed", CONVERSATION, "to ops")).await;
+    // The production path of group messages: a signed robot callback (not encrypted).
+    let ts = now_ms().to_string();
+    let resp = app
+        .http
+        .post(app.url("/webhooks/dingtalk/robot"))
+        .header("timestamp", &ts)
+        .header(
+            "sign",
+            dingbridge::dingtalk::sign::robot_callback_sign(APP_SECRET, &ts),
+        )
+        .json(&group_message(
+            "msg-robot-callback",
+            CONVERSATION,
+            "via callback",
+        ))
+        .send()
+        .await
+        .expect("robot callback");
+    assert_eq!(resp.status(), 200);
     push(
         &app,
         &group_message("msg-stray", "cid-elsewhere", "to nobody"),
@@ -818,7 +837,7 @@ async fn only_the_routed_mailbox_is_touched_and_unrouted_events_are_only_audited
         "message and contact relayed",
         Duration::from_secs(30),
         || {
-            (graph.messages(MAILBOX, "DingTalk").len() == 1 && graph.contacts(MAILBOX).len() == 1)
+            (graph.messages(MAILBOX, "DingTalk").len() == 2 && graph.contacts(MAILBOX).len() == 1)
                 .then_some(())
         },
     )
@@ -900,7 +919,7 @@ async fn only_the_routed_mailbox_is_touched_and_unrouted_events_are_only_audited
             .all(|r| r.path.contains("ops@contoso.com") || r.path.contains("ops%40contoso.com")),
         "every Graph call is for the routed mailbox"
     );
-    assert_eq!(graph.all_messages(MAILBOX).len(), 1);
+    assert_eq!(graph.all_messages(MAILBOX).len(), 2);
     // DingTalk triggers are published for every message that arrives, routed or not.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dingbridge"))
         .args(["keys", "create", "--name", "zapier", "--scopes", "triggers"])
@@ -924,7 +943,11 @@ async fn only_the_routed_mailbox_is_touched_and_unrouted_events_are_only_audited
         .expect("json");
     let mut ids: Vec<&str> = polled.iter().filter_map(|t| t["id"].as_str()).collect();
     ids.sort();
-    assert_eq!(ids, ["msg-routed", "msg-stray"], "{polled:?}");
+    assert_eq!(
+        ids,
+        ["msg-robot-callback", "msg-routed", "msg-stray"],
+        "{polled:?}"
+    );
     let routed = polled
         .iter()
         .find(|t| t["id"] == "msg-routed")
