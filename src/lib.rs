@@ -75,10 +75,6 @@ impl Application {
             echo_verifier = Some(Box::new(echo::EchoVerifier::new(token.clone())));
         }
 
-        registry.register(
-            dingtalk::events::JOB_KIND,
-            Arc::new(dingtalk::handler::AuditingHandler::new(store.clone())),
-        );
         let dt = &config.dingtalk;
         let push_crypto = dt.push_crypto();
         let dingtalk_client = DingTalkSettings::from_config(dt)
@@ -93,6 +89,18 @@ impl Application {
                 }
             });
         }
+        // DingTalk → Outlook relays along the configured routes (audits and publishes
+        // the DingTalk triggers for every event, routed or not).
+        registry.register(
+            dingtalk::events::JOB_KIND,
+            Arc::new(sync::relay::RelayHandler::new(
+                store.clone(),
+                sync::routes::Routes::new(config.routes.clone()),
+                graph.clone(),
+                dingtalk_client.clone(),
+                http.clone(),
+            )),
+        );
         let dingtalk_push = push_crypto.clone().map(|c| {
             Box::new(dingtalk::push::PushVerifier::new(
                 c,

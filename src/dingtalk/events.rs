@@ -164,6 +164,16 @@ pub fn event_type(payload: &Value) -> Option<String> {
     payload.as_object().and_then(|o| text(o, "EventType"))
 }
 
+/// `true` for a robot message body (`msgtype` and `conversationId`, no `EventType`),
+/// which may also arrive through the encrypted HTTP push channel.
+pub fn is_robot_message(payload: &Value) -> bool {
+    payload.as_object().is_some_and(|o| {
+        text(o, "EventType").is_none()
+            && text(o, "msgtype").is_some()
+            && text(o, "conversationId").is_some()
+    })
+}
+
 /// Normalises a robot message (HTTP callback body or Stream robot `data`).
 pub fn normalize_robot(body: &Value) -> SyncEvent {
     let mut event = SyncEvent::new(Source::Dingtalk, EventKind::Message, Action::Created);

@@ -5,7 +5,6 @@ pub mod backfill;
 pub mod client;
 pub mod crypto;
 pub mod events;
-pub mod handler;
 pub mod push;
 pub mod robot;
 pub mod sample;

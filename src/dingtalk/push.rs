@@ -124,6 +124,10 @@ impl Verifier for PushVerifier {
         let events = if events::CHECK_EVENTS.contains(&event_type.as_str()) {
             tracing::info!(event_type = %event_type, "DingTalk URL check answered");
             Vec::new()
+        } else if events::is_robot_message(&payload) {
+            // A group/robot message delivered through the encrypted channel (the same body
+            // as a robot callback): normalised and deduplicated as a robot message.
+            vec![events::verified_robot(&payload)]
         } else {
             match events::normalize_push(&payload) {
                 Ok(event) => vec![events::verified_push(event)],
@@ -194,6 +198,17 @@ mod tests {
             )
             .expect("reply decrypts");
         assert_eq!(plain, "success");
+    }
+
+    #[test]
+    fn an_encrypted_robot_message_is_queued_as_a_message() {
+        let body = r#"{"msgtype":"text","text":{"content":"hi"},"msgId":"m1","conversationId":"cid1","conversationType":"2"}"#;
+        let (q, b) = request(body, &now_ms().to_string());
+        let v = run(&q, &b).expect("verified");
+        assert_eq!(v.events.len(), 1);
+        assert_eq!(v.events[0].event_id.as_deref(), Some("msg:m1"));
+        assert_eq!(v.events[0].payload["kind"], "message");
+        assert_eq!(v.events[0].payload["ids"]["conversation_id"], "cid1");
     }
 
     #[test]

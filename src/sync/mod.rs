@@ -3,5 +3,7 @@
 
 pub mod event;
 pub mod mapping;
+pub mod relay;
+pub mod routes;
 
 pub use event::{Action, EventKind, Source, SyncEvent};
