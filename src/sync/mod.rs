@@ -3,5 +3,6 @@
 
 pub mod event;
 pub mod mapping;
+pub mod outbound_relay;
 
 pub use event::{Action, EventKind, Source, SyncEvent};

@@ -1,0 +1,773 @@
+//! Outlook → DingTalk: the `graph.notification` and `graph.lifecycle` job handlers, the
+//! delta resync of a watched mail folder, and the lease-guarded task that keeps the
+//! Graph subscriptions alive.
+//!
+//! Mail: a new Outlook message becomes one markdown message in the route's DingTalk
+//! conversation (sender, subject, a bounded text preview, attachment names, a link to
+//! Outlook on the web), through the route's custom robot webhook (`msgUuid` derived from
+//! the Graph id, so a retried send is not posted twice) or the app robot. Loop
+//! prevention: an item carrying the bridge's origin marker, one with an echo guard
+//! (`echo:graph:<id>`, written by the DingTalk → Outlook relay) or one already mapped is
+//! not relayed; a per-item claim keeps concurrent notifications for one item from
+//! relaying it twice.
+//!
+//! Read state: DingTalk chat messages have no read state an app can write, so reading a
+//! relayed mail in Outlook changes nothing on the DingTalk side (see README).
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use rsa::RsaPrivateKey;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::RouteConfig,
+    dingtalk::client::{DingTalkClient, send_custom_robot},
+    graph::{
+        GraphClient,
+        inbound::{LIFECYCLE_KIND, NOTIFICATION_KIND},
+        jwks::JwksValidator,
+        notifications::{ChangeNotification, decrypt_content},
+        subscriptions::{self, Outcome, SubscriptionManager, SubscriptionRecord, Watched},
+    },
+    store::{SharedStore, Side},
+    sync::mapping::{ORIGIN_PROPERTY, text_preview},
+    worker::{JobFailure, JobHandler},
+};
+
+/// Id-pair namespace of relayed mail: left = DingTalk message id, right = Graph id.
+pub const MAIL_NS: &str = "outlook-mail";
+/// Characters of mail text shown in the DingTalk message.
+pub const PREVIEW_CHARS: usize = 300;
+/// How long the echo guard of a DingTalk message the bridge posted lives.
+const ECHO_TTL: Duration = Duration::from_secs(600);
+/// How long one relay claims an item.
+const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// Safety bound on delta pages per resync.
+const MAX_DELTA_PAGES: usize = 1000;
+
+/// Delta state of one route's watched folder: the link to follow next and the time the
+/// baseline was taken (older mail is never relayed as new).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct DeltaState {
+    link: String,
+    since: String,
+}
+
+fn delta_key(route: &str, folder: &str) -> String {
+    format!("graph:delta:{route}:{folder}")
+}
+
+/// Where a message relay was triggered from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// A `created` notification.
+    Created,
+    /// An `updated` notification (read state and edits).
+    Updated,
+    /// A delta resync: relay unmapped mail received at or after the baseline.
+    Delta,
+}
+
+/// The Outlook → DingTalk relay.
+pub struct OutlookRelay {
+    store: SharedStore,
+    graph: Arc<GraphClient>,
+    http: reqwest::Client,
+    dingtalk: Option<Arc<DingTalkClient>>,
+    routes: Vec<RouteConfig>,
+    manager: Option<Arc<SubscriptionManager>>,
+    jwks: Option<JwksValidator>,
+    private_key: Option<RsaPrivateKey>,
+}
+
+impl OutlookRelay {
+    /// A relay for the Outlook → DingTalk `routes`.
+    pub fn new(
+        store: SharedStore,
+        graph: Arc<GraphClient>,
+        http: reqwest::Client,
+        dingtalk: Option<Arc<DingTalkClient>>,
+        routes: Vec<RouteConfig>,
+        manager: Option<Arc<SubscriptionManager>>,
+    ) -> Self {
+        Self {
+            store,
+            graph,
+            http,
+            dingtalk,
+            routes,
+            manager,
+            jwks: None,
+            private_key: None,
+        }
+    }
+
+    /// Enables rich notifications: `validationTokens` checked with `jwks`, content
+    /// decrypted with `key`.
+    pub fn with_rich(mut self, jwks: JwksValidator, key: RsaPrivateKey) -> Self {
+        self.jwks = Some(jwks);
+        self.private_key = Some(key);
+        self
+    }
+
+    fn route(&self, name: &str) -> Option<&RouteConfig> {
+        self.routes
+            .iter()
+            .find(|r| r.name == name && r.direction.to_dingtalk())
+    }
+
+    // ----- notifications ----------------------------------------------------------------
+
+    async fn on_notification(
+        &self,
+        n: &ChangeNotification,
+        record: &SubscriptionRecord,
+        tokens: &[String],
+    ) -> Result<(), JobFailure> {
+        let Some(route) = self.route(&record.route) else {
+            tracing::debug!(route = %record.route, "notification for a route that no longer relays to DingTalk");
+            return Ok(());
+        };
+        let Some(item_id) = n.item_id() else {
+            return Ok(());
+        };
+        match record.watched {
+            Watched::Messages => {
+                let trigger = match n.change_type.as_deref() {
+                    Some("created") => Trigger::Created,
+                    Some("updated") => Trigger::Updated,
+                    // A deleted mail stays in the DingTalk chat.
+                    _ => return Ok(()),
+                };
+                let rich = match (&n.encrypted_content, &self.private_key) {
+                    (Some(content), Some(key)) => {
+                        if let Some(jwks) = &self.jwks
+                            && let Err(why) = jwks.validate_all(tokens).await
+                        {
+                            // Acknowledged at the door already; suspicious, so drop it.
+                            metrics::counter!("graph_notifications_ignored_total", "reason" => "validation_token").increment(1);
+                            tracing::warn!(subscription = %n.subscription_id, reason = %why, "rich notification with invalid validation tokens dropped");
+                            return Ok(());
+                        }
+                        match decrypt_content(key, content) {
+                            Ok(v) => Some(v),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot decrypt rich notification; fetching the item");
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                self.relay_message(route, &record.mailbox, &item_id, trigger, None, rich)
+                    .await
+            }
+            Watched::Events | Watched::Contacts => {
+                tracing::debug!(watched = ?record.watched, "no DingTalk relay for this collection yet");
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_lifecycle(
+        &self,
+        n: &ChangeNotification,
+        record: &SubscriptionRecord,
+    ) -> Result<(), JobFailure> {
+        let event = n.lifecycle_event.as_deref().unwrap_or_default();
+        let Some(manager) = &self.manager else {
+            tracing::warn!(
+                event,
+                "lifecycle event but no subscription manager (public_url unset)"
+            );
+            return Ok(());
+        };
+        let busy =
+            || JobFailure::transient("subscription busy").retry_after(Duration::from_secs(1));
+        match event {
+            "reauthorizationRequired" | "subscriptionRemoved" => {
+                let removed = event == "subscriptionRemoved";
+                let outcome = manager
+                    .locked(&record.route, record.watched, || async {
+                        let current = manager.current(&record.route, record.watched).await?;
+                        match current {
+                            // Someone already replaced it: only the resync is left.
+                            Some(c) if c.id != record.id => Ok(Some(c)),
+                            Some(c) if !removed => match manager.renew(&c).await? {
+                                Some(_) => Ok(None),
+                                None => Ok(Some(manager.recreate(&c).await?)),
+                            },
+                            Some(c) => Ok(Some(manager.recreate(&c).await?)),
+                            None => Ok(Some(manager.recreate(record).await?)),
+                        }
+                    })
+                    .await
+                    .map_err(|e| JobFailure::transient(e.to_string()))?;
+                match outcome {
+                    None => Err(busy()),
+                    Some(None) => Ok(()),
+                    Some(Some(new)) => self.resync(&new).await,
+                }
+            }
+            "missed" => {
+                let current = manager
+                    .current(&record.route, record.watched)
+                    .await
+                    .map_err(|e| JobFailure::transient(e.to_string()))?
+                    .unwrap_or_else(|| record.clone());
+                self.resync(&current).await
+            }
+            other => {
+                tracing::warn!(event = other, "unknown Graph lifecycle event ignored");
+                Ok(())
+            }
+        }
+    }
+
+    // ----- delta ------------------------------------------------------------------------
+
+    /// After a new subscription: resync when a delta link exists (the gap since it),
+    /// otherwise take the baseline (existing mail is not relayed).
+    pub async fn after_created(&self, record: &SubscriptionRecord) -> Result<(), JobFailure> {
+        self.resync(record).await
+    }
+
+    /// Relays the changes in the watched folder since the stored delta link (exactly the
+    /// gap); without a link, takes the baseline and relays nothing.
+    pub async fn resync(&self, record: &SubscriptionRecord) -> Result<(), JobFailure> {
+        if record.watched != Watched::Messages {
+            tracing::info!(watched = ?record.watched, "delta resync of this collection is not implemented; skipped");
+            return Ok(());
+        }
+        let Some(route) = self.route(&record.route) else {
+            return Ok(());
+        };
+        let folder = record.folder.clone().unwrap_or_else(|| "inbox".into());
+        let lock = format!("graph-delta:{}:{folder}", record.route);
+        let token = uuid::Uuid::new_v4().to_string();
+        let store_err = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
+        if !self
+            .store
+            .lease_acquire(&lock, &token, Duration::from_secs(300))
+            .await
+            .map_err(store_err)?
+        {
+            return Err(JobFailure::transient("a resync of this folder is running")
+                .retry_after(Duration::from_secs(2)));
+        }
+        let result = self.follow_delta(route, record, &folder).await;
+        let _ = self.store.lease_release(&lock, &token).await;
+        result
+    }
+
+    async fn follow_delta(
+        &self,
+        route: &RouteConfig,
+        record: &SubscriptionRecord,
+        folder: &str,
+    ) -> Result<(), JobFailure> {
+        let key = delta_key(&route.name, folder);
+        let stored: Option<DeltaState> = self
+            .store
+            .kv_get(&key)
+            .await
+            .map_err(|e| JobFailure::transient(e.to_string()))?
+            .and_then(|raw| serde_json::from_str(&raw).ok());
+        let baseline = stored.is_none();
+        let since = stored.as_ref().map(|s| s.since.clone()).unwrap_or_else(|| {
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        });
+        let mailbox = &record.mailbox;
+        let mut page = match &stored {
+            Some(s) => self.graph.get_url(mailbox, &s.link).await,
+            None => {
+                self.graph
+                    .get(
+                        mailbox,
+                        &format!(
+                            "mailFolders/{}/messages/delta?$select=id,receivedDateTime,isRead",
+                            utf8_percent_encode(folder, NON_ALPHANUMERIC)
+                        ),
+                    )
+                    .await
+            }
+        };
+        if let Err(e) = &page
+            && (e.status() == Some(410)
+                || matches!(e.code(), Some("syncStateNotFound" | "resyncRequired")))
+        {
+            // The token expired: take a new baseline (mail in the gap is lost to delta).
+            tracing::warn!(route = %route.name, error = %e, "delta token no longer valid; new baseline");
+            let _ = self.store.kv_delete(&key).await;
+            return Box::pin(self.follow_delta(route, record, folder)).await;
+        }
+        let mut relayed = 0usize;
+        for _ in 0..MAX_DELTA_PAGES {
+            let body = page?;
+            for item in body
+                .get("value")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if item.get("@removed").is_some() || baseline {
+                    continue;
+                }
+                let Some(id) = item.get("id").and_then(Value::as_str) else {
+                    continue;
+                };
+                self.relay_message(route, mailbox, id, Trigger::Delta, Some(&since), None)
+                    .await?;
+                relayed += 1;
+            }
+            if let Some(next) = body.get("@odata.nextLink").and_then(Value::as_str) {
+                page = self.graph.get_url(mailbox, next).await;
+                continue;
+            }
+            let Some(link) = body.get("@odata.deltaLink").and_then(Value::as_str) else {
+                return Err(JobFailure::transient(
+                    "delta page with neither nextLink nor deltaLink",
+                ));
+            };
+            let state = DeltaState {
+                link: link.to_string(),
+                since: since.clone(),
+            };
+            self.store
+                .kv_put(
+                    &key,
+                    &serde_json::to_string(&state).unwrap_or_default(),
+                    None,
+                )
+                .await
+                .map_err(|e| JobFailure::transient(e.to_string()))?;
+            tracing::info!(route = %route.name, folder, baseline, changed = relayed, "delta resync finished");
+            return Ok(());
+        }
+        Err(JobFailure::transient(
+            "delta did not end within the page bound",
+        ))
+    }
+
+    // ----- mail -------------------------------------------------------------------------
+
+    async fn relay_message(
+        &self,
+        route: &RouteConfig,
+        mailbox: &str,
+        id: &str,
+        trigger: Trigger,
+        since: Option<&str>,
+        rich: Option<Value>,
+    ) -> Result<(), JobFailure> {
+        let claim = format!("relay:graph:{id}");
+        let token = uuid::Uuid::new_v4().to_string();
+        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
+        if !self
+            .store
+            .lease_acquire(&claim, &token, CLAIM_TTL)
+            .await
+            .map_err(transient)?
+        {
+            return Err(
+                JobFailure::transient("item is being relayed by another job")
+                    .retry_after(Duration::from_secs(1)),
+            );
+        }
+        let result = self
+            .relay_message_claimed(route, mailbox, id, trigger, since, rich)
+            .await;
+        let _ = self.store.lease_release(&claim, &token).await;
+        result
+    }
+
+    async fn relay_message_claimed(
+        &self,
+        route: &RouteConfig,
+        mailbox: &str,
+        id: &str,
+        trigger: Trigger,
+        since: Option<&str>,
+        rich: Option<Value>,
+    ) -> Result<(), JobFailure> {
+        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
+        let skip = |reason: &'static str| {
+            metrics::counter!("graph_relay_skipped_total", "reason" => reason).increment(1);
+            tracing::debug!(item = id, reason, "Outlook item not relayed");
+            Ok(())
+        };
+        if self
+            .store
+            .kv_get(&format!("echo:graph:{id}"))
+            .await
+            .map_err(transient)?
+            .is_some()
+        {
+            return skip("echo_guard");
+        }
+        if self
+            .store
+            .map_get(MAIL_NS, Side::Right, id)
+            .await
+            .map_err(transient)?
+            .is_some()
+        {
+            // Already relayed. Its DingTalk counterpart (a chat message) has no read
+            // state an app can write, so an `updated` needs nothing.
+            return skip("already_relayed");
+        }
+        if trigger == Trigger::Updated {
+            return skip("update_of_unrelayed_item");
+        }
+        let message = match rich {
+            Some(v) => v,
+            None => match self.fetch_message(mailbox, id).await {
+                Ok(v) => v,
+                Err(e) if e.is_not_found() => return skip("gone"),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if carries_origin_marker(&message) {
+            return skip("origin_marker");
+        }
+        if message.get("isDraft").and_then(Value::as_bool) == Some(true) {
+            return skip("draft");
+        }
+        if trigger == Trigger::Delta
+            && let (Some(since), Some(received)) = (
+                since.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()),
+                message
+                    .get("receivedDateTime")
+                    .and_then(Value::as_str)
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()),
+            )
+            && received < since
+        {
+            return skip("before_baseline");
+        }
+        let (title, text) = mail_markdown(&message);
+        let uuid = msg_uuid(&route.name, id);
+        let dingtalk_id = self.post_markdown(route, &title, &text, &uuid).await?;
+        self.store
+            .map_put(MAIL_NS, &dingtalk_id, id)
+            .await
+            .map_err(transient)?;
+        self.store
+            .kv_put(&format!("echo:dingtalk:{dingtalk_id}"), id, Some(ECHO_TTL))
+            .await
+            .map_err(transient)?;
+        metrics::counter!("graph_relayed_total", "kind" => "mail").increment(1);
+        tracing::info!(route = %route.name, item = id, dingtalk = %dingtalk_id, "Outlook mail relayed to DingTalk");
+        Ok(())
+    }
+
+    async fn fetch_message(
+        &self,
+        mailbox: &str,
+        id: &str,
+    ) -> Result<Value, crate::graph::GraphError> {
+        let expand = format!(
+            "singleValueExtendedProperties($filter=id eq '{ORIGIN_PROPERTY}'),attachments($select=name)"
+        );
+        let path = format!(
+            "messages/{}?$select={}&$expand={}",
+            utf8_percent_encode(id, NON_ALPHANUMERIC),
+            utf8_percent_encode(
+                "id,subject,from,sender,body,bodyPreview,webLink,hasAttachments,receivedDateTime,isRead,isDraft",
+                NON_ALPHANUMERIC
+            ),
+            utf8_percent_encode(&expand, NON_ALPHANUMERIC)
+        );
+        self.graph.get(mailbox, &path).await
+    }
+
+    /// Posts markdown to the route's conversation; returns the DingTalk-side id.
+    async fn post_markdown(
+        &self,
+        route: &RouteConfig,
+        title: &str,
+        text: &str,
+        uuid: &str,
+    ) -> Result<String, JobFailure> {
+        let d = &route.dingtalk;
+        if let Some(webhook) = &d.robot_webhook {
+            let body = json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}});
+            send_custom_robot(
+                &self.http,
+                &self.store,
+                webhook.expose_secret(),
+                d.robot_secret.as_ref().map(|s| s.expose_secret()),
+                &body,
+                uuid,
+            )
+            .await?;
+            return Ok(format!("robot:{uuid}"));
+        }
+        if let (Some(robot), Some(conversation), Some(client)) =
+            (&d.robot_code, &d.conversation_id, &self.dingtalk)
+        {
+            let answer = client
+                .send_group_message(
+                    robot,
+                    conversation,
+                    "sampleMarkdown",
+                    &json!({"title": title, "text": text}),
+                )
+                .await?;
+            let key = answer
+                .get("processQueryKey")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("robot:{uuid}"));
+            return Ok(key);
+        }
+        Err(JobFailure::permanent(format!(
+            "route {} has no DingTalk target for mail: set dingtalk.robot_webhook, or robot_code + conversation_id with DingTalk app credentials",
+            route.name
+        )))
+    }
+}
+
+/// A stable `msgUuid` for the relay of Graph item `id` on `route`.
+pub fn msg_uuid(route: &str, id: &str) -> String {
+    let digest = Sha256::digest(format!("{route}\n{id}").as_bytes());
+    format!("outlook-{}", hex::encode(&digest[..16]))
+}
+
+/// True when the item has the bridge's origin marker among its extended properties.
+pub fn carries_origin_marker(item: &Value) -> bool {
+    item.get("singleValueExtendedProperties")
+        .and_then(Value::as_array)
+        .is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p.get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|i| i.eq_ignore_ascii_case(ORIGIN_PROPERTY))
+            })
+        })
+}
+
+fn md_inline(s: &str) -> String {
+    s.replace(['\r', '\n'], " ")
+        .replace('[', "\\[")
+        .replace(']', "\\]")
+        .trim()
+        .to_string()
+}
+
+/// Title and markdown text of the DingTalk message for an Outlook mail.
+pub fn mail_markdown(message: &Value) -> (String, String) {
+    let subject = message
+        .get("subject")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map(md_inline)
+        .unwrap_or_else(|| "(no subject)".into());
+    let from = message
+        .get("from")
+        .or_else(|| message.get("sender"))
+        .and_then(|f| f.get("emailAddress"));
+    let name = from
+        .and_then(|e| e.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let address = from
+        .and_then(|e| e.get("address"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let sender = match (name.is_empty(), address.is_empty()) {
+        (false, false) => format!("{} <{}>", md_inline(name), md_inline(address)),
+        (false, true) => md_inline(name),
+        (true, false) => md_inline(address),
+        (true, true) => "(unknown sender)".into(),
+    };
+    let body = message
+        .get("body")
+        .and_then(|b| b.get("content"))
+        .and_then(Value::as_str)
+        .or_else(|| message.get("bodyPreview").and_then(Value::as_str))
+        .unwrap_or("");
+    let preview = text_preview(body, PREVIEW_CHARS);
+    let mut text = format!("#### 📧 {subject}\n\n**From:** {sender}\n\n");
+    if !preview.is_empty() {
+        text.push_str(&format!("> {preview}\n\n"));
+    }
+    let names: Vec<String> = message
+        .get("attachments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.get("name").and_then(Value::as_str))
+        .map(md_inline)
+        .collect();
+    if !names.is_empty() {
+        text.push_str(&format!("**Attachments:** {}\n\n", names.join(", ")));
+    }
+    if let Some(link) = message.get("webLink").and_then(Value::as_str) {
+        text.push_str(&format!("[Open in Outlook]({link})\n"));
+    }
+    (format!("📧 {subject}"), text)
+}
+
+#[async_trait]
+impl JobHandler for OutlookRelay {
+    async fn handle(&self, job: &crate::store::Job) -> Result<(), JobFailure> {
+        let n: ChangeNotification = serde_json::from_value(job.payload["notification"].clone())
+            .map_err(|e| JobFailure::permanent(format!("bad notification payload: {e}")))?;
+        let Ok(record) =
+            serde_json::from_value::<SubscriptionRecord>(job.payload["subscription"].clone())
+        else {
+            return Err(JobFailure::permanent(
+                "notification without its subscription",
+            ));
+        };
+        let tokens: Vec<String> =
+            serde_json::from_value(job.payload["validation_tokens"].clone()).unwrap_or_default();
+        if job.kind == LIFECYCLE_KIND || n.lifecycle_event.is_some() {
+            self.on_lifecycle(&n, &record).await
+        } else if job.kind == NOTIFICATION_KIND {
+            self.on_notification(&n, &record, &tokens).await
+        } else {
+            Ok(())
+        }
+    }
+}
+
+// ----- the subscription task --------------------------------------------------------------
+
+/// The lease-guarded subscription loop; [`SubscriptionTask::shutdown`] stops it.
+pub struct SubscriptionTask {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl SubscriptionTask {
+    /// Starts the loop: every interval, the holder of [`subscriptions::LEASE`] (taken or
+    /// kept) creates, renews and recreates subscriptions; new ones get a delta resync.
+    pub fn start(
+        store: SharedStore,
+        manager: Arc<SubscriptionManager>,
+        relay: Arc<OutlookRelay>,
+    ) -> SubscriptionTask {
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let interval = manager.settings().interval;
+        let ttl = (interval * 3).clamp(Duration::from_secs(10), Duration::from_secs(900));
+        let task = tokio::spawn(async move {
+            let token = uuid::Uuid::new_v4().to_string();
+            let mut leader = false;
+            loop {
+                let held = if leader {
+                    store.lease_renew(subscriptions::LEASE, &token, ttl).await
+                } else {
+                    store.lease_acquire(subscriptions::LEASE, &token, ttl).await
+                };
+                match held {
+                    Ok(h) => {
+                        if h && !leader {
+                            tracing::info!("this instance now manages the Graph subscriptions");
+                        }
+                        leader = h;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reach the store for the subscription lease");
+                        leader = false;
+                    }
+                }
+                if leader {
+                    tokio::select! {
+                        r = run_check(&manager, &relay) => if let Err(e) = r {
+                            tracing::warn!(error = %e, "Graph subscription check failed");
+                        },
+                        _ = stop.cancelled() => break,
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {},
+                    _ = stop.cancelled() => break,
+                }
+            }
+            if leader {
+                let _ = store.lease_release(subscriptions::LEASE, &token).await;
+            }
+            tracing::info!("Graph subscription manager stopped");
+        });
+        SubscriptionTask { cancel, task }
+    }
+
+    /// Stops the loop and gives the lease back.
+    pub async fn shutdown(self, timeout: Duration) {
+        self.cancel.cancel();
+        let _ = tokio::time::timeout(timeout, self.task).await;
+    }
+}
+
+async fn run_check(manager: &SubscriptionManager, relay: &OutlookRelay) -> anyhow::Result<()> {
+    for outcome in manager.check().await? {
+        let r = match &outcome {
+            Outcome::Created(r) => relay.after_created(r).await,
+            Outcome::Recreated(r) => relay.resync(r).await,
+            Outcome::Renewed(_) => Ok(()),
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e.message, "delta resync after a subscription change failed; the next lifecycle event or restart retries");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_names_sender_subject_preview_attachments_and_link() {
+        let m = json!({
+            "subject": "Q3 [draft]\nplan",
+            "from": {"emailAddress": {"name": "Li Lei", "address": "li@contoso.com"}},
+            "body": {"contentType": "html", "content": "<p>Hello&nbsp;team</p>"},
+            "attachments": [{"name": "plan.xlsx"}, {"name": "memo.pdf"}],
+            "webLink": "https://outlook.office365.com/owa/?ItemID=AAMk1",
+        });
+        let (title, text) = mail_markdown(&m);
+        assert_eq!(title, "📧 Q3 \\[draft\\] plan");
+        assert!(text.contains("**From:** Li Lei <li@contoso.com>"), "{text}");
+        assert!(text.contains("> Hello team"), "{text}");
+        assert!(
+            text.contains("**Attachments:** plan.xlsx, memo.pdf"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[Open in Outlook](https://outlook.office365.com/owa/?ItemID=AAMk1)")
+        );
+    }
+
+    #[test]
+    fn previews_are_bounded_and_uuids_stable() {
+        let long = "x".repeat(5000);
+        let (_, text) = mail_markdown(&json!({"subject": "s", "bodyPreview": long}));
+        assert!(text.len() < 1000);
+        assert_eq!(msg_uuid("r", "AAMk1"), msg_uuid("r", "AAMk1"));
+        assert_ne!(msg_uuid("r", "AAMk1"), msg_uuid("r", "AAMk2"));
+        assert!(msg_uuid("r", "a").len() <= 64);
+    }
+
+    #[test]
+    fn the_origin_marker_is_recognised() {
+        assert!(carries_origin_marker(
+            &json!({"singleValueExtendedProperties": [
+                {"id": ORIGIN_PROPERTY, "value": "dingtalk:msg:1"}
+            ]})
+        ));
+        assert!(!carries_origin_marker(
+            &json!({"singleValueExtendedProperties": []})
+        ));
+        assert!(!carries_origin_marker(&json!({})));
+    }
+}

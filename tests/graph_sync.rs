@@ -1,0 +1,370 @@
+//! Outlook → DingTalk through the running binary: subscriptions created (with Graph's
+//! validation handshake) and renewed by one instance, change notifications relayed as
+//! exactly one DingTalk robot message, lifecycle events leading to recreation and a delta
+//! resync of exactly the gap, and no echo of items the bridge wrote.
+
+mod common;
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use common::{
+    FakeReply, FakeServer, RedisServer, TestApp, eventually, free_port,
+    graph_fake::{GraphFake, GraphFakeConfig},
+};
+use serde_json::{Value, json};
+
+const MAILBOX: &str = "ops@contoso.com";
+const ORIGIN: &str = "String {6c1f3e0a-8d2b-4b7e-9a51-2f4d8c9e7b13} Name DingBridgeOrigin";
+
+struct World {
+    redis: RedisServer,
+    graph: GraphFake,
+    robot: FakeServer,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    port: u16,
+}
+
+impl World {
+    fn new(extra_graph: &str) -> World {
+        let redis = RedisServer::start();
+        let graph = GraphFake::start(GraphFakeConfig::default());
+        let robot = FakeServer::start(|_| FakeReply::json(json!({"errcode": 0, "errmsg": "ok"})));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let cfg = graph.config();
+        let text = format!(
+            r#"public_url = "http://127.0.0.1:{port}"
+[graph]
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret = "{secret}"
+base_url = "{base}"
+authority_url = "{authority}"
+allow_http_public_url = true
+{extra_graph}
+
+[[routes]]
+name = "ops"
+mailbox = "{MAILBOX}"
+kinds = ["mail"]
+direction = "to_dingtalk"
+[routes.dingtalk]
+robot_webhook = "{robot}"
+robot_secret = "SECtest-robot-secret"
+"#,
+            tenant = cfg.tenant,
+            client = cfg.client_id,
+            secret = cfg.client_secret.clone().expect("secret"),
+            base = graph.graph_base(),
+            authority = graph.authority(),
+            robot = robot.url("/robot/send?access_token=robot-token"),
+        );
+        let config = dir.path().join("dingbridge.toml");
+        std::fs::write(&config, text).expect("write config");
+        World {
+            redis,
+            graph,
+            robot,
+            _dir: dir,
+            config,
+            port,
+        }
+    }
+
+    /// An instance; the first one listens on the port `public_url` names.
+    fn spawn(&self, first: bool) -> TestApp {
+        let listen = if first {
+            format!("127.0.0.1:{}", self.port)
+        } else {
+            "127.0.0.1:0".into()
+        };
+        let url = self.redis.url();
+        TestApp::spawn(&[
+            ("DINGBRIDGE_CONFIG", self.config.to_str().expect("path")),
+            ("DINGBRIDGE_LISTEN", listen.as_str()),
+            ("DINGBRIDGE_STORE_URL", url.as_str()),
+            ("DINGBRIDGE_WORKERS_BACKOFF_BASE_MS", "100"),
+            ("DINGBRIDGE_WORKERS_BACKOFF_MAX_MS", "1000"),
+        ])
+    }
+
+    async fn message_subscription(&self) -> Value {
+        eventually(Duration::from_secs(20), || async {
+            self.graph.subscription_for(MAILBOX, "messages")
+        })
+        .await
+        .expect("the bridge subscribed to the inbox")
+    }
+
+    /// Robot messages received so far.
+    fn robot_messages(&self) -> Vec<Value> {
+        self.robot
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/robot/send")
+            .map(|r| r.json())
+            .collect()
+    }
+
+    async fn wait_for_robot(&self, n: usize) -> Vec<Value> {
+        eventually(Duration::from_secs(20), || async {
+            let m = self.robot_messages();
+            (m.len() >= n).then_some(m)
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "expected {n} DingTalk messages, got {:?}",
+                self.robot_messages()
+            )
+        })
+    }
+
+    fn set_echo_guard(&self, graph_id: &str) {
+        let mut c = self.redis.client();
+        let _: () = redis::cmd("SET")
+            .arg(format!("dingbridge:kv:echo:graph:{graph_id}"))
+            .arg("dingtalk:msg:1")
+            .query(&mut c)
+            .expect("set echo guard");
+    }
+}
+
+fn mail(subject: &str) -> Value {
+    json!({
+        "subject": subject,
+        "from": {"emailAddress": {"name": "Li Lei", "address": "li.lei@fabrikam.com"}},
+        "body": {"contentType": "html", "content": format!("<p>Body of {subject}</p>")},
+    })
+}
+
+fn text_of(m: &Value) -> String {
+    m["markdown"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_outlook_mail_arrives_as_exactly_one_dingtalk_message() {
+    let w = World::new("");
+    let app = w.spawn(true);
+    let sub = w.message_subscription().await;
+    let sub_id = sub["id"].as_str().expect("id");
+    assert_eq!(
+        sub["notificationUrl"],
+        format!("http://127.0.0.1:{}/webhooks/graph", w.port)
+    );
+    assert_eq!(
+        sub["lifecycleNotificationUrl"],
+        format!("http://127.0.0.1:{}/webhooks/graph/lifecycle", w.port)
+    );
+    let cs = w.graph.client_state(sub_id).expect("client state");
+    assert!(cs.len() >= 32 && cs.len() <= 128);
+
+    let mut m = mail("Quarterly plan");
+    m["attachments"] = json!([{"@odata.type": "#microsoft.graph.fileAttachment", "name": "plan.xlsx", "size": 10}]);
+    let id = w.graph.put_message(MAILBOX, "inbox", m);
+    // The same notification delivered twice, another one for the same item, an update.
+    let body = w.graph.notification_body(sub_id, "created", &id, None);
+    assert_eq!(w.graph.deliver(sub_id, &body).await, 202);
+    assert_eq!(w.graph.deliver(sub_id, &body).await, 202);
+    assert_eq!(w.graph.notify(sub_id, "created", &id).await, 202);
+    assert_eq!(w.graph.notify(sub_id, "updated", &id).await, 202);
+
+    let got = w.wait_for_robot(1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got_after = w.robot_messages();
+    assert_eq!(
+        got_after.len(),
+        1,
+        "exactly one DingTalk message: {got_after:?}"
+    );
+    let msg = &got[0];
+    assert_eq!(msg["msgtype"], "markdown");
+    let text = text_of(msg);
+    assert!(text.contains("Quarterly plan"), "{text}");
+    assert!(text.contains("Li Lei <li.lei@fabrikam.com>"), "{text}");
+    assert!(text.contains("Body of Quarterly plan"), "{text}");
+    assert!(text.contains("plan.xlsx"), "{text}");
+    assert!(
+        text.contains("[Open in Outlook](https://outlook.office365.com/owa/"),
+        "{text}"
+    );
+    assert!(msg["msgUuid"].as_str().is_some_and(|u| !u.is_empty()));
+    let req = &w.robot.requests()[0];
+    assert!(req.query.contains("sign=") && req.query.contains("timestamp="));
+
+    // A wrong clientState is acknowledged and relays nothing.
+    let other = w.graph.put_message(MAILBOX, "inbox", mail("Forged"));
+    let forged = w
+        .graph
+        .notification_body(sub_id, "created", &other, Some("not-the-secret"));
+    assert_eq!(w.graph.deliver(sub_id, &forged).await, 202);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        w.robot_messages().len(),
+        1,
+        "the forged notification relayed nothing"
+    );
+    assert_eq!(
+        app.metric("graph_notifications_ignored_total{reason=\"client_state_mismatch\"}")
+            .await,
+        Some(1.0)
+    );
+    w.graph.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_the_bridge_wrote_or_guarded_are_not_relayed_back() {
+    let w = World::new("");
+    let _app = w.spawn(true);
+    let sub = w.message_subscription().await;
+    let sub_id = sub["id"].as_str().expect("id");
+    let mut marked = mail("Written by the bridge");
+    marked["singleValueExtendedProperties"] = json!([{"id": ORIGIN, "value": "dingtalk:msg:42"}]);
+    let marked_id = w.graph.put_message(MAILBOX, "inbox", marked);
+    let guarded_id = w
+        .graph
+        .put_message(MAILBOX, "inbox", mail("Marker not visible yet"));
+    w.set_echo_guard(&guarded_id);
+    assert_eq!(w.graph.notify(sub_id, "created", &marked_id).await, 202);
+    assert_eq!(w.graph.notify(sub_id, "created", &guarded_id).await, 202);
+    // A genuine mail afterwards proves the pipeline runs.
+    let real = w.graph.put_message(MAILBOX, "inbox", mail("Genuine"));
+    assert_eq!(w.graph.notify(sub_id, "created", &real).await, 202);
+    let got = w.wait_for_robot(1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.robot_messages().len(), 1, "{got:?}");
+    assert!(text_of(&got[0]).contains("Genuine"));
+    w.graph.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_removed_and_missed_recreate_and_resync_exactly_the_gap() {
+    let w = World::new("");
+    // Mail that was there before the bridge started is never relayed.
+    w.graph.put_message(MAILBOX, "inbox", mail("Old mail"));
+    let _app = w.spawn(true);
+    let sub = w.message_subscription().await;
+    let sub_id = sub["id"].as_str().expect("id").to_string();
+    let cs = w.graph.client_state(&sub_id).expect("cs");
+    // Give the start-up baseline a moment (it runs right after the create).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = w
+        .graph
+        .put_message(MAILBOX, "inbox", mail("Before the gap"));
+    assert_eq!(w.graph.notify(&sub_id, "created", &first).await, 202);
+    w.wait_for_robot(1).await;
+
+    // Graph drops the subscription; mail arrives meanwhile; the relayed one is read.
+    w.graph.drop_subscription(&sub_id);
+    w.graph.put_message(MAILBOX, "inbox", mail("Gap one"));
+    w.graph.put_message(MAILBOX, "inbox", mail("Gap two"));
+    w.graph
+        .update_message(MAILBOX, &first, json!({"isRead": true}));
+    assert_eq!(
+        w.graph.lifecycle(&sub, "subscriptionRemoved", &cs).await,
+        202
+    );
+
+    let new_sub = eventually(Duration::from_secs(20), || async {
+        w.graph
+            .subscription_for(MAILBOX, "messages")
+            .filter(|s| s["id"] != sub_id.as_str())
+    })
+    .await
+    .expect("a new subscription");
+    let got = w.wait_for_robot(3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let texts: Vec<String> = w.robot_messages().iter().map(text_of).collect();
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert!(texts.iter().any(|t| t.contains("Gap one")));
+    assert!(texts.iter().any(|t| t.contains("Gap two")));
+    assert!(!texts.iter().any(|t| t.contains("Old mail")));
+    drop(got);
+
+    // Missed notifications: the next resync relays exactly what changed since.
+    let new_id = new_sub["id"].as_str().expect("id").to_string();
+    let new_cs = w.graph.client_state(&new_id).expect("cs");
+    w.graph.put_message(MAILBOX, "inbox", mail("Missed one"));
+    w.graph.put_message(MAILBOX, "inbox", mail("Missed two"));
+    w.graph.put_message(MAILBOX, "inbox", mail("Missed three"));
+    assert_eq!(w.graph.lifecycle(&new_sub, "missed", &new_cs).await, 202);
+    w.wait_for_robot(6).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let texts: Vec<String> = w.robot_messages().iter().map(text_of).collect();
+    assert_eq!(texts.len(), 6, "{texts:?}");
+    for s in ["Missed one", "Missed two", "Missed three"] {
+        assert_eq!(texts.iter().filter(|t| t.contains(s)).count(), 1, "{s}");
+    }
+    assert_eq!(
+        w.graph.subscriptions().len(),
+        1,
+        "the old subscription is gone"
+    );
+    w.graph.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_happen_before_expiry_by_one_instance_of_three() {
+    let w = World::new(
+        "subscription_lifetime_secs = 6\nsubscription_renew_before_secs = 4\nsubscription_check_interval_secs = 1",
+    );
+    let apps: Vec<TestApp> = (0..3).map(|i| w.spawn(i == 0)).collect();
+    let sub = w.message_subscription().await;
+    let sub_id = sub["id"].as_str().expect("id").to_string();
+    // Three lifetimes on the compressed clock.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert!(
+        w.graph.expired_subscriptions().is_empty(),
+        "a subscription expired before renewal"
+    );
+    let subs = w.graph.subscriptions();
+    assert_eq!(
+        subs.len(),
+        1,
+        "one subscription, not one per instance: {subs:?}"
+    );
+    assert_eq!(subs[0]["id"], sub_id.as_str(), "renewed, not recreated");
+    let creates = w
+        .graph
+        .requests_to("/subscriptions")
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(creates, 1);
+    let renewals: Vec<_> = w
+        .graph
+        .requests_to("/subscriptions/")
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert!(renewals.len() >= 4, "renewed {} times", renewals.len());
+    // Every subscription call came from one instance (one bearer token).
+    let tokens: std::collections::HashSet<_> = w
+        .graph
+        .requests_to("/subscriptions")
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_string))
+        .collect();
+    assert_eq!(
+        tokens.len(),
+        1,
+        "subscription calls came from several instances"
+    );
+    let count = AtomicUsize::new(0);
+    for r in &renewals {
+        let body = r.json();
+        assert!(body["expirationDateTime"].is_string());
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+    assert!(count.load(Ordering::Relaxed) >= 4);
+    w.graph.assert_no_violations();
+    drop(apps);
+}
