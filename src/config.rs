@@ -1227,6 +1227,47 @@ union_id = "union-1"
     }
 
     #[test]
+    fn outlook_to_dingtalk_routes_need_an_https_public_url_and_a_valid_lifetime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let write = |top: &str, graph: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "{top}\n[graph]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{graph}\n[[routes]]\nname = \"r\"\nmailbox = \"a@b.c\"\nkinds = [\"mail\"]\ndirection = \"to_dingtalk\"\n[routes.dingtalk]\nconversation_id = \"cid\"\n"
+                ),
+            )
+            .expect("write");
+        };
+        write("", "");
+        let err = Config::load_from(Some(&path), env(&[])).expect_err("no public_url");
+        assert!(err.key.starts_with("public_url"), "{err}");
+        write("public_url = \"http://bridge.example\"", "");
+        let err = Config::load_from(Some(&path), env(&[])).expect_err("http");
+        assert!(err.reason.contains("https"), "{err}");
+        write(
+            "public_url = \"http://127.0.0.1:9\"",
+            "allow_http_public_url = true",
+        );
+        Config::load_from(Some(&path), env(&[])).expect("http allowed for tests");
+        write("public_url = \"https://bridge.example\"", "");
+        let c = Config::load_from(Some(&path), env(&[])).expect("https");
+        assert_eq!(c.graph.subscription_lifetime_secs, 4200 * 60);
+        write(
+            "public_url = \"https://bridge.example\"",
+            "subscription_lifetime_secs = 253801",
+        );
+        let err = Config::load_from(Some(&path), env(&[])).expect_err("too long");
+        assert_eq!(err.key, "graph.subscription_lifetime_secs");
+        write(
+            "public_url = \"https://bridge.example\"",
+            "subscription_lifetime_secs = 600\nsubscription_renew_before_secs = 600",
+        );
+        let err = Config::load_from(Some(&path), env(&[])).expect_err("renew too late");
+        assert_eq!(err.key, "graph.subscription_renew_before_secs");
+    }
+
+    #[test]
     fn graph_is_optional_and_a_secret_configures_it() {
         let c = Config::load_from(None, env(&[])).expect("load");
         assert!(c.graph.credentials().expect("ok").is_none());

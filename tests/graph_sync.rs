@@ -24,6 +24,7 @@ struct World {
     redis: RedisServer,
     graph: GraphFake,
     robot: FakeServer,
+    dingtalk: FakeServer,
     _dir: tempfile::TempDir,
     config: PathBuf,
     port: u16,
@@ -31,9 +32,33 @@ struct World {
 
 impl World {
     fn new(extra_graph: &str) -> World {
+        Self::build(extra_graph, "kinds = [\"mail\"]")
+    }
+
+    /// `route` holds the route's `kinds` (and any other top-level route keys).
+    fn build(extra_graph: &str, route: &str) -> World {
         let redis = RedisServer::start();
         let graph = GraphFake::start(GraphFakeConfig::default());
         let robot = FakeServer::start(|_| FakeReply::json(json!({"errcode": 0, "errmsg": "ok"})));
+        // DingTalk's server API: token, calendar writes (ids derived from x-client-token,
+        // so a repeated create answers the same event, as DingTalk does within a day).
+        let dingtalk = FakeServer::start(|r| {
+            if r.path == "/gettoken" {
+                return FakeReply::json(
+                    json!({"errcode": 0, "errmsg": "ok", "access_token": "dt-token", "expires_in": 7200}),
+                );
+            }
+            if r.path == "/v1.0/oauth2/accessToken" {
+                return FakeReply::json(json!({"accessToken": "dt-token", "expireIn": 7200}));
+            }
+            if r.method == "POST" && r.path.ends_with("/calendars/primary/events") {
+                let token = r.header("x-client-token").unwrap_or("none");
+                return FakeReply::json(
+                    json!({"id": format!("dtev-{}", &token[..token.len().min(12)])}),
+                );
+            }
+            FakeReply::json(json!({}))
+        });
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let cfg = graph.config();
@@ -48,14 +73,21 @@ authority_url = "{authority}"
 allow_http_public_url = true
 {extra_graph}
 
+[dingtalk]
+app_key = "ding-app-key"
+app_secret = "ding-app-secret"
+api_base_url = "{dingtalk_api}"
+oapi_base_url = "{dingtalk_api}"
+
 [[routes]]
 name = "ops"
 mailbox = "{MAILBOX}"
-kinds = ["mail"]
 direction = "to_dingtalk"
+{route}
 [routes.dingtalk]
 robot_webhook = "{robot}"
 robot_secret = "SECtest-robot-secret"
+union_id = "union-ops"
 "#,
             tenant = cfg.tenant,
             client = cfg.client_id,
@@ -63,6 +95,7 @@ robot_secret = "SECtest-robot-secret"
             base = graph.graph_base(),
             authority = graph.authority(),
             robot = robot.url("/robot/send?access_token=robot-token"),
+            dingtalk_api = dingtalk.url(""),
         );
         let config = dir.path().join("dingbridge.toml");
         std::fs::write(&config, text).expect("write config");
@@ -70,6 +103,7 @@ robot_secret = "SECtest-robot-secret"
             redis,
             graph,
             robot,
+            dingtalk,
             _dir: dir,
             config,
             port,
@@ -289,9 +323,35 @@ async fn subscription_removed_and_missed_recreate_and_resync_exactly_the_gap() {
     assert!(!texts.iter().any(|t| t.contains("Old mail")));
     drop(got);
 
-    // Missed notifications: the next resync relays exactly what changed since.
+    // Reauthorization: answered with a renewal of the live subscription (no new one).
     let new_id = new_sub["id"].as_str().expect("id").to_string();
     let new_cs = w.graph.client_state(&new_id).expect("cs");
+    let patches_before = w
+        .graph
+        .requests_to(&format!("/subscriptions/{new_id}"))
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .count();
+    assert_eq!(
+        w.graph
+            .lifecycle(&new_sub, "reauthorizationRequired", &new_cs)
+            .await,
+        202
+    );
+    eventually(Duration::from_secs(10), || async {
+        let n = w
+            .graph
+            .requests_to(&format!("/subscriptions/{new_id}"))
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .count();
+        (n > patches_before).then_some(())
+    })
+    .await
+    .expect("reauthorizationRequired renews the subscription");
+    assert_eq!(w.graph.subscriptions().len(), 1);
+
+    // Missed notifications: the next resync relays exactly what changed since.
     w.graph.put_message(MAILBOX, "inbox", mail("Missed one"));
     w.graph.put_message(MAILBOX, "inbox", mail("Missed two"));
     w.graph.put_message(MAILBOX, "inbox", mail("Missed three"));
@@ -367,4 +427,104 @@ async fn renewals_happen_before_expiry_by_one_instance_of_three() {
     assert!(count.load(Ordering::Relaxed) >= 4);
     w.graph.assert_no_violations();
     drop(apps);
+}
+
+fn event(subject: &str) -> Value {
+    json!({
+        "subject": subject,
+        "body": {"contentType": "html", "content": "<p>Agenda</p>"},
+        "start": {"dateTime": "2026-12-01T02:00:00.0000000", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-12-01T03:00:00.0000000", "timeZone": "UTC"},
+        "location": {"displayName": "Room 7"},
+        "isAllDay": false,
+    })
+}
+
+impl World {
+    fn calendar_calls(&self) -> Vec<common::Recorded> {
+        self.dingtalk
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains("/v1.0/calendar/"))
+            .collect()
+    }
+
+    async fn wait_for_calendar(&self, n: usize) -> Vec<common::Recorded> {
+        eventually(Duration::from_secs(20), || async {
+            let c = self.calendar_calls();
+            (c.len() >= n).then_some(c)
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "expected {n} DingTalk calendar calls, got {:?}",
+                self.calendar_calls()
+            )
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlook_events_reach_the_dingtalk_calendar_and_bridge_written_ones_do_not() {
+    let w = World::build("", "kinds = [\"event\"]\nallow_deletes = true");
+    let _app = w.spawn(true);
+    let sub = eventually(Duration::from_secs(20), || async {
+        w.graph.subscription_for(MAILBOX, "events")
+    })
+    .await
+    .expect("the bridge subscribed to events");
+    assert_eq!(sub["resource"], format!("users/{MAILBOX}/events"));
+    assert!(w.graph.subscription_for(MAILBOX, "messages").is_none());
+    let sub_id = sub["id"].as_str().expect("id").to_string();
+
+    // Created (notified twice): one DingTalk event, with an x-client-token.
+    let id = w.graph.put_event(MAILBOX, event("Design review"));
+    assert_eq!(w.graph.notify(&sub_id, "created", &id).await, 202);
+    assert_eq!(w.graph.notify(&sub_id, "created", &id).await, 202);
+    let calls = w.wait_for_calendar(1).await;
+    let create = &calls[0];
+    assert_eq!(create.method, "POST");
+    assert!(
+        create
+            .path
+            .ends_with("/v1.0/calendar/users/union-ops/calendars/primary/events")
+    );
+    assert!(
+        create
+            .header("x-client-token")
+            .is_some_and(|t| !t.is_empty())
+    );
+    let body = create.json();
+    assert_eq!(body["summary"], "Design review");
+    assert_eq!(body["start"]["dateTime"], "2026-12-01T10:00:00+08:00");
+    assert_eq!(body["start"]["timeZone"], "Asia/Shanghai");
+    assert_eq!(body["location"]["displayName"], "Room 7");
+
+    // Updated: a PUT of the mapped event.
+    w.graph
+        .update_event(MAILBOX, &id, json!({"subject": "Design review (moved)"}));
+    assert_eq!(w.graph.notify(&sub_id, "updated", &id).await, 202);
+    let calls = w.wait_for_calendar(2).await;
+    assert_eq!(calls[1].method, "PUT");
+    assert_eq!(calls[1].json()["summary"], "Design review (moved)");
+    let dt_id = calls[1].path.rsplit('/').next().expect("id").to_string();
+    assert!(dt_id.starts_with("dtev-"));
+
+    // Cancelled: a DELETE (the route allows deletes).
+    w.graph
+        .update_event(MAILBOX, &id, json!({"isCancelled": true}));
+    assert_eq!(w.graph.notify(&sub_id, "updated", &id).await, 202);
+    let calls = w.wait_for_calendar(3).await;
+    assert_eq!(calls[2].method, "DELETE");
+    assert!(calls[2].path.ends_with(&format!("/events/{dt_id}")));
+
+    // An event the bridge wrote (origin marker) is not relayed back.
+    let mut mine = event("From DingTalk");
+    mine["singleValueExtendedProperties"] = json!([{"id": ORIGIN, "value": "dingtalk:event:7"}]);
+    let mine_id = w.graph.put_event(MAILBOX, mine);
+    assert_eq!(w.graph.notify(&sub_id, "created", &mine_id).await, 202);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.calendar_calls().len(), 3, "{:?}", w.calendar_calls());
+    assert!(w.robot_messages().is_empty());
+    w.graph.assert_no_violations();
 }

@@ -168,8 +168,15 @@ impl OutlookRelay {
                 self.relay_message(route, &record.mailbox, &item_id, trigger, None, rich)
                     .await
             }
-            Watched::Events | Watched::Contacts => {
-                tracing::debug!(watched = ?record.watched, "no DingTalk relay for this collection yet");
+            Watched::Events => {
+                let change = n.change_type.as_deref().unwrap_or("updated");
+                self.relay_event(route, &record.mailbox, &item_id, change)
+                    .await
+            }
+            Watched::Contacts => {
+                // DingTalk's address book is the organisation's directory: an app cannot
+                // keep personal contacts there, so Outlook contacts are not relayed.
+                tracing::debug!("Outlook contact changes are not relayed to DingTalk");
                 Ok(())
             }
         }
@@ -534,6 +541,253 @@ impl OutlookRelay {
     }
 }
 
+impl OutlookRelay {
+    // ----- events -----------------------------------------------------------------------
+
+    /// Outlook event created/updated/cancelled/deleted → the route user's DingTalk calendar.
+    async fn relay_event(
+        &self,
+        route: &RouteConfig,
+        mailbox: &str,
+        id: &str,
+        change: &str,
+    ) -> Result<(), JobFailure> {
+        let (Some(union_id), Some(client)) = (&route.dingtalk.union_id, &self.dingtalk) else {
+            tracing::warn!(route = %route.name, "route relays events but has no dingtalk.union_id or DingTalk app credentials");
+            return Ok(());
+        };
+        let claim = format!("relay:graph:{id}");
+        let token = uuid::Uuid::new_v4().to_string();
+        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
+        if !self
+            .store
+            .lease_acquire(&claim, &token, CLAIM_TTL)
+            .await
+            .map_err(transient)?
+        {
+            return Err(
+                JobFailure::transient("item is being relayed by another job")
+                    .retry_after(Duration::from_secs(1)),
+            );
+        }
+        let result = self
+            .relay_event_claimed(route, mailbox, id, change, union_id, client)
+            .await;
+        let _ = self.store.lease_release(&claim, &token).await;
+        result
+    }
+
+    async fn relay_event_claimed(
+        &self,
+        route: &RouteConfig,
+        mailbox: &str,
+        id: &str,
+        change: &str,
+        union_id: &str,
+        client: &DingTalkClient,
+    ) -> Result<(), JobFailure> {
+        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
+        let skip = |reason: &'static str| {
+            metrics::counter!("graph_relay_skipped_total", "reason" => reason).increment(1);
+            tracing::debug!(item = id, reason, "Outlook event not relayed");
+            Ok(())
+        };
+        if self
+            .store
+            .kv_get(&format!("echo:graph:{id}"))
+            .await
+            .map_err(transient)?
+            .is_some()
+        {
+            return skip("echo_guard");
+        }
+        let mapped = self
+            .store
+            .map_get(EVENT_NS, Side::Right, id)
+            .await
+            .map_err(transient)?;
+        let event = if change == "deleted" {
+            None
+        } else {
+            match self.fetch_item(mailbox, "events", id).await {
+                Ok(v) => Some(v),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if let Some(ev) = &event
+            && carries_origin_marker(ev)
+        {
+            return skip("origin_marker");
+        }
+        let cancelled = event
+            .as_ref()
+            .is_none_or(|e| e.get("isCancelled").and_then(Value::as_bool) == Some(true));
+        if cancelled {
+            let Some(dt_id) = mapped else {
+                return skip("cancel_of_unrelayed_event");
+            };
+            if !route.allow_deletes {
+                return skip("deletes_not_allowed");
+            }
+            client.delete_calendar_event(union_id, &dt_id).await?;
+            self.store
+                .map_delete(EVENT_NS, Side::Right, id)
+                .await
+                .map_err(transient)?;
+            metrics::counter!("graph_relayed_total", "kind" => "event_delete").increment(1);
+            tracing::info!(route = %route.name, item = id, dingtalk = %dt_id, "Outlook event cancellation relayed to DingTalk");
+            return Ok(());
+        }
+        let ev = event.expect("not cancelled");
+        let Some(body) = dingtalk_event_from_graph(&ev, &route.time_zone) else {
+            return Err(JobFailure::permanent("Outlook event without start/end"));
+        };
+        let version = ev
+            .get("changeKey")
+            .and_then(Value::as_str)
+            .or_else(|| ev.get("lastModifiedDateTime").and_then(Value::as_str))
+            .unwrap_or("");
+        match mapped {
+            Some(dt_id) => {
+                let mut update = body;
+                update["id"] = json!(dt_id);
+                let token = client_token(&format!("outlook-event-update:{id}:{version}"));
+                client
+                    .update_calendar_event(union_id, &dt_id, &update, &token)
+                    .await?;
+                self.store
+                    .kv_put(&format!("echo:dingtalk:{dt_id}"), id, Some(ECHO_TTL))
+                    .await
+                    .map_err(transient)?;
+                metrics::counter!("graph_relayed_total", "kind" => "event_update").increment(1);
+                tracing::info!(route = %route.name, item = id, dingtalk = %dt_id, "Outlook event update relayed to DingTalk");
+            }
+            None => {
+                let token = client_token(&format!("outlook-event:{id}"));
+                let created = client
+                    .create_calendar_event(union_id, &body, &token)
+                    .await?;
+                let Some(dt_id) = created.get("id").and_then(Value::as_str) else {
+                    return Err(JobFailure::transient(
+                        "DingTalk created an event without an id",
+                    ));
+                };
+                self.store
+                    .map_put(EVENT_NS, dt_id, id)
+                    .await
+                    .map_err(transient)?;
+                self.store
+                    .kv_put(&format!("echo:dingtalk:{dt_id}"), id, Some(ECHO_TTL))
+                    .await
+                    .map_err(transient)?;
+                metrics::counter!("graph_relayed_total", "kind" => "event").increment(1);
+                tracing::info!(route = %route.name, item = id, dingtalk = %dt_id, "Outlook event relayed to DingTalk");
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch_item(
+        &self,
+        mailbox: &str,
+        collection: &str,
+        id: &str,
+    ) -> Result<Value, crate::graph::GraphError> {
+        let expand = format!("singleValueExtendedProperties($filter=id eq '{ORIGIN_PROPERTY}')");
+        let path = format!(
+            "{collection}/{}?$expand={}",
+            utf8_percent_encode(id, NON_ALPHANUMERIC),
+            utf8_percent_encode(&expand, NON_ALPHANUMERIC)
+        );
+        self.graph.get(mailbox, &path).await
+    }
+}
+
+/// Id-pair namespace of relayed events: left = DingTalk event id, right = Graph id.
+pub const EVENT_NS: &str = "outlook-event";
+
+/// DingTalk's `x-client-token` for a write (same input, same token: a retry within a
+/// day is the same request).
+pub fn client_token(input: &str) -> String {
+    hex::encode(&Sha256::digest(input.as_bytes())[..16])
+}
+
+/// UTC offset in minutes of zones without daylight saving time (others stay in UTC).
+fn fixed_offset_minutes(iana: &str) -> Option<i32> {
+    Some(match iana {
+        "Asia/Shanghai" | "Asia/Taipei" | "Asia/Singapore" | "Asia/Hong_Kong" | "Asia/Macau"
+        | "Asia/Kuala_Lumpur" => 8 * 60,
+        "Asia/Tokyo" | "Asia/Seoul" => 9 * 60,
+        "UTC" | "Etc/UTC" => 0,
+        _ => return None,
+    })
+}
+
+/// A DingTalk `start`/`end` from a Graph `dateTimeTimeZone` (Graph answers in UTC unless
+/// asked otherwise): all-day → `{date}`; otherwise ISO-8601 with the offset of `zone`
+/// (the route's zone when it has a fixed offset, else UTC).
+fn dingtalk_time(dt: &Value, all_day: bool, zone: &str) -> Option<Value> {
+    let raw = dt.get("dateTime").and_then(Value::as_str)?;
+    let naive_text = raw.split('.').next().unwrap_or(raw);
+    let naive = chrono::NaiveDateTime::parse_from_str(naive_text, "%Y-%m-%dT%H:%M:%S").ok()?;
+    if all_day {
+        return Some(json!({ "date": naive.format("%Y-%m-%d").to_string() }));
+    }
+    let src_zone = crate::sync::mapping::iana_time_zone(
+        dt.get("timeZone").and_then(Value::as_str).unwrap_or("UTC"),
+    );
+    let src_offset = fixed_offset_minutes(src_zone).unwrap_or(0);
+    let utc = naive - chrono::Duration::minutes(src_offset.into());
+    let target = crate::sync::mapping::iana_time_zone(zone);
+    let (name, offset) = match fixed_offset_minutes(target) {
+        Some(o) => (target, o),
+        None => ("UTC", 0),
+    };
+    let fixed = chrono::FixedOffset::east_opt(offset * 60)?;
+    let local = chrono::TimeZone::from_utc_datetime(&fixed, &utc);
+    Some(json!({
+        "dateTime": local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        "timeZone": name,
+    }))
+}
+
+/// The DingTalk calendar body of an Outlook event.
+pub fn dingtalk_event_from_graph(ev: &Value, zone: &str) -> Option<Value> {
+    let all_day = ev.get("isAllDay").and_then(Value::as_bool).unwrap_or(false);
+    let start = dingtalk_time(ev.get("start")?, all_day, zone)?;
+    let end = dingtalk_time(ev.get("end")?, all_day, zone)?;
+    let summary: String = ev
+        .get("subject")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or("(Outlook event)")
+        .chars()
+        .take(2048)
+        .collect();
+    let description = text_preview(
+        ev.pointer("/body/content")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        4900,
+    );
+    let mut body = json!({
+        "summary": summary,
+        "description": description,
+        "start": start,
+        "end": end,
+        "isAllDay": all_day,
+    });
+    if let Some(place) = ev
+        .pointer("/location/displayName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        body["location"] = json!({ "displayName": place });
+    }
+    Some(body)
+}
+
 /// A stable `msgUuid` for the relay of Graph item `id` on `route`.
 pub fn msg_uuid(route: &str, id: &str) -> String {
     let digest = Sha256::digest(format!("{route}\n{id}").as_bytes());
@@ -756,6 +1010,31 @@ mod tests {
         assert_eq!(msg_uuid("r", "AAMk1"), msg_uuid("r", "AAMk1"));
         assert_ne!(msg_uuid("r", "AAMk1"), msg_uuid("r", "AAMk2"));
         assert!(msg_uuid("r", "a").len() <= 64);
+    }
+
+    #[test]
+    fn outlook_events_become_dingtalk_events_in_the_route_zone() {
+        let ev = json!({
+            "subject": "Review", "body": {"contentType": "html", "content": "<b>Agenda</b>"},
+            "start": {"dateTime": "2026-01-05T02:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-01-05T03:30:00.0000000", "timeZone": "UTC"},
+            "location": {"displayName": "Room 1"},
+        });
+        let b = dingtalk_event_from_graph(&ev, "China Standard Time").expect("body");
+        assert_eq!(b["start"]["dateTime"], "2026-01-05T10:00:00+08:00");
+        assert_eq!(b["start"]["timeZone"], "Asia/Shanghai");
+        assert_eq!(b["end"]["dateTime"], "2026-01-05T11:30:00+08:00");
+        assert_eq!(b["description"], "Agenda");
+        assert_eq!(b["location"]["displayName"], "Room 1");
+        let b = dingtalk_event_from_graph(&ev, "Europe/Berlin").expect("body");
+        assert_eq!(b["start"]["dateTime"], "2026-01-05T02:00:00+00:00");
+        assert_eq!(b["start"]["timeZone"], "UTC");
+        let all_day = json!({"isAllDay": true, "subject": "Holiday",
+            "start": {"dateTime": "2026-01-05T00:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-01-06T00:00:00.0000000", "timeZone": "UTC"}});
+        let b = dingtalk_event_from_graph(&all_day, "China Standard Time").expect("body");
+        assert_eq!(b["start"], json!({"date": "2026-01-05"}));
+        assert_eq!(b["end"], json!({"date": "2026-01-06"}));
     }
 
     #[test]

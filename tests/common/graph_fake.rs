@@ -3193,3 +3193,34 @@ async fn post_json(url: &str, body: &Value) -> u16 {
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
 }
+
+impl GraphFake {
+    /// Adds an event to the mailbox's calendar (as a user in Outlook would); returns its id.
+    pub fn put_event(&self, mailbox: &str, event: Value) -> String {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .entry(mailbox.to_lowercase())
+            .or_insert_with(Mailbox::fresh);
+        let mut ev = stamp(event, "AAMkE");
+        let id = ev["id"].as_str().unwrap_or_default().to_string();
+        ev["webLink"] = json!(web_link(&id));
+        if ev.get("isCancelled").is_none() {
+            ev["isCancelled"] = json!(false);
+        }
+        mb.events.push(ev);
+        id
+    }
+
+    /// Changes an event in place (a new `changeKey`, as Graph gives on every change).
+    pub fn update_event(&self, mailbox: &str, id: &str, patch: Value) {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .get_mut(&mailbox.to_lowercase())
+            .expect("mailbox");
+        let ev = mb.events.iter_mut().find(|e| e["id"] == id).expect("event");
+        merge(ev, &patch);
+        ev["changeKey"] = json!(random_string(16));
+    }
+}
