@@ -528,3 +528,151 @@ async fn outlook_events_reach_the_dingtalk_calendar_and_bridge_written_ones_do_n
     assert!(w.robot_messages().is_empty());
     w.graph.assert_no_violations();
 }
+
+// ----- rich notifications --------------------------------------------------------------
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `encryptedContent` as Graph makes it (graph.md §2.7): a fresh AES-256 key wrapped with
+/// RSA-OAEP (SHA-1), HMAC-SHA256 over the ciphertext, AES-CBC/PKCS7 with IV = key[..16].
+fn encrypt_like_graph(public: &rsa::RsaPublicKey, resource: &Value) -> Value {
+    use aes::cipher::{BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
+    use hmac::Mac;
+    let sym: [u8; 32] = rand::random();
+    let data = cbc::Encryptor::<aes::Aes256>::new_from_slices(&sym, &sym[..16])
+        .expect("key")
+        .encrypt_padded_vec_mut::<Pkcs7>(resource.to_string().as_bytes());
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&sym).expect("key");
+    mac.update(&data);
+    let wrapped = public
+        .encrypt(
+            &mut rand::thread_rng(),
+            rsa::Oaep::new::<sha1::Sha1>(),
+            &sym,
+        )
+        .expect("wrap");
+    json!({
+        "data": b64(&data),
+        "dataKey": b64(wrapped),
+        "dataSignature": b64(mac.finalize().into_bytes()),
+        "encryptionCertificateId": "cert-1",
+        "encryptionCertificateThumbprint": "00112233445566778899AABBCCDDEEFF00112233",
+    })
+}
+
+struct TokenSigner {
+    key: jsonwebtoken::EncodingKey,
+}
+
+impl TokenSigner {
+    fn new() -> (TokenSigner, Value) {
+        use base64::Engine;
+        use rsa::{pkcs1::EncodeRsaPrivateKey, traits::PublicKeyParts};
+        let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("key");
+        let public = private.to_public_key();
+        let b64u = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwks = json!({"keys": [{
+            "kty": "RSA", "use": "sig", "kid": "graph-key-1",
+            "n": b64u.encode(public.n().to_bytes_be()),
+            "e": b64u.encode(public.e().to_bytes_be()),
+        }]});
+        let pem = private
+            .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
+            .expect("pem");
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).expect("key");
+        (TokenSigner { key }, jwks)
+    }
+
+    fn token(&self, aud: &str, appid: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("graph-key-1".into());
+        jsonwebtoken::encode(
+            &header,
+            &json!({"aud": aud, "appid": appid, "iss": "https://sts.windows.net/tenant-1/",
+                "iat": now, "nbf": now - 10, "exp": now + 3600, "ver": "1.0"}),
+            &self.key,
+        )
+        .expect("sign")
+    }
+}
+
+const GRAPH_PUBLISHER: &str = "0bf30f3b-4a52-48df-9a82-234910c4a086";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rich_notifications_are_decrypted_and_bad_validation_tokens_relay_nothing() {
+    use rsa::pkcs8::EncodePrivateKey;
+    let key_dir = tempfile::tempdir().expect("tempdir");
+    let key_path = key_dir.path().join("notifications.pem");
+    let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("key");
+    std::fs::write(
+        &key_path,
+        private
+            .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+            .expect("pem")
+            .as_bytes(),
+    )
+    .expect("write key");
+    let w = World::new(&format!(
+        "notification_private_key_path = \"{}\"",
+        key_path.display()
+    ));
+    let (signer, jwks) = TokenSigner::new();
+    w.graph.set_jwks(jwks);
+    let client_id = w.graph.config().client_id;
+    let _app = w.spawn(true);
+    let sub = w.message_subscription().await;
+    let sub_id = sub["id"].as_str().expect("id");
+
+    let rich = |item: &str, subject: &str, token: String| {
+        let mut body = w.graph.notification_body(sub_id, "created", item, None);
+        body["value"][0]["encryptedContent"] = encrypt_like_graph(
+            &private.to_public_key(),
+            &json!({
+                "@odata.type": "#Microsoft.Graph.Message", "id": item, "subject": subject,
+                "from": {"emailAddress": {"name": "Han Meimei", "address": "han@fabrikam.com"}},
+                "bodyPreview": "Decrypted, not fetched",
+                "receivedDateTime": "2026-11-25T08:00:00Z",
+                "receivedDateTime@odata.type": "#DateTimeOffset",
+            }),
+        );
+        body["validationTokens"] = json!([token]);
+        body
+    };
+    // Items that do not exist at Graph: only the decrypted content can be relayed.
+    let forged_app = rich(
+        "AAMk-rich-2",
+        "Wrong appid",
+        signer.token(&client_id, "11111111-1111-1111-1111-111111111111"),
+    );
+    assert_eq!(w.graph.deliver(sub_id, &forged_app).await, 202);
+    let forged_aud = rich(
+        "AAMk-rich-3",
+        "Wrong aud",
+        signer.token("someone-else", GRAPH_PUBLISHER),
+    );
+    assert_eq!(w.graph.deliver(sub_id, &forged_aud).await, 202);
+    let good = rich(
+        "AAMk-rich-1",
+        "Rich hello",
+        signer.token(&client_id, GRAPH_PUBLISHER),
+    );
+    assert_eq!(w.graph.deliver(sub_id, &good).await, 202);
+
+    let got = w.wait_for_robot(1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.robot_messages().len(), 1, "{:?}", w.robot_messages());
+    let text = text_of(&got[0]);
+    assert!(
+        text.contains("Rich hello") && text.contains("Decrypted, not fetched"),
+        "{text}"
+    );
+    assert!(
+        w.graph.requests_to("/messages/AAMk-rich").is_empty(),
+        "rich content is not fetched"
+    );
+    w.graph.assert_no_violations();
+}

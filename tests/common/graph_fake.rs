@@ -386,6 +386,7 @@ struct State {
     throttled_budget: usize,
     subscriptions: HashMap<String, FakeSubscription>,
     expired_subscriptions: Vec<String>,
+    jwks: Option<Value>,
 }
 
 /// A subscription as the fake keeps it.
@@ -1063,6 +1064,13 @@ async fn dispatch(ctx: &Ctx, shared: &Shared) -> Reply {
             return r;
         }
         return upload_put(ctx, shared, segs[1]);
+    }
+    // Microsoft identity's signing keys (validation tokens of rich notifications).
+    if ctx.path == "/common/discovery/v2.0/keys" || ctx.path == "/common/discovery/keys" {
+        return match shared.state().jwks.clone() {
+            Some(j) => Reply::json(200, j),
+            None => graph_error(ctx, 404, "NotFound", "No JWKS configured (fake)."),
+        };
     }
     if segs.first() != Some(&"v1.0") {
         return graph_error(ctx, 404, "BadRequest", "Unknown path (fake).");
@@ -3222,5 +3230,12 @@ impl GraphFake {
         let ev = mb.events.iter_mut().find(|e| e["id"] == id).expect("event");
         merge(ev, &patch);
         ev["changeKey"] = json!(random_string(16));
+    }
+}
+
+impl GraphFake {
+    /// Serves `jwks` at `/common/discovery/v2.0/keys` (and `/common/discovery/keys`).
+    pub fn set_jwks(&self, jwks: Value) {
+        self.shared.state().jwks = Some(jwks);
     }
 }
