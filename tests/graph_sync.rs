@@ -676,3 +676,57 @@ async fn rich_notifications_are_decrypted_and_bad_validation_tokens_relay_nothin
     );
     w.graph.assert_no_violations();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_robots_minute_budget_waits_and_arrives_as_one_digest() {
+    use sha2::Digest;
+    let w = World::new("");
+    let _app = w.spawn(true);
+    let sub = w.message_subscription().await;
+    let sub_id = sub["id"].as_str().expect("id");
+    // Not too close to a minute boundary, then use up this minute's 20 sends.
+    let now = chrono::Utc::now().timestamp_millis();
+    if now % 60_000 > 45_000 {
+        tokio::time::sleep(Duration::from_millis((60_000 - now % 60_000 + 200) as u64)).await;
+    }
+    let webhook = w.robot.url("/robot/send?access_token=robot-token");
+    let robot = hex::encode(&sha2::Sha256::digest(webhook.as_bytes())[..8]);
+    let minute = chrono::Utc::now().timestamp_millis() / 60_000;
+    let mut c = w.redis.client();
+    let _: () = redis::cmd("SET")
+        .arg(format!("dingbridge:ctr:dingtalk:robot:{robot}:{minute}"))
+        .arg(20)
+        .arg("EX")
+        .arg(120)
+        .query(&mut c)
+        .expect("use up the budget");
+    let subjects: Vec<String> = (1..=5).map(|i| format!("Burst mail {i}")).collect();
+    for s in &subjects {
+        let id = w.graph.put_message(MAILBOX, "inbox", mail(s));
+        assert_eq!(w.graph.notify(sub_id, "created", &id).await, 202);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        w.robot_messages().is_empty(),
+        "nothing beyond the budget this minute"
+    );
+    let got = eventually(Duration::from_secs(80), || async {
+        let m = w.robot_messages();
+        (!m.is_empty()).then_some(m)
+    })
+    .await
+    .expect("the queued mails arrive next minute");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        w.robot_messages().len(),
+        1,
+        "one digest: {:?}",
+        w.robot_messages()
+    );
+    let text = text_of(&got[0]);
+    assert!(text.contains("5 new Outlook mails"), "{text}");
+    for s in &subjects {
+        let heading = format!("#### 📧 {s}\n");
+        assert_eq!(text.matches(heading.as_str()).count(), 1, "{s} in {text}");
+    }
+}

@@ -48,6 +48,10 @@ pub const PREVIEW_CHARS: usize = 300;
 const ECHO_TTL: Duration = Duration::from_secs(600);
 /// How long one relay claims an item.
 const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// Most mails merged into one robot digest.
+const DIGEST_MAX: usize = 20;
+/// Queued mails remembered per robot.
+const DIGEST_FEED_CAP: usize = 500;
 /// Safety bound on delta pages per resync.
 const MAX_DELTA_PAGES: usize = 1000;
 
@@ -374,19 +378,12 @@ impl OutlookRelay {
         rich: Option<Value>,
     ) -> Result<(), JobFailure> {
         let claim = format!("relay:graph:{id}");
-        let token = uuid::Uuid::new_v4().to_string();
-        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
-        if !self
-            .store
-            .lease_acquire(&claim, &token, CLAIM_TTL)
-            .await
-            .map_err(transient)?
-        {
+        let Some(token) = self.acquire_wait(&claim, Duration::from_secs(5)).await? else {
             return Err(
                 JobFailure::transient("item is being relayed by another job")
                     .retry_after(Duration::from_secs(1)),
             );
-        }
+        };
         let result = self
             .relay_message_claimed(route, mailbox, id, trigger, since, rich)
             .await;
@@ -459,19 +456,195 @@ impl OutlookRelay {
             return skip("before_baseline");
         }
         let (title, text) = mail_markdown(&message);
+        if route.dingtalk.robot_webhook.is_some() {
+            return self.send_via_robot(route, id, &title, &text).await;
+        }
         let uuid = msg_uuid(&route.name, id);
         let dingtalk_id = self.post_markdown(route, &title, &text, &uuid).await?;
-        self.store
-            .map_put(MAIL_NS, &dingtalk_id, id)
+        self.record_relayed(route, &dingtalk_id, &[id.to_string()])
             .await
-            .map_err(transient)?;
+    }
+
+    async fn record_relayed(
+        &self,
+        route: &RouteConfig,
+        dingtalk_id: &str,
+        ids: &[String],
+    ) -> Result<(), JobFailure> {
+        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
+        for id in ids {
+            self.store
+                .map_put(MAIL_NS, dingtalk_id, id)
+                .await
+                .map_err(transient)?;
+            metrics::counter!("graph_relayed_total", "kind" => "mail").increment(1);
+            tracing::info!(route = %route.name, item = %id, dingtalk = %dingtalk_id, "Outlook mail relayed to DingTalk");
+        }
         self.store
-            .kv_put(&format!("echo:dingtalk:{dingtalk_id}"), id, Some(ECHO_TTL))
+            .kv_put(
+                &format!("echo:dingtalk:{dingtalk_id}"),
+                ids.first().map(String::as_str).unwrap_or(""),
+                Some(ECHO_TTL),
+            )
             .await
-            .map_err(transient)?;
-        metrics::counter!("graph_relayed_total", "kind" => "mail").increment(1);
-        tracing::info!(route = %route.name, item = id, dingtalk = %dingtalk_id, "Outlook mail relayed to DingTalk");
-        Ok(())
+            .map_err(transient)
+    }
+
+    /// Sends through the route's custom robot, at most 20 a minute: sends to one robot
+    /// are serialised (a store lease); a mail that finds the minute's budget used is
+    /// queued in the robot's digest feed and its job waits for the next minute, when the
+    /// first waiting job posts ONE digest of every queued mail (the others then find
+    /// theirs relayed). Nothing is dropped.
+    async fn send_via_robot(
+        &self,
+        route: &RouteConfig,
+        id: &str,
+        title: &str,
+        text: &str,
+    ) -> Result<(), JobFailure> {
+        let webhook = route
+            .dingtalk
+            .robot_webhook
+            .as_ref()
+            .expect("checked")
+            .expose_secret();
+        let robot = hex::encode(&Sha256::digest(webhook.as_bytes())[..8]);
+        let lock = format!("robot-send:{robot}");
+        let Some(token) = self.acquire_wait(&lock, Duration::from_secs(30)).await? else {
+            return Err(JobFailure::transient("robot busy").retry_after(Duration::from_secs(1)));
+        };
+        let result = self
+            .send_via_robot_locked(route, &robot, id, title, text)
+            .await;
+        let _ = self.store.lease_release(&lock, &token).await;
+        result
+    }
+
+    async fn send_via_robot_locked(
+        &self,
+        route: &RouteConfig,
+        robot: &str,
+        id: &str,
+        title: &str,
+        text: &str,
+    ) -> Result<(), JobFailure> {
+        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
+        if self
+            .store
+            .map_get(MAIL_NS, Side::Right, id)
+            .await
+            .map_err(transient)?
+            .is_some()
+        {
+            return Ok(()); // posted in a digest meanwhile
+        }
+        let feed = format!("robot-digest:{robot}");
+        // Mails queued for this robot and not relayed yet (oldest first), then this one.
+        let mut queued: Vec<Value> = Vec::new();
+        for raw in self
+            .store
+            .feed_recent(&feed, DIGEST_FEED_CAP)
+            .await
+            .map_err(transient)?
+            .into_iter()
+            .rev()
+        {
+            let Ok(v) = serde_json::from_str::<Value>(&raw) else {
+                continue;
+            };
+            let Some(qid) = v.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            if qid == id
+                || self
+                    .store
+                    .map_get(MAIL_NS, Side::Right, qid)
+                    .await
+                    .map_err(transient)?
+                    .is_some()
+            {
+                continue;
+            }
+            queued.push(v);
+        }
+        queued.truncate(DIGEST_MAX - 1);
+        queued.push(json!({"id": id, "title": title, "text": text}));
+        let ids: Vec<String> = queued
+            .iter()
+            .filter_map(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let (d_title, d_text, uuid) = if queued.len() == 1 {
+            (
+                title.to_string(),
+                text.to_string(),
+                msg_uuid(&route.name, id),
+            )
+        } else {
+            let mut t = format!(
+                "#### 📬 {} new Outlook mails
+
+",
+                queued.len()
+            );
+            for v in &queued {
+                t.push_str(v.get("text").and_then(Value::as_str).unwrap_or(""));
+                t.push_str(
+                    "
+
+---
+
+",
+                );
+            }
+            (
+                format!("📬 {} new Outlook mails", queued.len()),
+                t,
+                msg_uuid(&route.name, &ids.join(",")),
+            )
+        };
+        match self.post_markdown(route, &d_title, &d_text, &uuid).await {
+            Ok(dingtalk_id) => {
+                if ids.len() > 1 {
+                    metrics::counter!("dingtalk_robot_digests_total").increment(1);
+                    tracing::info!(route = %route.name, mails = ids.len(), "queued Outlook mails posted as one digest");
+                }
+                self.record_relayed(route, &dingtalk_id, &ids).await
+            }
+            Err(e) if e.retry_after.is_some() && !e.permanent => {
+                // Over the robot's budget: queue this mail for the next digest and wait.
+                let entry = json!({"id": id, "title": title, "text": text}).to_string();
+                self.store
+                    .feed_put(&feed, id, &entry, DIGEST_FEED_CAP)
+                    .await
+                    .map_err(transient)?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes a store lease, waiting up to `max_wait` for it; the token, or `None`.
+    async fn acquire_wait(
+        &self,
+        name: &str,
+        max_wait: Duration,
+    ) -> Result<Option<String>, JobFailure> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            if self
+                .store
+                .lease_acquire(name, &token, CLAIM_TTL)
+                .await
+                .map_err(|e| JobFailure::transient(e.to_string()))?
+            {
+                return Ok(Some(token));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn fetch_message(
@@ -557,19 +730,12 @@ impl OutlookRelay {
             return Ok(());
         };
         let claim = format!("relay:graph:{id}");
-        let token = uuid::Uuid::new_v4().to_string();
-        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
-        if !self
-            .store
-            .lease_acquire(&claim, &token, CLAIM_TTL)
-            .await
-            .map_err(transient)?
-        {
+        let Some(token) = self.acquire_wait(&claim, Duration::from_secs(5)).await? else {
             return Err(
                 JobFailure::transient("item is being relayed by another job")
                     .retry_after(Duration::from_secs(1)),
             );
-        }
+        };
         let result = self
             .relay_event_claimed(route, mailbox, id, change, union_id, client)
             .await;
