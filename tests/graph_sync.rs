@@ -730,3 +730,74 @@ async fn a_burst_beyond_the_robots_minute_budget_waits_and_arrives_as_one_digest
         assert_eq!(text.matches(heading.as_str()).count(), 1, "{s} in {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_notifications_to_two_instances_relay_once() {
+    let w = World::new("");
+    let first = w.spawn(true);
+    let second = w.spawn(false);
+    let sub = w.message_subscription().await;
+    let sub_id = sub["id"].as_str().expect("id");
+    let id = w
+        .graph
+        .put_message(MAILBOX, "inbox", mail("Twice delivered"));
+    let body = w.graph.notification_body(sub_id, "created", &id, None);
+    let again = w.graph.notification_body(sub_id, "created", &id, None); // another notification id
+    let client = reqwest::Client::new();
+    for (app, b) in [
+        (&first, &body),
+        (&second, &body),
+        (&second, &again),
+        (&first, &again),
+    ] {
+        let r = client
+            .post(app.url("/webhooks/graph"))
+            .json(b)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 202);
+    }
+    w.wait_for_robot(1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.robot_messages().len(), 1, "{:?}", w.robot_messages());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_public_url_replaces_the_subscription() {
+    let w = World::new("");
+    let mut app = w.spawn(true);
+    let old = w.message_subscription().await;
+    assert!(app.terminate(Duration::from_secs(15)));
+    // Same store, new public address.
+    let port = free_port();
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    std::fs::write(
+        &w.config,
+        text.replace(
+            &format!("http://127.0.0.1:{}", w.port),
+            &format!("http://127.0.0.1:{port}"),
+        ),
+    )
+    .expect("rewrite");
+    let listen = format!("127.0.0.1:{port}");
+    let url = w.redis.url();
+    let _app = TestApp::spawn(&[
+        ("DINGBRIDGE_CONFIG", w.config.to_str().expect("path")),
+        ("DINGBRIDGE_LISTEN", listen.as_str()),
+        ("DINGBRIDGE_STORE_URL", url.as_str()),
+    ]);
+    let new = eventually(Duration::from_secs(20), || async {
+        w.graph
+            .subscription_for(MAILBOX, "messages")
+            .filter(|s| s["id"] != old["id"])
+    })
+    .await
+    .expect("a new subscription");
+    assert_eq!(
+        new["notificationUrl"],
+        format!("http://127.0.0.1:{port}/webhooks/graph")
+    );
+    assert_eq!(w.graph.subscriptions().len(), 1, "the old one was deleted");
+    w.graph.assert_no_violations();
+}

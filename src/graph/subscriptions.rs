@@ -51,6 +51,10 @@ pub struct SubscriptionRecord {
     /// Messages: the watched folder (well-known name or id), for delta resyncs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folder: Option<String>,
+    /// The `notificationUrl` it was created with (a changed `public_url` means a new
+    /// subscription: Graph cannot change it in place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_url: Option<String>,
 }
 
 fn key(id: &str) -> String {
@@ -341,6 +345,7 @@ impl SubscriptionManager {
                 .to_string(),
             rich: false,
             folder,
+            notification_url: Some(self.settings.notification_url.clone()),
         };
         save(self.store.as_ref(), &record).await?;
         metrics::counter!("graph_subscriptions_total", "action" => "created").increment(1);
@@ -414,6 +419,18 @@ impl SubscriptionManager {
                 .locked(&w.route, w.watched, || async {
                     match self.current(&w.route, w.watched).await? {
                         None => Ok(Some(Outcome::Created(self.create(w).await?))),
+                        Some(r)
+                            if r.notification_url.as_deref().is_some_and(|u| {
+                                u != self.settings.notification_url
+                            }) =>
+                        {
+                            // public_url changed: a new subscription, then the old one goes.
+                            let new = self.recreate(&r).await?;
+                            if let Err(e) = self.graph.delete_subscription(&r.mailbox, &r.id).await {
+                                tracing::warn!(subscription = %r.id, error = %e, "cannot delete the subscription with the old notificationUrl; it expires by itself");
+                            }
+                            Ok(Some(Outcome::Recreated(new)))
+                        }
                         Some(r) if self.due(&r) => match self.renew(&r).await? {
                             Some(r) => Ok(Some(Outcome::Renewed(r))),
                             None => Ok(Some(Outcome::Recreated(self.recreate(&r).await?))),
