@@ -145,7 +145,8 @@ impl Application {
             let relay = Arc::new(relay);
             registry.register(graph::inbound::NOTIFICATION_KIND, relay.clone());
             registry.register(graph::inbound::LIFECYCLE_KIND, relay.clone());
-            subscription_parts = manager.map(|m| (m, relay));
+            registry.register(sync::outbound_relay::RESYNC_KIND, relay);
+            subscription_parts = manager;
         }
         let dingtalk_push = push_crypto.clone().map(|c| {
             Box::new(dingtalk::push::PushVerifier::new(
@@ -250,9 +251,8 @@ impl Application {
         };
         let workers = WorkerPool::start(store.clone(), registry, config.workers.clone());
         // After the server is bound: Graph validates the notification URL on create.
-        let subscriptions = subscription_parts.map(|(manager, relay)| {
-            sync::outbound_relay::SubscriptionTask::start(store.clone(), manager, relay)
-        });
+        let subscriptions = subscription_parts
+            .map(|manager| sync::outbound_relay::SubscriptionTask::start(store.clone(), manager));
         Ok(Application {
             addr,
             server,

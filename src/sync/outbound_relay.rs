@@ -52,6 +52,8 @@ const CLAIM_TTL: Duration = Duration::from_secs(60);
 const DIGEST_MAX: usize = 20;
 /// Queued mails remembered per robot.
 const DIGEST_FEED_CAP: usize = 500;
+/// Job kind of a delta resync queued by the subscription manager (retried like any job).
+pub const RESYNC_KIND: &str = "graph.resync";
 /// Safety bound on delta pages per resync.
 const MAX_DELTA_PAGES: usize = 1000;
 
@@ -243,12 +245,6 @@ impl OutlookRelay {
 
     // ----- delta ------------------------------------------------------------------------
 
-    /// After a new subscription: resync when a delta link exists (the gap since it),
-    /// otherwise take the baseline (existing mail is not relayed).
-    pub async fn after_created(&self, record: &SubscriptionRecord) -> Result<(), JobFailure> {
-        self.resync(record).await
-    }
-
     /// Relays the changes in the watched folder since the stored delta link (exactly the
     /// gap); without a link, takes the baseline and relays nothing.
     pub async fn resync(&self, record: &SubscriptionRecord) -> Result<(), JobFailure> {
@@ -310,6 +306,7 @@ impl OutlookRelay {
             }
         };
         if let Err(e) = &page
+            && stored.is_some()
             && (e.status() == Some(410)
                 || matches!(e.code(), Some("syncStateNotFound" | "resyncRequired")))
         {
@@ -1038,6 +1035,14 @@ pub fn mail_markdown(message: &Value) -> (String, String) {
 #[async_trait]
 impl JobHandler for OutlookRelay {
     async fn handle(&self, job: &crate::store::Job) -> Result<(), JobFailure> {
+        if job.kind == RESYNC_KIND {
+            let Ok(record) =
+                serde_json::from_value::<SubscriptionRecord>(job.payload["subscription"].clone())
+            else {
+                return Err(JobFailure::permanent("resync without its subscription"));
+            };
+            return self.resync(&record).await;
+        }
         let n: ChangeNotification = serde_json::from_value(job.payload["notification"].clone())
             .map_err(|e| JobFailure::permanent(format!("bad notification payload: {e}")))?;
         let Ok(record) =
@@ -1069,12 +1074,9 @@ pub struct SubscriptionTask {
 
 impl SubscriptionTask {
     /// Starts the loop: every interval, the holder of [`subscriptions::LEASE`] (taken or
-    /// kept) creates, renews and recreates subscriptions; new ones get a delta resync.
-    pub fn start(
-        store: SharedStore,
-        manager: Arc<SubscriptionManager>,
-        relay: Arc<OutlookRelay>,
-    ) -> SubscriptionTask {
+    /// kept) creates, renews and recreates subscriptions; new ones get a delta resync job
+    /// ([`RESYNC_KIND`]).
+    pub fn start(store: SharedStore, manager: Arc<SubscriptionManager>) -> SubscriptionTask {
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let interval = manager.settings().interval;
@@ -1102,7 +1104,7 @@ impl SubscriptionTask {
                 }
                 if leader {
                     tokio::select! {
-                        r = run_check(&manager, &relay) => if let Err(e) = r {
+                        r = run_check(&store, &manager) => if let Err(e) = r {
                             tracing::warn!(error = %e, "Graph subscription check failed");
                         },
                         _ = stop.cancelled() => break,
@@ -1128,15 +1130,13 @@ impl SubscriptionTask {
     }
 }
 
-async fn run_check(manager: &SubscriptionManager, relay: &OutlookRelay) -> anyhow::Result<()> {
+/// One check; a new or replaced subscription gets a delta resync as a job (the baseline
+/// for a first subscription, the gap otherwise), retried by the workers until it works.
+async fn run_check(store: &SharedStore, manager: &SubscriptionManager) -> anyhow::Result<()> {
     for outcome in manager.check().await? {
-        let r = match &outcome {
-            Outcome::Created(r) => relay.after_created(r).await,
-            Outcome::Recreated(r) => relay.resync(r).await,
-            Outcome::Renewed(_) => Ok(()),
-        };
-        if let Err(e) = r {
-            tracing::warn!(error = %e.message, "delta resync after a subscription change failed; the next lifecycle event or restart retries");
+        if let Outcome::Created(r) | Outcome::Recreated(r) = &outcome {
+            let job = crate::store::Job::new(RESYNC_KIND, json!({ "subscription": r }));
+            store.enqueue(&job, None).await?;
         }
     }
     Ok(())
