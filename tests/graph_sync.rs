@@ -526,6 +526,23 @@ async fn outlook_events_reach_the_dingtalk_calendar_and_bridge_written_ones_do_n
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(w.calendar_calls().len(), 3, "{:?}", w.calendar_calls());
     assert!(w.robot_messages().is_empty());
+
+    // Missed notifications: the calendar delta relays exactly the event made in the gap
+    // (the bridge-written one changed too, and stays skipped).
+    let gap = w.graph.put_event(MAILBOX, event("Made in the gap"));
+    w.graph.update_event(
+        MAILBOX,
+        &mine_id,
+        json!({"subject": "From DingTalk (edited)"}),
+    );
+    let cs = w.graph.client_state(&sub_id).expect("cs");
+    assert_eq!(w.graph.lifecycle(&sub, "missed", &cs).await, 202);
+    let calls = w.wait_for_calendar(4).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.calendar_calls().len(), 4, "{:?}", w.calendar_calls());
+    assert_eq!(calls[3].method, "POST");
+    assert_eq!(calls[3].json()["summary"], "Made in the gap");
+    assert!(!gap.is_empty());
     w.graph.assert_no_violations();
 }
 

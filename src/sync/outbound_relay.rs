@@ -54,6 +54,12 @@ const DIGEST_MAX: usize = 20;
 const DIGEST_FEED_CAP: usize = 500;
 /// Job kind of a delta resync queued by the subscription manager (retried like any job).
 pub const RESYNC_KIND: &str = "graph.resync";
+/// Delta-state name of the primary calendar.
+const CALENDAR_DELTA: &str = "calendar";
+/// calendarView/delta window: this far back…
+const EVENT_WINDOW_PAST_DAYS: i64 = 30;
+/// …and this far ahead.
+const EVENT_WINDOW_FUTURE_DAYS: i64 = 365;
 /// Safety bound on delta pages per resync.
 const MAX_DELTA_PAGES: usize = 1000;
 
@@ -248,14 +254,15 @@ impl OutlookRelay {
     /// Relays the changes in the watched folder since the stored delta link (exactly the
     /// gap); without a link, takes the baseline and relays nothing.
     pub async fn resync(&self, record: &SubscriptionRecord) -> Result<(), JobFailure> {
-        if record.watched != Watched::Messages {
-            tracing::info!(watched = ?record.watched, "delta resync of this collection is not implemented; skipped");
-            return Ok(());
-        }
         let Some(route) = self.route(&record.route) else {
             return Ok(());
         };
-        let folder = record.folder.clone().unwrap_or_else(|| "inbox".into());
+        let folder = match record.watched {
+            Watched::Messages => record.folder.clone().unwrap_or_else(|| "inbox".into()),
+            Watched::Events => CALENDAR_DELTA.to_string(),
+            // Contacts are not relayed, so there is nothing to resync.
+            Watched::Contacts => return Ok(()),
+        };
         let lock = format!("graph-delta:{}:{folder}", record.route);
         let token = uuid::Uuid::new_v4().to_string();
         let store_err = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
@@ -293,6 +300,29 @@ impl OutlookRelay {
         let mailbox = &record.mailbox;
         let mut page = match &stored {
             Some(s) => self.graph.get_url(mailbox, &s.link).await,
+            None if record.watched == Watched::Events => {
+                // calendarView/delta needs a window; the primary calendar only (graph.md §3).
+                let now = chrono::Utc::now();
+                let fmt = |t: chrono::DateTime<chrono::Utc>| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                };
+                self.graph
+                    .get(
+                        mailbox,
+                        &format!(
+                            "calendarView/delta?startDateTime={}&endDateTime={}",
+                            utf8_percent_encode(
+                                &fmt(now - chrono::Duration::days(EVENT_WINDOW_PAST_DAYS)),
+                                NON_ALPHANUMERIC
+                            ),
+                            utf8_percent_encode(
+                                &fmt(now + chrono::Duration::days(EVENT_WINDOW_FUTURE_DAYS)),
+                                NON_ALPHANUMERIC
+                            ),
+                        ),
+                    )
+                    .await
+            }
             None => {
                 self.graph
                     .get(
@@ -324,14 +354,24 @@ impl OutlookRelay {
                 .into_iter()
                 .flatten()
             {
-                if item.get("@removed").is_some() || baseline {
+                if baseline {
                     continue;
                 }
                 let Some(id) = item.get("id").and_then(Value::as_str) else {
                     continue;
                 };
-                self.relay_message(route, mailbox, id, Trigger::Delta, Some(&since), None)
-                    .await?;
+                let removed = item.get("@removed").is_some();
+                match record.watched {
+                    Watched::Events => {
+                        let change = if removed { "deleted" } else { "updated" };
+                        self.relay_event(route, mailbox, id, change).await?;
+                    }
+                    _ if removed => continue,
+                    _ => {
+                        self.relay_message(route, mailbox, id, Trigger::Delta, Some(&since), None)
+                            .await?
+                    }
+                }
                 relayed += 1;
             }
             if let Some(next) = body.get("@odata.nextLink").and_then(Value::as_str) {

@@ -45,7 +45,8 @@
 //!   odata.maxpagesize`), chained by `@odata.nextLink` (`$skiptoken`) up to a page with
 //!   `@odata.deltaLink` (`$deltatoken`). A change lists the item's current state once,
 //!   however often it changed; items deleted or moved out come as `@removed`. An
-//!   unknown token answers 410 `syncStateNotFound`.
+//!   unknown token answers 410 `syncStateNotFound`. `calendarView/delta` works the same
+//!   way over the calendar (it requires the window on the first call but ignores dates).
 
 #![allow(dead_code)]
 
@@ -2003,6 +2004,9 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
             create_upload_session(ctx, shared, mailbox, id)
         }
         // --- events
+        ("GET", ["calendarView", d]) if *d == "delta" || *d == "delta()" => {
+            event_delta(ctx, shared, mailbox)
+        }
         ("GET", ["events"]) => collection_list(ctx, shared, mailbox, Coll::Events),
         ("POST", ["events"]) => {
             let body = match json_body(ctx, shared, "microsoft.graph.event", "event", true) {
@@ -2018,6 +2022,7 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
                 return Reply::json(201, present(ctx, existing));
             }
             let ev = stamp(body, "AAMkE");
+            mb.log_change(ev["id"].as_str().unwrap_or_default(), CALENDAR, false);
             mb.events.push(ev.clone());
             Reply::json(201, present(ctx, &ev))
         }
@@ -2558,10 +2563,17 @@ fn collection_item(ctx: &Ctx, shared: &Shared, mailbox: &str, coll: Coll, id: &s
             }
             merge(&mut items[pos], &patch);
             items[pos]["changeKey"] = json!(random_string(16));
-            Reply::json(200, present(ctx, &items[pos]))
+            let out = present(ctx, &items[pos]);
+            if matches!(coll, Coll::Events) {
+                mb.log_change(id, CALENDAR, false);
+            }
+            Reply::json(200, out)
         }
         "DELETE" => {
             let removed = items.remove(pos);
+            if matches!(coll, Coll::Events) {
+                mb.log_change(id, CALENDAR, true);
+            }
             if let Coll::Lists = coll
                 && let Some(lid) = removed["id"].as_str()
             {
@@ -3216,6 +3228,7 @@ impl GraphFake {
         if ev.get("isCancelled").is_none() {
             ev["isCancelled"] = json!(false);
         }
+        mb.log_change(&id, CALENDAR, false);
         mb.events.push(ev);
         id
     }
@@ -3230,6 +3243,7 @@ impl GraphFake {
         let ev = mb.events.iter_mut().find(|e| e["id"] == id).expect("event");
         merge(ev, &patch);
         ev["changeKey"] = json!(random_string(16));
+        mb.log_change(id, CALENDAR, false);
     }
 }
 
@@ -3238,4 +3252,98 @@ impl GraphFake {
     pub fn set_jwks(&self, jwks: Value) {
         self.shared.state().jwks = Some(jwks);
     }
+}
+
+/// Change-log "folder" of calendar events.
+const CALENDAR: &str = "x-fake-calendar";
+
+/// `calendarView/delta`: like [`message_delta`] over the primary calendar (the window
+/// `startDateTime`/`endDateTime` is required on the first call, as on Graph, but the fake
+/// returns every event regardless of its dates).
+fn event_delta(ctx: &Ctx, shared: &Shared, mailbox: &str) -> Reply {
+    let first = ctx.q("$skiptoken").is_none() && ctx.q("$deltatoken").is_none();
+    if first && (ctx.q("startDateTime").is_none() || ctx.q("endDateTime").is_none()) {
+        record_violation(
+            shared,
+            ctx,
+            "calendarView/delta",
+            vec!["startDateTime and endDateTime are required (graph.md §3)".into()],
+        );
+        return graph_error(
+            ctx,
+            400,
+            "ErrorInvalidParameter",
+            "startDateTime and endDateTime are required.",
+        );
+    }
+    let page_size = shared.config().delta_page_size.max(1);
+    let st = shared.state();
+    let mb = &st.mailboxes[mailbox];
+    let gone = || {
+        graph_error(
+            ctx,
+            410,
+            "syncStateNotFound",
+            "The sync state is not found (fake).",
+        )
+    };
+    let (since, offset, snapshot) = if let Some(sk) = ctx.q("$skiptoken") {
+        let parts: Vec<&str> = sk.split('.').collect();
+        let [a, b, c] = parts[..] else { return gone() };
+        let since = if a == "i" {
+            None
+        } else {
+            match a.parse::<u64>() {
+                Ok(v) => Some(v),
+                Err(_) => return gone(),
+            }
+        };
+        match (b.parse::<usize>(), c.parse::<u64>()) {
+            (Ok(o), Ok(snap)) if snap <= mb.seq => (since, o, snap),
+            _ => return gone(),
+        }
+    } else if let Some(dt) = ctx.q("$deltatoken") {
+        match dt.parse::<u64>() {
+            Ok(v) if v <= mb.seq => (Some(v), 0, mb.seq),
+            _ => return gone(),
+        }
+    } else {
+        (None, 0, mb.seq)
+    };
+    let items: Vec<Value> = match since {
+        None => mb.events.iter().map(|e| present(ctx, e)).collect(),
+        Some(since) => {
+            let mut ids: Vec<String> = vec![];
+            for (seq, id, f, _) in &mb.changes {
+                if *seq > since && *seq <= snapshot && f == CALENDAR && !ids.contains(id) {
+                    ids.push(id.clone());
+                }
+            }
+            ids.iter()
+                .map(
+                    |id| match mb.events.iter().find(|e| e["id"] == id.as_str()) {
+                        Some(e) => present(ctx, e),
+                        None => json!({"id": id, "@removed": {"reason": "deleted"}}),
+                    },
+                )
+                .collect()
+        }
+    };
+    let page: Vec<Value> = items.iter().skip(offset).take(page_size).cloned().collect();
+    let link = format!(
+        "{}/v1.0/users/{}/calendarView/delta",
+        shared.base(),
+        url::form_urlencoded::byte_serialize(mailbox.as_bytes()).collect::<String>()
+    );
+    let mut body = json!({ "value": page });
+    if offset + page_size < items.len() {
+        let since = since.map(|s| s.to_string()).unwrap_or_else(|| "i".into());
+        body["@odata.nextLink"] = json!(format!(
+            "{link}?$skiptoken={since}.{}.{snapshot}",
+            offset + page_size
+        ));
+    } else {
+        body["@odata.deltaLink"] = json!(format!("{link}?$deltatoken={snapshot}"));
+    }
+    Reply::json(200, body)
 }
