@@ -114,6 +114,10 @@ pub struct RouteConfig {
     /// Microsoft To Do list for relayed todos (created on first use).
     #[serde(default = "default_folder")]
     pub todo_list: String,
+    /// Outlook mail folder watched for Outlook → DingTalk mail (well-known name such as
+    /// `inbox`, or a top-level folder's display name). Default: `inbox`.
+    #[serde(default)]
+    pub watch_folder: Option<String>,
     /// Deletes are relayed only when this is on.
     #[serde(default)]
     pub allow_deletes: bool,
@@ -382,7 +386,7 @@ impl DingTalkConfig {
 }
 
 /// Microsoft Graph settings.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GraphConfig {
     /// Directory (tenant) id.
@@ -403,6 +407,44 @@ pub struct GraphConfig {
     /// Signature of the certificate assertion: `PS256` (default, header `x5t#S256`) or
     /// `RS256` (header `x5t`).
     pub assertion_alg: crate::graph::AssertionAlg,
+    /// PEM (PKCS#8 or PKCS#1) RSA private key that decrypts rich notifications
+    /// (`encryptedContent`); without it rich payloads are not decrypted and the changed
+    /// item is fetched instead.
+    pub notification_private_key_path: Option<String>,
+    /// Lifetime asked for on every subscription create/renew, in seconds (Outlook's
+    /// maximum is 4 230 minutes = 253 800 s).
+    pub subscription_lifetime_secs: u64,
+    /// A subscription is renewed once less than this remains before it expires.
+    pub subscription_renew_before_secs: u64,
+    /// How often the subscription manager checks (and the lease holder renews).
+    pub subscription_check_interval_secs: u64,
+    /// Accept an `http://` `public_url` for subscriptions (tests and local development
+    /// only: Graph itself only ever calls HTTPS notification URLs).
+    pub allow_http_public_url: bool,
+}
+
+/// Outlook's longest subscription lifetime for messages, events and contacts (graph.md §2.6).
+pub const MAX_SUBSCRIPTION_LIFETIME_SECS: u64 = 4230 * 60;
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        Self {
+            tenant_id: None,
+            client_id: None,
+            client_secret: None,
+            certificate_path: None,
+            private_key_path: None,
+            base_url: None,
+            authority_url: None,
+            assertion_alg: Default::default(),
+            notification_private_key_path: None,
+            // A little under the maximum, so clock skew never makes Graph refuse it.
+            subscription_lifetime_secs: 4200 * 60,
+            subscription_renew_before_secs: 24 * 3600,
+            subscription_check_interval_secs: 300,
+            allow_http_public_url: false,
+        }
+    }
 }
 
 /// The identity part of a configured Graph section.
@@ -669,6 +711,7 @@ impl Config {
             }
         }
         self.validate_routes()?;
+        self.validate_subscriptions()?;
         self.dingtalk.validate()?;
         for entry in &self.api.bootstrap_keys {
             crate::apikeys::BootstrapKey::parse(entry)
@@ -710,6 +753,60 @@ impl Config {
                         reason,
                     )
                 })?;
+        }
+        Ok(())
+    }
+
+    /// Subscriptions (Outlook → DingTalk) need a public HTTPS URL Graph can call and a
+    /// lifetime within Outlook's limit.
+    fn validate_subscriptions(&self) -> Result<(), ConfigError> {
+        let g = &self.graph;
+        if g.subscription_lifetime_secs == 0
+            || g.subscription_lifetime_secs > MAX_SUBSCRIPTION_LIFETIME_SECS
+        {
+            return Err(ConfigError::new(
+                "graph.subscription_lifetime_secs",
+                format!(
+                    "must be 1..={MAX_SUBSCRIPTION_LIFETIME_SECS} (Outlook allows 4 230 minutes)"
+                ),
+            ));
+        }
+        if g.subscription_renew_before_secs == 0
+            || g.subscription_renew_before_secs >= g.subscription_lifetime_secs
+        {
+            return Err(ConfigError::new(
+                "graph.subscription_renew_before_secs",
+                "must be > 0 and below graph.subscription_lifetime_secs",
+            ));
+        }
+        if g.subscription_check_interval_secs == 0
+            || g.subscription_check_interval_secs >= g.subscription_renew_before_secs
+        {
+            return Err(ConfigError::new(
+                "graph.subscription_check_interval_secs",
+                "must be > 0 and below graph.subscription_renew_before_secs, or a renewal could be late",
+            ));
+        }
+        let wants = self.routes.iter().any(|r| r.direction.to_dingtalk());
+        if wants && g.credentials()?.is_some() {
+            let Some(url) = &self.public_url else {
+                return Err(ConfigError::new(
+                    "public_url (DINGBRIDGE_PUBLIC_URL)",
+                    "required for Outlook → DingTalk routes: Graph posts change notifications to {public_url}/webhooks/graph",
+                ));
+            };
+            let https = url::Url::parse(url).is_ok_and(|u| u.scheme() == "https");
+            if !https && !g.allow_http_public_url {
+                return Err(ConfigError::new(
+                    "public_url (DINGBRIDGE_PUBLIC_URL)",
+                    "must be https:// (Graph only calls HTTPS notification URLs); graph.allow_http_public_url = true allows http:// for tests",
+                ));
+            }
+        }
+        if let Some(p) = &g.notification_private_key_path {
+            crate::graph::notifications::load_private_key(p).map_err(|reason| {
+                ConfigError::new("graph.notification_private_key_path", reason)
+            })?;
         }
         Ok(())
     }
@@ -1127,6 +1224,47 @@ union_id = "union-1"
 
     fn fixture(name: &str) -> String {
         format!("{}/tests/fixtures/graph/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn outlook_to_dingtalk_routes_need_an_https_public_url_and_a_valid_lifetime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let write = |top: &str, graph: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "{top}\n[graph]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{graph}\n[[routes]]\nname = \"r\"\nmailbox = \"a@b.c\"\nkinds = [\"mail\"]\ndirection = \"to_dingtalk\"\n[routes.dingtalk]\nconversation_id = \"cid\"\n"
+                ),
+            )
+            .expect("write");
+        };
+        write("", "");
+        let err = Config::load_from(Some(&path), env(&[])).expect_err("no public_url");
+        assert!(err.key.starts_with("public_url"), "{err}");
+        write("public_url = \"http://bridge.example\"", "");
+        let err = Config::load_from(Some(&path), env(&[])).expect_err("http");
+        assert!(err.reason.contains("https"), "{err}");
+        write(
+            "public_url = \"http://127.0.0.1:9\"",
+            "allow_http_public_url = true",
+        );
+        Config::load_from(Some(&path), env(&[])).expect("http allowed for tests");
+        write("public_url = \"https://bridge.example\"", "");
+        let c = Config::load_from(Some(&path), env(&[])).expect("https");
+        assert_eq!(c.graph.subscription_lifetime_secs, 4200 * 60);
+        write(
+            "public_url = \"https://bridge.example\"",
+            "subscription_lifetime_secs = 253801",
+        );
+        let err = Config::load_from(Some(&path), env(&[])).expect_err("too long");
+        assert_eq!(err.key, "graph.subscription_lifetime_secs");
+        write(
+            "public_url = \"https://bridge.example\"",
+            "subscription_lifetime_secs = 600\nsubscription_renew_before_secs = 600",
+        );
+        let err = Config::load_from(Some(&path), env(&[])).expect_err("renew too late");
+        assert_eq!(err.key, "graph.subscription_renew_before_secs");
     }
 
     #[test]

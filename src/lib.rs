@@ -45,6 +45,7 @@ pub struct Application {
     server: Server,
     workers: WorkerPool,
     backfill: Option<dingtalk::backfill::Backfill>,
+    subscriptions: Option<sync::outbound_relay::SubscriptionTask>,
     stream: Option<tokio::task::JoinHandle<()>>,
     stream_cancel: CancellationToken,
     shutdown_timeout: Duration,
@@ -101,6 +102,60 @@ impl Application {
                 http.clone(),
             )),
         );
+        // Outlook → DingTalk: notification/lifecycle handlers and the subscription manager.
+        let mut subscription_parts = None;
+        let outbound_routes: Vec<_> = config
+            .routes
+            .iter()
+            .filter(|r| r.direction.to_dingtalk())
+            .cloned()
+            .collect();
+        if let Some(g) = &graph
+            && !outbound_routes.is_empty()
+        {
+            let manager = graph::subscriptions::ManagerSettings::from_config(&config).map(|s| {
+                Arc::new(graph::subscriptions::SubscriptionManager::new(
+                    store.clone(),
+                    g.clone(),
+                    s,
+                    graph::subscriptions::wanted(&outbound_routes),
+                ))
+            });
+            let mut relay = sync::outbound_relay::OutlookRelay::new(
+                store.clone(),
+                g.clone(),
+                http.clone(),
+                dingtalk_client.clone(),
+                outbound_routes,
+                manager.clone(),
+            );
+            if let (Some(path), Ok(Some(id))) = (
+                &config.graph.notification_private_key_path,
+                config.graph.credentials(),
+            ) {
+                let key =
+                    graph::notifications::load_private_key(path).map_err(anyhow::Error::msg)?;
+                let jwks_url = format!(
+                    "{}{}",
+                    config
+                        .graph
+                        .authority_url
+                        .as_deref()
+                        .unwrap_or(graph::DEFAULT_AUTHORITY_URL)
+                        .trim_end_matches('/'),
+                    graph::jwks::DEFAULT_JWKS_PATH
+                );
+                relay = relay.with_rich(
+                    graph::jwks::JwksValidator::new(http.clone(), jwks_url, id.client_id),
+                    key,
+                );
+            }
+            let relay = Arc::new(relay);
+            registry.register(graph::inbound::NOTIFICATION_KIND, relay.clone());
+            registry.register(graph::inbound::LIFECYCLE_KIND, relay.clone());
+            registry.register(sync::outbound_relay::RESYNC_KIND, relay);
+            subscription_parts = manager;
+        }
         let dingtalk_push = push_crypto.clone().map(|c| {
             Box::new(dingtalk::push::PushVerifier::new(
                 c,
@@ -214,12 +269,16 @@ impl Application {
             }
             _ => None,
         };
-        let workers = WorkerPool::start(store, registry, config.workers.clone());
+        let workers = WorkerPool::start(store.clone(), registry, config.workers.clone());
+        // After the server is bound: Graph validates the notification URL on create.
+        let subscriptions = subscription_parts
+            .map(|manager| sync::outbound_relay::SubscriptionTask::start(store.clone(), manager));
         Ok(Application {
             addr,
             server,
             workers,
             backfill,
+            subscriptions,
             stream,
             stream_cancel,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
@@ -239,6 +298,9 @@ impl Application {
         self.stream_cancel.cancel();
         if let Some(stream) = self.stream {
             let _ = tokio::time::timeout(self.shutdown_timeout, stream).await;
+        }
+        if let Some(subscriptions) = self.subscriptions {
+            subscriptions.shutdown(self.shutdown_timeout).await;
         }
         if let Some(backfill) = self.backfill {
             backfill.shutdown(self.shutdown_timeout).await;

@@ -1013,7 +1013,115 @@ impl GraphClient {
         self.execute(mailbox, call).await?.json()
     }
 
+    // ----- subscriptions (graph.md §2) --------------------------------------------------
+
+    /// `POST /subscriptions` (body: a `microsoft.graph.subscription` with `changeType`,
+    /// `notificationUrl`, `resource`, `expirationDateTime`, and here also `clientState` and
+    /// `lifecycleNotificationUrl`). Sent with `Prefer: IdType="ImmutableId"` so that the
+    /// notifications name immutable ids (only settable at creation). Graph validates both
+    /// URLs before answering `201`. `mailbox` only selects the throttling gate.
+    pub async fn create_subscription(
+        &self,
+        mailbox: &str,
+        subscription: &Value,
+    ) -> Result<Value, GraphError> {
+        self.call_root(
+            mailbox,
+            Method::POST,
+            "subscriptions",
+            Some(subscription),
+            true,
+        )
+        .await?
+        .json()
+    }
+
+    /// `PATCH /subscriptions/{id}` with a new `expirationDateTime` (renews and
+    /// reauthorizes). A 404 means Graph deleted the subscription: create a new one.
+    pub async fn renew_subscription(
+        &self,
+        mailbox: &str,
+        id: &str,
+        expiration: &str,
+    ) -> Result<Value, GraphError> {
+        let body = json!({ "expirationDateTime": expiration });
+        self.call_root(
+            mailbox,
+            Method::PATCH,
+            &format!("subscriptions/{}", encode(id)),
+            Some(&body),
+            false,
+        )
+        .await?
+        .json()
+    }
+
+    /// `DELETE /subscriptions/{id}`; one already gone counts as deleted.
+    pub async fn delete_subscription(&self, mailbox: &str, id: &str) -> Result<(), GraphError> {
+        match self
+            .call_root(
+                mailbox,
+                Method::DELETE,
+                &format!("subscriptions/{}", encode(id)),
+                None,
+                false,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /subscriptions/{id}/reauthorize` (no body, `204`): answers a
+    /// `reauthorizationRequired` lifecycle event without changing the expiry.
+    pub async fn reauthorize_subscription(
+        &self,
+        mailbox: &str,
+        id: &str,
+    ) -> Result<(), GraphError> {
+        self.call_root(
+            mailbox,
+            Method::POST,
+            &format!("subscriptions/{}/reauthorize", encode(id)),
+            None,
+            false,
+        )
+        .await
+        .map(|_| ())
+    }
+
     // ----- plumbing ------------------------------------------------------------------------
+
+    /// A call to `{base}/{path}` (not under `/users/{mailbox}`), gated as `mailbox`.
+    async fn call_root(
+        &self,
+        mailbox: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        immutable_ids: bool,
+    ) -> Result<Answer, GraphError> {
+        let body = match body {
+            Some(v) => Some((
+                "application/json",
+                Bytes::from(
+                    serde_json::to_vec(v).map_err(|e| GraphError::Unexpected(e.to_string()))?,
+                ),
+            )),
+            None => None,
+        };
+        let call = Call {
+            method,
+            url: format!("{}/{}", self.inner.base_url, path),
+            body,
+            immutable_ids,
+            bearer: true,
+            content_range: None,
+        };
+        self.execute(mailbox, call).await
+    }
 
     async fn delete(
         &self,

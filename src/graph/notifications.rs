@@ -185,6 +185,15 @@ pub fn decrypt_content(
     serde_json::from_slice(plain).map_err(|_| RichError::Decrypt)
 }
 
+/// Reads the PEM RSA private key (PKCS#8 or PKCS#1) that decrypts rich notifications.
+pub fn load_private_key(path: &str) -> Result<RsaPrivateKey, String> {
+    use rsa::{pkcs1::DecodeRsaPrivateKey, pkcs8::DecodePrivateKey};
+    let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    RsaPrivateKey::from_pkcs8_pem(&pem)
+        .or_else(|_| RsaPrivateKey::from_pkcs1_pem(&pem))
+        .map_err(|_| format!("{path} is not a PEM RSA private key (PKCS#8 or PKCS#1)"))
+}
+
 /// Claims checked on a `validationTokens` JWT (signature and time are checked by
 /// `jsonwebtoken`; these are the ones it does not know about).
 #[derive(Debug, Deserialize)]

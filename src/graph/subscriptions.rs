@@ -1,12 +1,23 @@
-//! Graph subscriptions as the store remembers them: which mailbox and route a
-//! subscription serves and the random `clientState` it was created with.
+//! Graph subscriptions as the store remembers them (which mailbox and route a
+//! subscription serves and the random `clientState` it was created with), and the
+//! [`SubscriptionManager`] that keeps one subscription alive per route and watched
+//! collection: created at start-up, renewed well before expiry, recreated when Graph says
+//! it is gone (graph.md §2.1, §2.5, §2.6).
 
+use std::{sync::Arc, time::Duration};
+
+use rand::{Rng, distributions::Alphanumeric};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use crate::store::{Store, StoreResult};
+use super::{GraphClient, GraphError};
+use crate::{
+    config::{Config, RouteConfig, RouteKind},
+    store::{SharedStore, Store, StoreResult},
+};
 
 /// What a subscription watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Watched {
     /// Messages of a folder (or the whole mailbox).
@@ -37,6 +48,13 @@ pub struct SubscriptionRecord {
     /// Created with `includeResourceData`.
     #[serde(default)]
     pub rich: bool,
+    /// Messages: the watched folder (well-known name or id), for delta resyncs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    /// The `notificationUrl` it was created with (a changed `public_url` means a new
+    /// subscription: Graph cannot change it in place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_url: Option<String>,
 }
 
 fn key(id: &str) -> String {
@@ -73,4 +91,420 @@ pub async fn all(store: &dyn Store) -> StoreResult<Vec<SubscriptionRecord>> {
         }
     }
     Ok(out)
+}
+
+// ----- the manager ----------------------------------------------------------------------
+
+/// Well-known folder names usable as ids (graph.md §3).
+const WELL_KNOWN_FOLDERS: &[&str] = &[
+    "inbox",
+    "drafts",
+    "sentitems",
+    "deleteditems",
+    "archive",
+    "junkemail",
+];
+
+/// Store lease held by the one instance that creates and renews subscriptions.
+pub const LEASE: &str = "graph-subscriptions";
+
+/// One subscription the configuration asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// Route name.
+    pub route: String,
+    /// Mailbox.
+    pub mailbox: String,
+    /// What to watch.
+    pub watched: Watched,
+    /// Messages: folder to watch (well-known name or display name).
+    pub folder: Option<String>,
+}
+
+/// Settings of the manager.
+#[derive(Debug, Clone)]
+pub struct ManagerSettings {
+    /// `{public_url}/webhooks/graph`.
+    pub notification_url: String,
+    /// `{public_url}/webhooks/graph/lifecycle`.
+    pub lifecycle_url: String,
+    /// Lifetime asked for on create and renew.
+    pub lifetime: Duration,
+    /// Renew when less than this remains.
+    pub renew_before: Duration,
+    /// Check interval.
+    pub interval: Duration,
+}
+
+impl ManagerSettings {
+    /// The settings of `config`, or `None` without a `public_url`.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let base = config.public_url.as_deref()?.trim_end_matches('/');
+        let g = &config.graph;
+        Some(Self {
+            notification_url: format!("{base}/webhooks/graph"),
+            lifecycle_url: format!("{base}/webhooks/graph/lifecycle"),
+            lifetime: Duration::from_secs(g.subscription_lifetime_secs),
+            renew_before: Duration::from_secs(g.subscription_renew_before_secs),
+            interval: Duration::from_secs(g.subscription_check_interval_secs),
+        })
+    }
+}
+
+/// What a check did to one wanted subscription.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A new subscription where there was none.
+    Created(SubscriptionRecord),
+    /// A subscription Graph had dropped was replaced: changes in the gap need a resync.
+    Recreated(SubscriptionRecord),
+    /// Renewed in time.
+    Renewed(SubscriptionRecord),
+}
+
+/// Keeps the wanted subscriptions alive.
+pub struct SubscriptionManager {
+    store: SharedStore,
+    graph: Arc<GraphClient>,
+    settings: ManagerSettings,
+    wanted: Vec<Wanted>,
+}
+
+/// The subscriptions `routes` ask for: Outlook → DingTalk routes watch messages (kind
+/// `mail`, or `message` on a `both` route), events (`event`) and contacts (`contact`).
+pub fn wanted(routes: &[RouteConfig]) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    for r in routes.iter().filter(|r| r.direction.to_dingtalk()) {
+        let mut push = |watched, folder: Option<String>| {
+            if !out
+                .iter()
+                .any(|w: &Wanted| w.route == r.name && w.watched == watched)
+            {
+                out.push(Wanted {
+                    route: r.name.clone(),
+                    mailbox: r.mailbox.clone(),
+                    watched,
+                    folder,
+                });
+            }
+        };
+        for kind in &r.kinds {
+            match kind {
+                RouteKind::Mail | RouteKind::Message => push(
+                    Watched::Messages,
+                    Some(r.watch_folder.clone().unwrap_or_else(|| "inbox".into())),
+                ),
+                RouteKind::Event => push(Watched::Events, None),
+                RouteKind::Contact => push(Watched::Contacts, None),
+                RouteKind::Todo => {}
+            }
+        }
+    }
+    out
+}
+
+/// A random `clientState`: 64 alphanumerics (Graph allows 128).
+pub fn new_client_state() -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(64)
+        .map(char::from)
+        .collect()
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn entry_lock(route: &str, watched: Watched) -> String {
+    format!("graph-sub:{route}:{watched:?}")
+}
+
+/// How long an entry lock lives (one create with its validation handshake).
+const ENTRY_LOCK_TTL: Duration = Duration::from_secs(60);
+
+impl SubscriptionManager {
+    /// A manager for `wanted` subscriptions.
+    pub fn new(
+        store: SharedStore,
+        graph: Arc<GraphClient>,
+        settings: ManagerSettings,
+        wanted: Vec<Wanted>,
+    ) -> Self {
+        Self {
+            store,
+            graph,
+            settings,
+            wanted,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ManagerSettings {
+        &self.settings
+    }
+
+    /// The wanted subscriptions.
+    pub fn wanted(&self) -> &[Wanted] {
+        &self.wanted
+    }
+
+    /// The record currently serving `route`/`watched`.
+    pub async fn current(
+        &self,
+        route: &str,
+        watched: Watched,
+    ) -> StoreResult<Option<SubscriptionRecord>> {
+        Ok(all(self.store.as_ref())
+            .await?
+            .into_iter()
+            .find(|r| r.route == route && r.watched == watched))
+    }
+
+    /// Runs `f` holding the entry lock of `route`/`watched`; `Ok(None)` when another
+    /// instance or job holds it.
+    pub async fn locked<T, F, Fut>(
+        &self,
+        route: &str,
+        watched: Watched,
+        f: F,
+    ) -> anyhow::Result<Option<T>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let name = entry_lock(route, watched);
+        let token = uuid::Uuid::new_v4().to_string();
+        if !self
+            .store
+            .lease_acquire(&name, &token, ENTRY_LOCK_TTL)
+            .await?
+        {
+            return Ok(None);
+        }
+        let result = f().await;
+        let _ = self.store.lease_release(&name, &token).await;
+        result.map(Some)
+    }
+
+    async fn resource(&self, w: &Wanted) -> Result<(String, Option<String>), GraphError> {
+        let m = &w.mailbox;
+        Ok(match w.watched {
+            Watched::Messages => {
+                let wanted = w.folder.clone().unwrap_or_else(|| "inbox".into());
+                let folder = if WELL_KNOWN_FOLDERS.contains(&wanted.to_ascii_lowercase().as_str()) {
+                    wanted.to_ascii_lowercase()
+                } else {
+                    self.graph.ensure_mail_folder(m, &wanted).await?
+                };
+                (
+                    format!("users/{m}/mailFolders('{folder}')/messages"),
+                    Some(folder),
+                )
+            }
+            Watched::Events => (format!("users/{m}/events"), None),
+            Watched::Contacts => (format!("users/{m}/contacts"), None),
+        })
+    }
+
+    fn expiry(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now()
+            + chrono::Duration::from_std(self.settings.lifetime).unwrap_or(chrono::Duration::zero())
+    }
+
+    /// Creates the subscription of `w` and remembers it (Graph validates both URLs first).
+    pub async fn create(&self, w: &Wanted) -> anyhow::Result<SubscriptionRecord> {
+        let (resource, folder) = self.resource(w).await?;
+        let client_state = new_client_state();
+        let expires = rfc3339(self.expiry());
+        let body = json!({
+            "changeType": "created,updated,deleted",
+            "notificationUrl": self.settings.notification_url,
+            "lifecycleNotificationUrl": self.settings.lifecycle_url,
+            "resource": resource,
+            "expirationDateTime": expires,
+            "clientState": client_state,
+            "latestSupportedTlsVersion": "v1_2",
+        });
+        let created = self.graph.create_subscription(&w.mailbox, &body).await?;
+        let id = created
+            .get("id")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| anyhow::anyhow!("Graph created a subscription without an id"))?;
+        let record = SubscriptionRecord {
+            id: id.to_string(),
+            route: w.route.clone(),
+            mailbox: w.mailbox.clone(),
+            watched: w.watched,
+            resource,
+            client_state,
+            expires_at: created
+                .get("expirationDateTime")
+                .and_then(|v| v.as_str())
+                .unwrap_or(&expires)
+                .to_string(),
+            rich: false,
+            folder,
+            notification_url: Some(self.settings.notification_url.clone()),
+        };
+        save(self.store.as_ref(), &record).await?;
+        metrics::counter!("graph_subscriptions_total", "action" => "created").increment(1);
+        tracing::info!(subscription = %record.id, route = %record.route, watched = ?record.watched, expires = %record.expires_at, "Graph subscription created");
+        Ok(record)
+    }
+
+    /// Renews `record` (PATCH expirationDateTime). `Ok(None)` when Graph no longer has it.
+    pub async fn renew(
+        &self,
+        record: &SubscriptionRecord,
+    ) -> anyhow::Result<Option<SubscriptionRecord>> {
+        let expires = rfc3339(self.expiry());
+        match self
+            .graph
+            .renew_subscription(&record.mailbox, &record.id, &expires)
+            .await
+        {
+            Ok(answer) => {
+                let mut r = record.clone();
+                r.expires_at = answer
+                    .get("expirationDateTime")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or(&expires)
+                    .to_string();
+                save(self.store.as_ref(), &r).await?;
+                metrics::counter!("graph_subscriptions_total", "action" => "renewed").increment(1);
+                tracing::info!(subscription = %r.id, expires = %r.expires_at, "Graph subscription renewed");
+                Ok(Some(r))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces `old` (gone at Graph) with a new subscription for the same route/watched.
+    pub async fn recreate(&self, old: &SubscriptionRecord) -> anyhow::Result<SubscriptionRecord> {
+        let w = self
+            .wanted
+            .iter()
+            .find(|w| w.route == old.route && w.watched == old.watched)
+            .cloned()
+            .unwrap_or(Wanted {
+                route: old.route.clone(),
+                mailbox: old.mailbox.clone(),
+                watched: old.watched,
+                folder: old.folder.clone(),
+            });
+        let record = self.create(&w).await?;
+        forget(self.store.as_ref(), &old.id).await?;
+        metrics::counter!("graph_subscriptions_total", "action" => "recreated").increment(1);
+        tracing::warn!(old = %old.id, new = %record.id, route = %record.route, "Graph subscription recreated");
+        Ok(record)
+    }
+
+    fn due(&self, record: &SubscriptionRecord) -> bool {
+        let Ok(expires) = chrono::DateTime::parse_from_rfc3339(&record.expires_at) else {
+            return true;
+        };
+        let left = expires.with_timezone(&chrono::Utc) - chrono::Utc::now();
+        left.to_std().unwrap_or(Duration::ZERO) < self.settings.renew_before
+    }
+
+    /// One pass over the wanted subscriptions (call only while holding [`LEASE`]):
+    /// create what is missing, renew what is due, recreate what Graph dropped, delete
+    /// subscriptions no route wants any more.
+    pub async fn check(&self) -> anyhow::Result<Vec<Outcome>> {
+        let mut outcomes = Vec::new();
+        for w in &self.wanted {
+            let done = self
+                .locked(&w.route, w.watched, || async {
+                    match self.current(&w.route, w.watched).await? {
+                        None => Ok(Some(Outcome::Created(self.create(w).await?))),
+                        Some(r)
+                            if r.notification_url.as_deref().is_some_and(|u| {
+                                u != self.settings.notification_url
+                            }) =>
+                        {
+                            // public_url changed: a new subscription, then the old one goes.
+                            let new = self.recreate(&r).await?;
+                            if let Err(e) = self.graph.delete_subscription(&r.mailbox, &r.id).await {
+                                tracing::warn!(subscription = %r.id, error = %e, "cannot delete the subscription with the old notificationUrl; it expires by itself");
+                            }
+                            Ok(Some(Outcome::Recreated(new)))
+                        }
+                        Some(r) if self.due(&r) => match self.renew(&r).await? {
+                            Some(r) => Ok(Some(Outcome::Renewed(r))),
+                            None => Ok(Some(Outcome::Recreated(self.recreate(&r).await?))),
+                        },
+                        Some(_) => Ok(None),
+                    }
+                })
+                .await;
+            match done {
+                Ok(Some(Some(o))) => outcomes.push(o),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(route = %w.route, watched = ?w.watched, error = %e, "Graph subscription check failed; next check retries")
+                }
+            }
+        }
+        for r in all(self.store.as_ref()).await? {
+            if !self
+                .wanted
+                .iter()
+                .any(|w| w.route == r.route && w.watched == r.watched)
+            {
+                if let Err(e) = self.graph.delete_subscription(&r.mailbox, &r.id).await {
+                    tracing::warn!(subscription = %r.id, error = %e, "cannot delete an unwanted Graph subscription");
+                    continue;
+                }
+                forget(self.store.as_ref(), &r.id).await?;
+                tracing::info!(subscription = %r.id, route = %r.route, "unwanted Graph subscription deleted");
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(toml_text: &str) -> RouteConfig {
+        toml::from_str(toml_text).expect("route")
+    }
+
+    #[test]
+    fn only_outlook_to_dingtalk_routes_want_subscriptions() {
+        let routes = vec![
+            route(
+                "name = \"a\"\nmailbox = \"a@x\"\nkinds = [\"mail\", \"event\", \"contact\", \"todo\"]\ndirection = \"to_dingtalk\"\n[dingtalk]\nconversation_id = \"c\"\n",
+            ),
+            route(
+                "name = \"b\"\nmailbox = \"b@x\"\nkinds = [\"mail\"]\n[dingtalk]\nconversation_id = \"c\"\n",
+            ),
+            route(
+                "name = \"c\"\nmailbox = \"c@x\"\nkinds = [\"message\", \"mail\"]\ndirection = \"both\"\nwatch_folder = \"Projects\"\n[dingtalk]\nconversation_id = \"c\"\n",
+            ),
+        ];
+        let w = wanted(&routes);
+        let names: Vec<_> = w.iter().map(|w| (w.route.as_str(), w.watched)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("a", Watched::Messages),
+                ("a", Watched::Events),
+                ("a", Watched::Contacts),
+                ("c", Watched::Messages)
+            ]
+        );
+        assert_eq!(w[0].folder.as_deref(), Some("inbox"));
+        assert_eq!(w[3].folder.as_deref(), Some("Projects"));
+    }
+
+    #[test]
+    fn client_states_are_random_and_within_graphs_limit() {
+        let a = new_client_state();
+        assert!(a.len() <= 128);
+        assert_ne!(a, new_client_state());
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod event;
 pub mod mapping;
+pub mod outbound_relay;
 pub mod relay;
 pub mod routes;
 

@@ -871,10 +871,55 @@ impl JobHandler for RelayHandler {
                 "a route matches but Microsoft Graph is not configured; set DINGBRIDGE_GRAPH_TENANT_ID, DINGBRIDGE_GRAPH_CLIENT_ID and a credential",
             )
         })?;
+        if let Some(origin) = self.written_by_bridge(&event).await? {
+            // Loop prevention: the Outlook → DingTalk relay wrote this DingTalk object.
+            return self
+                .audit(
+                    format!("relay.{}.{}", event.kind.as_str(), event.action.as_str()),
+                    json!({ "job_id": job.id, "ids": event.ids, "result": "echo_skipped", "outlook_id": origin }),
+                )
+                .await;
+        }
         for route in routes {
             self.relay_route(graph, route, &event, job).await?;
         }
         Ok(())
+    }
+}
+
+impl RelayHandler {
+    /// The Outlook item a DingTalk object was written for, when the bridge itself wrote
+    /// it (a live echo guard, or an id pair of the Outlook → DingTalk relay).
+    async fn written_by_bridge(&self, event: &SyncEvent) -> Result<Option<String>, JobFailure> {
+        let (key, ns) = match event.kind {
+            EventKind::CalendarEvent => (
+                "calendar_event_id",
+                Some(crate::sync::outbound_relay::EVENT_NS),
+            ),
+            EventKind::Message => ("message_id", Some(crate::sync::outbound_relay::MAIL_NS)),
+            EventKind::Todo => ("task_id", None),
+            _ => return Ok(None),
+        };
+        let Some(id) = event.ids.get(key) else {
+            return Ok(None);
+        };
+        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
+        if let Some(origin) = self
+            .store
+            .kv_get(&format!("echo:dingtalk:{id}"))
+            .await
+            .map_err(transient)?
+        {
+            return Ok(Some(origin));
+        }
+        match ns {
+            Some(ns) => self
+                .store
+                .map_get(ns, crate::store::Side::Left, id)
+                .await
+                .map_err(transient),
+            None => Ok(None),
+        }
     }
 }
 

@@ -107,6 +107,7 @@ mod tests {
             folder: "DingTalk".into(),
             todo_list: "DingTalk".into(),
             allow_deletes: false,
+            watch_folder: None,
             time_zone: "China Standard Time".into(),
             dingtalk: RouteDingTalk {
                 conversation_id: Some(format!("cid-{name}")),

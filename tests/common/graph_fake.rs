@@ -30,6 +30,23 @@
 //! - the replay of a client-assertion `jti` is refused with `invalid_client`; the AADSTS
 //!   number Entra uses for that is not known, the description says so.
 //! - `$batch` is not implemented (answers 501 and records a violation).
+//! - subscriptions: `POST /subscriptions` validates the body against the oracle (plus
+//!   the required fields of graph.md §6.4.4), refuses lifetimes beyond 4 230 minutes and
+//!   `clientState` over 128 characters, and runs Graph's validation handshake against
+//!   `notificationUrl` and `lifecycleNotificationUrl` (both; http allowed here, Graph
+//!   requires https) before answering `201`. An expired subscription disappears (later
+//!   PATCH/GET: 404), as Graph deletes subscriptions not renewed in time; the fake keeps
+//!   the ids of those that expired for tests to assert none did.
+//! - notifications and lifecycle events are sent only when the test asks
+//!   ([`GraphFake::notify`], [`GraphFake::lifecycle`]); the fake knows each
+//!   subscription's `clientState`.
+//! - message delta (`mailFolders/{id}/messages/delta`): tokens are the mailbox's change
+//!   sequence number; pages hold `delta_page_size` items (or `Prefer:
+//!   odata.maxpagesize`), chained by `@odata.nextLink` (`$skiptoken`) up to a page with
+//!   `@odata.deltaLink` (`$deltatoken`). A change lists the item's current state once,
+//!   however often it changed; items deleted or moved out come as `@removed`. An
+//!   unknown token answers 410 `syncStateNotFound`. `calendarView/delta` works the same
+//!   way over the calendar (it requires the window on the first call but ignores dates).
 
 #![allow(dead_code)]
 
@@ -103,6 +120,8 @@ pub struct GraphFakeConfig {
     pub latency: Duration,
     /// When set, only these mailboxes exist (others: 404 `MailboxNotEnabledForRESTAPI`).
     pub mailboxes: Option<Vec<String>>,
+    /// Items per message delta page when the client sends no `odata.maxpagesize`.
+    pub delta_page_size: usize,
 }
 
 impl Default for GraphFakeConfig {
@@ -121,6 +140,7 @@ impl Default for GraphFakeConfig {
             retry_after_format: RetryAfterFormat::Integer,
             latency: Duration::ZERO,
             mailboxes: None,
+            delta_page_size: 3,
         }
     }
 }
@@ -275,6 +295,17 @@ struct Mailbox {
     window_start: Option<Instant>,
     window_count: u32,
     throttled: usize,
+    /// Change log for delta: (sequence, message id, folder id, removed from that folder).
+    changes: Vec<(u64, String, String, bool)>,
+    seq: u64,
+}
+
+impl Mailbox {
+    fn log_change(&mut self, id: &str, folder_id: &str, removed: bool) {
+        self.seq += 1;
+        self.changes
+            .push((self.seq, id.to_string(), folder_id.to_string(), removed));
+    }
 }
 
 const WELL_KNOWN: &[(&str, &str)] = &[
@@ -354,6 +385,24 @@ struct State {
     failures: Vec<Injected>,
     throttled_concurrency: usize,
     throttled_budget: usize,
+    subscriptions: HashMap<String, FakeSubscription>,
+    expired_subscriptions: Vec<String>,
+    jwks: Option<Value>,
+}
+
+/// A subscription as the fake keeps it.
+#[derive(Debug, Clone)]
+struct FakeSubscription {
+    json: Value,
+    client_state: String,
+    notification_url: String,
+    lifecycle_url: Option<String>,
+    expires: chrono::DateTime<chrono::Utc>,
+    mailbox: String,
+    /// `messages`, `events` or `contacts`.
+    collection: String,
+    /// Messages of one folder (as named in the resource), or of the whole mailbox.
+    folder: Option<String>,
 }
 
 struct Shared {
@@ -1042,6 +1091,13 @@ async fn dispatch(ctx: &Ctx, shared: &Shared) -> Reply {
         }
         return upload_put(ctx, shared, segs[1]);
     }
+    // Microsoft identity's signing keys (validation tokens of rich notifications).
+    if ctx.path == "/common/discovery/v2.0/keys" || ctx.path == "/common/discovery/keys" {
+        return match shared.state().jwks.clone() {
+            Some(j) => Reply::json(200, j),
+            None => graph_error(ctx, 404, "NotFound", "No JWKS configured (fake)."),
+        };
+    }
     if segs.first() != Some(&"v1.0") {
         return graph_error(ctx, 404, "BadRequest", "Unknown path (fake).");
     }
@@ -1074,6 +1130,9 @@ async fn dispatch(ctx: &Ctx, shared: &Shared) -> Reply {
             "NotImplemented",
             "$batch is not implemented by the fake.",
         );
+    }
+    if segs.get(1) == Some(&"subscriptions") {
+        return subscriptions_endpoint(ctx, shared, &segs[2..]).await;
     }
     if segs.get(1) != Some(&"users") || segs.len() < 4 {
         return graph_error(ctx, 400, "BadRequest", "Unsupported path (fake).");
@@ -1970,6 +2029,9 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
         ("GET", ["mailFolders", fid, "messages"]) => list_messages(ctx, shared, mailbox, Some(fid)),
         ("POST", ["messages"]) => create_message(ctx, shared, mailbox, "drafts"),
         ("POST", ["mailFolders", fid, "messages"]) => create_message(ctx, shared, mailbox, fid),
+        ("GET", ["mailFolders", fid, "messages", d]) if *d == "delta" || *d == "delta()" => {
+            message_delta(ctx, shared, mailbox, fid)
+        }
         (_, ["messages", id]) | (_, ["mailFolders", _, "messages", id]) => {
             message_item(ctx, shared, mailbox, id)
         }
@@ -2058,6 +2120,9 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
             })],
         ),
         // --- events
+        ("GET", ["calendarView", d]) if *d == "delta" || *d == "delta()" => {
+            event_delta(ctx, shared, mailbox)
+        }
         ("GET", ["events"]) => collection_list(ctx, shared, mailbox, Coll::Events),
         ("POST", ["events"]) => {
             let body = match json_body(ctx, shared, "microsoft.graph.event", "event", true) {
@@ -2073,6 +2138,7 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
                 return Reply::json(201, present(ctx, existing));
             }
             let ev = stamp(body, "AAMkE");
+            mb.log_change(ev["id"].as_str().unwrap_or_default(), CALENDAR, false);
             mb.events.push(ev.clone());
             Reply::json(201, present(ctx, &ev))
         }
@@ -2296,6 +2362,9 @@ fn create_message(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: &str) -> Re
         msg["hasAttachments"] = json!(true);
     }
     mb.attachment_bytes.extend(inline_bytes);
+    msg["webLink"] = json!(web_link(msg["id"].as_str().unwrap_or_default()));
+    let id = msg["id"].as_str().unwrap_or_default().to_string();
+    mb.log_change(&id, &fid, false);
     mb.messages.push(StoredMessage {
         folder_id: fid,
         json: msg.clone(),
@@ -2321,10 +2390,13 @@ fn message_item(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) -> Reply {
         "GET" => Reply::json(200, present(ctx, &mb.messages[pos].json)),
         "PATCH" => {
             merge(&mut mb.messages[pos].json, &patch.unwrap_or_default());
+            let fid = mb.messages[pos].folder_id.clone();
+            mb.log_change(id, &fid, false);
             Reply::json(200, present(ctx, &mb.messages[pos].json))
         }
         "DELETE" => {
-            mb.messages.remove(pos);
+            let removed = mb.messages.remove(pos);
+            mb.log_change(id, &removed.folder_id, true);
             Reply::empty(204)
         }
         _ => graph_error(ctx, 405, "MethodNotAllowed", "Method not allowed (fake)."),
@@ -2355,15 +2427,21 @@ fn move_message(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) -> Reply {
     let Some(dest_id) = mb.folder_id(dest, false) else {
         return not_found(ctx);
     };
-    let Some(msg) = mb.messages.iter_mut().find(|s| s.json["id"] == id) else {
+    let Some(pos) = mb.messages.iter().position(|s| s.json["id"] == id) else {
         return not_found(ctx);
     };
+    let old_folder = mb.messages[pos].folder_id.clone();
+    let msg = &mut mb.messages[pos];
     msg.folder_id = dest_id.clone();
     msg.json["parentFolderId"] = json!(dest_id);
     if !ctx.immutable_ids() {
         msg.json["id"] = json!(opaque_id("AAMkM"));
     }
-    Reply::json(201, present(ctx, &msg.json))
+    let new_id = msg.json["id"].as_str().unwrap_or_default().to_string();
+    let out = present(ctx, &msg.json);
+    mb.log_change(id, &old_folder, true);
+    mb.log_change(&new_id, &dest_id, false);
+    Reply::json(201, out)
 }
 
 fn add_attachment(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) -> Reply {
@@ -2601,10 +2679,17 @@ fn collection_item(ctx: &Ctx, shared: &Shared, mailbox: &str, coll: Coll, id: &s
             }
             merge(&mut items[pos], &patch);
             items[pos]["changeKey"] = json!(random_string(16));
-            Reply::json(200, present(ctx, &items[pos]))
+            let out = present(ctx, &items[pos]);
+            if matches!(coll, Coll::Events) {
+                mb.log_change(id, CALENDAR, false);
+            }
+            Reply::json(200, out)
         }
         "DELETE" => {
             let removed = items.remove(pos);
+            if matches!(coll, Coll::Events) {
+                mb.log_change(id, CALENDAR, true);
+            }
             if let Coll::Lists = coll
                 && let Some(lid) = removed["id"].as_str()
             {
@@ -2698,4 +2783,683 @@ impl TestCert {
         let key = EncodingKey::from_rsa_pem(self.key_pem.as_bytes()).expect("encoding key");
         jsonwebtoken::encode(&header, &c, &key).expect("sign assertion")
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscriptions, notifications, lifecycle events, delta
+// ---------------------------------------------------------------------------------------
+
+/// Outlook's longest subscription lifetime (graph.md §2.6).
+pub const MAX_SUBSCRIPTION_MINUTES: i64 = 4230;
+
+fn web_link(id: &str) -> String {
+    format!(
+        "https://outlook.office365.com/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem",
+        url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+    )
+}
+
+/// `(mailbox, collection, folder)` of a subscription resource such as
+/// `users/{m}/mailFolders('inbox')/messages`, `users/{m}/messages`, `users/{m}/events`.
+fn parse_resource(resource: &str) -> Option<(String, String, Option<String>)> {
+    let path = resource.split('?').next()?.trim_matches('/');
+    let segs: Vec<&str> = path.split('/').collect();
+    if !segs.first()?.eq_ignore_ascii_case("users") {
+        return None;
+    }
+    let mailbox = segs.get(1)?.to_lowercase();
+    match &segs[2..] {
+        [c] if ["messages", "events", "contacts"].contains(&c.to_lowercase().as_str()) => {
+            Some((mailbox, c.to_lowercase(), None))
+        }
+        [f, c] if c.eq_ignore_ascii_case("messages") => {
+            let lower = f.to_lowercase();
+            let folder = lower
+                .strip_prefix("mailfolders('")
+                .and_then(|_| f.get(13..f.len() - 2))?;
+            Some((mailbox, "messages".into(), Some(folder.to_string())))
+        }
+        [mf, f, c]
+            if mf.eq_ignore_ascii_case("mailFolders") && c.eq_ignore_ascii_case("messages") =>
+        {
+            Some((mailbox, "messages".into(), Some(f.to_string())))
+        }
+        _ => None,
+    }
+}
+
+fn with_query(url: &str, key: &str, value: &str) -> String {
+    let enc: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    format!(
+        "{url}{}{key}={}",
+        if url.contains('?') { '&' } else { '?' },
+        enc.replace('+', "%20")
+    )
+}
+
+/// Graph's validation handshake: POST `?validationToken=…`; the answer must be 200,
+/// `text/plain`, and the decoded token, within 10 s.
+async fn validate_endpoint(url: &str) -> Result<(), String> {
+    let token = format!(
+        "Validation: Testing client application {}",
+        random_string(16)
+    );
+    let resp = reqwest::Client::new()
+        .post(with_query(url, "validationToken", &token))
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp.text().await.unwrap_or_default();
+    if status != 200 || !ct.starts_with("text/plain") || body != token {
+        return Err(format!(
+            "{url} answered {status} {ct:?} {body:?} to the validation request"
+        ));
+    }
+    Ok(())
+}
+
+fn purge_expired(st: &mut State) {
+    let now = chrono::Utc::now();
+    let expired: Vec<String> = st
+        .subscriptions
+        .iter()
+        .filter(|(_, s)| s.expires <= now)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in expired {
+        st.subscriptions.remove(&id);
+        st.expired_subscriptions.push(id);
+    }
+}
+
+fn expiration(ctx: &Ctx, body: &Value) -> Result<chrono::DateTime<chrono::Utc>, Reply> {
+    let raw = body["expirationDateTime"].as_str().unwrap_or_default();
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) else {
+        return Err(graph_error(
+            ctx,
+            400,
+            "InvalidRequest",
+            "expirationDateTime is not a valid date-time.",
+        ));
+    };
+    let t = t.with_timezone(&chrono::Utc);
+    let now = chrono::Utc::now();
+    if t <= now {
+        return Err(graph_error(
+            ctx,
+            400,
+            "InvalidRequest",
+            "Subscription expiration can only be in the future.",
+        ));
+    }
+    if t > now + chrono::Duration::minutes(MAX_SUBSCRIPTION_MINUTES) + chrono::Duration::seconds(5)
+    {
+        return Err(graph_error(
+            ctx,
+            400,
+            "InvalidRequest",
+            "Subscription expiration can only be 4230 minutes in the future.",
+        ));
+    }
+    Ok(t)
+}
+
+async fn subscriptions_endpoint(ctx: &Ctx, shared: &Shared, rest: &[&str]) -> Reply {
+    purge_expired(&mut shared.state());
+    match (ctx.method.as_str(), rest) {
+        ("POST", []) => {
+            let body = match json_body(
+                ctx,
+                shared,
+                "microsoft.graph.subscription",
+                "subscription",
+                true,
+            ) {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let mut problems = vec![];
+            let client_state = body["clientState"].as_str().unwrap_or_default().to_string();
+            if client_state.is_empty() {
+                problems.push(
+                    "/clientState: graph.md §2.1 — always set a secret clientState".to_string(),
+                );
+            }
+            if client_state.chars().count() > 128 {
+                problems.push("/clientState: longer than 128 characters".into());
+            }
+            let resource = body["resource"].as_str().unwrap_or_default().to_string();
+            let parsed = parse_resource(&resource);
+            if parsed.is_none() {
+                problems.push(format!(
+                    "/resource: {resource:?} is not an Outlook resource the fake knows"
+                ));
+            }
+            for ct in body["changeType"].as_str().unwrap_or_default().split(',') {
+                if !["created", "updated", "deleted"].contains(&ct.trim()) {
+                    problems.push(format!(
+                        "/changeType: {ct:?} is not created/updated/deleted"
+                    ));
+                }
+            }
+            if !problems.is_empty() {
+                record_violation(shared, ctx, "subscription", problems.clone());
+                return graph_error(ctx, 400, "InvalidRequest", &problems.join("; "));
+            }
+            let expires = match expiration(ctx, &body) {
+                Ok(t) => t,
+                Err(r) => {
+                    record_violation(
+                        shared,
+                        ctx,
+                        "subscription",
+                        vec!["/expirationDateTime out of range".into()],
+                    );
+                    return r;
+                }
+            };
+            let notification_url = body["notificationUrl"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let lifecycle_url = body["lifecycleNotificationUrl"]
+                .as_str()
+                .map(str::to_string);
+            for url in std::iter::once(&notification_url).chain(lifecycle_url.iter()) {
+                if let Err(why) = validate_endpoint(url).await {
+                    return graph_error(
+                        ctx,
+                        400,
+                        "ValidationError",
+                        &format!(
+                            "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request. ({why})"
+                        ),
+                    );
+                }
+            }
+            let (mailbox, collection, folder) = parsed.expect("checked");
+            let id = uuid::Uuid::new_v4().to_string();
+            let mut json = body.clone();
+            json["id"] = json!(id);
+            json["applicationId"] = json!(shared.config().client_id);
+            json["creatorId"] = json!(uuid::Uuid::new_v4().to_string());
+            json["expirationDateTime"] =
+                json!(expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            shared.state().subscriptions.insert(
+                id,
+                FakeSubscription {
+                    json: json.clone(),
+                    client_state,
+                    notification_url,
+                    lifecycle_url,
+                    expires,
+                    mailbox,
+                    collection,
+                    folder,
+                },
+            );
+            Reply::json(201, json)
+        }
+        ("GET", []) => {
+            let st = shared.state();
+            let values: Vec<Value> = st.subscriptions.values().map(|s| s.json.clone()).collect();
+            Reply::json(200, json!({ "value": values }))
+        }
+        ("GET", [id]) => match shared.state().subscriptions.get(*id) {
+            Some(s) => Reply::json(200, s.json.clone()),
+            None => not_found(ctx),
+        },
+        ("PATCH", [id]) => {
+            let body = match json_body(
+                ctx,
+                shared,
+                "microsoft.graph.subscription",
+                "subscription",
+                false,
+            ) {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let expires = match expiration(ctx, &body) {
+                Ok(t) => t,
+                Err(r) => return r,
+            };
+            let mut st = shared.state();
+            match st.subscriptions.get_mut(*id) {
+                Some(s) => {
+                    s.expires = expires;
+                    s.json["expirationDateTime"] =
+                        json!(expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                    Reply::json(200, s.json.clone())
+                }
+                None => not_found(ctx),
+            }
+        }
+        ("DELETE", [id]) => match shared.state().subscriptions.remove(*id) {
+            Some(_) => Reply::empty(204),
+            None => not_found(ctx),
+        },
+        ("POST", [id, "reauthorize"]) => match shared.state().subscriptions.get(*id) {
+            Some(_) => Reply::empty(204),
+            None => not_found(ctx),
+        },
+        _ => graph_error(
+            ctx,
+            405,
+            "MethodNotAllowed",
+            "Unsupported subscriptions call (fake).",
+        ),
+    }
+}
+
+fn message_delta(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: &str) -> Reply {
+    let page_size = ctx
+        .header("prefer")
+        .and_then(|p| {
+            p.split(',')
+                .find_map(|x| x.trim().strip_prefix("odata.maxpagesize="))
+        })
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap_or(shared.config().delta_page_size)
+        .max(1);
+    let st = shared.state();
+    let mb = &st.mailboxes[mailbox];
+    let Some(fid) = mb.folder_id(folder, false) else {
+        return not_found(ctx);
+    };
+    let gone = || {
+        graph_error(
+            ctx,
+            410,
+            "syncStateNotFound",
+            "The sync state is not found (fake).",
+        )
+    };
+    // (since: None = initial sync, offset, snapshot)
+    let (since, offset, snapshot) = if let Some(sk) = ctx.q("$skiptoken") {
+        let parts: Vec<&str> = sk.split('.').collect();
+        let [a, b, c] = parts[..] else { return gone() };
+        let since = if a == "i" {
+            None
+        } else {
+            match a.parse::<u64>() {
+                Ok(v) => Some(v),
+                Err(_) => return gone(),
+            }
+        };
+        match (b.parse::<usize>(), c.parse::<u64>()) {
+            (Ok(o), Ok(snap)) if snap <= mb.seq => (since, o, snap),
+            _ => return gone(),
+        }
+    } else if let Some(dt) = ctx.q("$deltatoken") {
+        match dt.parse::<u64>() {
+            Ok(v) if v <= mb.seq => (Some(v), 0, mb.seq),
+            _ => return gone(),
+        }
+    } else {
+        (None, 0, mb.seq)
+    };
+    let items: Vec<Value> = match since {
+        None => mb
+            .messages
+            .iter()
+            .filter(|m| m.folder_id == fid)
+            .map(|m| present(ctx, &m.json))
+            .collect(),
+        Some(since) => {
+            let mut ids: Vec<String> = vec![];
+            for (seq, id, f, _) in &mb.changes {
+                if *seq > since && *seq <= snapshot && *f == fid && !ids.contains(id) {
+                    ids.push(id.clone());
+                }
+            }
+            ids.iter()
+                .map(|id| {
+                    match mb
+                        .messages
+                        .iter()
+                        .find(|m| m.json["id"] == id.as_str() && m.folder_id == fid)
+                    {
+                        Some(m) => present(ctx, &m.json),
+                        None => json!({"id": id, "@removed": {"reason": "deleted"}}),
+                    }
+                })
+                .collect()
+        }
+    };
+    let page: Vec<Value> = items.iter().skip(offset).take(page_size).cloned().collect();
+    let link = format!(
+        "{}/v1.0/users/{}/mailFolders/{folder}/messages/delta",
+        shared.base(),
+        url::form_urlencoded::byte_serialize(mailbox.as_bytes()).collect::<String>()
+    );
+    let mut body = json!({ "value": page });
+    if offset + page_size < items.len() {
+        let since = since.map(|s| s.to_string()).unwrap_or_else(|| "i".into());
+        body["@odata.nextLink"] = json!(format!(
+            "{link}?$skiptoken={since}.{}.{snapshot}",
+            offset + page_size
+        ));
+    } else {
+        body["@odata.deltaLink"] = json!(format!("{link}?$deltatoken={snapshot}"));
+    }
+    Reply::json(200, body)
+}
+
+impl GraphFake {
+    /// Puts a received message into a folder (as mail delivery would, without any
+    /// notification) and returns its id. `message` may carry
+    /// `singleValueExtendedProperties` and `attachments` (metadata).
+    pub fn put_message(&self, mailbox: &str, folder: &str, message: Value) -> String {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .entry(mailbox.to_lowercase())
+            .or_insert_with(Mailbox::fresh);
+        let fid = mb.folder_id(folder, true).expect("folder exists");
+        let mut msg = stamp(message, "AAMkM");
+        let id = msg["id"].as_str().unwrap_or_default().to_string();
+        msg["parentFolderId"] = json!(fid);
+        msg["isDraft"] = json!(false);
+        for (k, v) in [
+            ("isRead", json!(false)),
+            ("receivedDateTime", json!(now_iso())),
+            ("webLink", json!(web_link(&id))),
+            (
+                "internetMessageId",
+                json!(format!("<{}@fake.graph>", random_string(20))),
+            ),
+            ("hasAttachments", json!(msg.get("attachments").is_some())),
+        ] {
+            if msg.get(k).is_none() {
+                msg[k] = v;
+            }
+        }
+        mb.log_change(&id, &fid, false);
+        mb.messages.push(StoredMessage {
+            folder_id: fid,
+            json: msg,
+        });
+        id
+    }
+
+    /// Changes a message in place (as a user in Outlook would), logging it for delta.
+    pub fn update_message(&self, mailbox: &str, id: &str, patch: Value) {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .get_mut(&mailbox.to_lowercase())
+            .expect("mailbox");
+        let m = mb
+            .messages
+            .iter_mut()
+            .find(|m| m.json["id"] == id)
+            .expect("message");
+        merge(&mut m.json, &patch);
+        let fid = m.folder_id.clone();
+        mb.log_change(id, &fid, false);
+    }
+
+    /// Live subscriptions (expired ones are dropped first).
+    pub fn subscriptions(&self) -> Vec<Value> {
+        let mut st = self.shared.state();
+        purge_expired(&mut st);
+        st.subscriptions.values().map(|s| s.json.clone()).collect()
+    }
+
+    /// Ids of subscriptions that expired without being renewed.
+    pub fn expired_subscriptions(&self) -> Vec<String> {
+        let mut st = self.shared.state();
+        purge_expired(&mut st);
+        st.expired_subscriptions.clone()
+    }
+
+    /// Graph drops a subscription on its own (before sending `subscriptionRemoved`).
+    pub fn drop_subscription(&self, id: &str) {
+        self.shared.state().subscriptions.remove(id);
+    }
+
+    /// The subscription watching `collection` (`messages`, `events`, `contacts`) of
+    /// `mailbox`.
+    pub fn subscription_for(&self, mailbox: &str, collection: &str) -> Option<Value> {
+        let st = self.shared.state();
+        st.subscriptions
+            .values()
+            .find(|s| s.mailbox == mailbox.to_lowercase() && s.collection == collection)
+            .map(|s| s.json.clone())
+    }
+
+    /// A change notification collection for `item_id` on subscription `sub_id`, with the
+    /// subscription's clientState unless `client_state` overrides it.
+    pub fn notification_body(
+        &self,
+        sub_id: &str,
+        change_type: &str,
+        item_id: &str,
+        client_state: Option<&str>,
+    ) -> Value {
+        let st = self.shared.state();
+        let s = st.subscriptions.get(sub_id).expect("live subscription");
+        let (kind, seg) = match s.collection.as_str() {
+            "events" => ("#Microsoft.Graph.Event", "Events"),
+            "contacts" => ("#Microsoft.Graph.Contact", "Contacts"),
+            _ => ("#Microsoft.Graph.Message", "Messages"),
+        };
+        let resource = format!("Users/{}/{seg}/{item_id}", s.mailbox);
+        json!({"value": [{
+            "id": uuid::Uuid::new_v4().to_string(),
+            "subscriptionId": sub_id,
+            "subscriptionExpirationDateTime": s.json["expirationDateTime"],
+            "clientState": client_state.unwrap_or(&s.client_state),
+            "changeType": change_type,
+            "resource": resource,
+            "tenantId": self.shared.config().tenant,
+            "resourceData": {
+                "@odata.type": kind,
+                "@odata.id": resource,
+                "@odata.etag": format!("W/\"{}\"", random_string(12)),
+                "id": item_id,
+            }
+        }]})
+    }
+
+    /// POSTs `body` to the subscription's notificationUrl; returns the HTTP status.
+    pub async fn deliver(&self, sub_id: &str, body: &Value) -> u16 {
+        let url = {
+            let st = self.shared.state();
+            st.subscriptions
+                .get(sub_id)
+                .expect("live subscription")
+                .notification_url
+                .clone()
+        };
+        post_json(&url, body).await
+    }
+
+    /// Sends one change notification for `item_id`; returns the HTTP status.
+    pub async fn notify(&self, sub_id: &str, change_type: &str, item_id: &str) -> u16 {
+        let body = self.notification_body(sub_id, change_type, item_id, None);
+        self.deliver(sub_id, &body).await
+    }
+
+    /// Sends a lifecycle event (`reauthorizationRequired`, `subscriptionRemoved`,
+    /// `missed`) to the subscription's lifecycleNotificationUrl. Works for a subscription
+    /// already dropped with [`GraphFake::drop_subscription`] when `known` is given.
+    pub async fn lifecycle(&self, sub: &Value, event: &str, client_state: &str) -> u16 {
+        let url = sub["lifecycleNotificationUrl"]
+            .as_str()
+            .expect("subscription has a lifecycleNotificationUrl")
+            .to_string();
+        let body = json!({"value": [{
+            "subscriptionId": sub["id"],
+            "subscriptionExpirationDateTime": sub["expirationDateTime"],
+            "tenantId": self.shared.config().tenant,
+            "clientState": client_state,
+            "lifecycleEvent": event,
+        }]});
+        post_json(&url, &body).await
+    }
+
+    /// The clientState a subscription was created with.
+    pub fn client_state(&self, sub_id: &str) -> Option<String> {
+        self.shared
+            .state()
+            .subscriptions
+            .get(sub_id)
+            .map(|s| s.client_state.clone())
+    }
+}
+
+async fn post_json(url: &str, body: &Value) -> u16 {
+    reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+impl GraphFake {
+    /// Adds an event to the mailbox's calendar (as a user in Outlook would); returns its id.
+    pub fn put_event(&self, mailbox: &str, event: Value) -> String {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .entry(mailbox.to_lowercase())
+            .or_insert_with(Mailbox::fresh);
+        let mut ev = stamp(event, "AAMkE");
+        let id = ev["id"].as_str().unwrap_or_default().to_string();
+        ev["webLink"] = json!(web_link(&id));
+        if ev.get("isCancelled").is_none() {
+            ev["isCancelled"] = json!(false);
+        }
+        mb.log_change(&id, CALENDAR, false);
+        mb.events.push(ev);
+        id
+    }
+
+    /// Changes an event in place (a new `changeKey`, as Graph gives on every change).
+    pub fn update_event(&self, mailbox: &str, id: &str, patch: Value) {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .get_mut(&mailbox.to_lowercase())
+            .expect("mailbox");
+        let ev = mb.events.iter_mut().find(|e| e["id"] == id).expect("event");
+        merge(ev, &patch);
+        ev["changeKey"] = json!(random_string(16));
+        mb.log_change(id, CALENDAR, false);
+    }
+}
+
+impl GraphFake {
+    /// Serves `jwks` at `/common/discovery/v2.0/keys` (and `/common/discovery/keys`).
+    pub fn set_jwks(&self, jwks: Value) {
+        self.shared.state().jwks = Some(jwks);
+    }
+}
+
+/// Change-log "folder" of calendar events.
+const CALENDAR: &str = "x-fake-calendar";
+
+/// `calendarView/delta`: like [`message_delta`] over the primary calendar (the window
+/// `startDateTime`/`endDateTime` is required on the first call, as on Graph, but the fake
+/// returns every event regardless of its dates).
+fn event_delta(ctx: &Ctx, shared: &Shared, mailbox: &str) -> Reply {
+    let first = ctx.q("$skiptoken").is_none() && ctx.q("$deltatoken").is_none();
+    if first && (ctx.q("startDateTime").is_none() || ctx.q("endDateTime").is_none()) {
+        record_violation(
+            shared,
+            ctx,
+            "calendarView/delta",
+            vec!["startDateTime and endDateTime are required (graph.md §3)".into()],
+        );
+        return graph_error(
+            ctx,
+            400,
+            "ErrorInvalidParameter",
+            "startDateTime and endDateTime are required.",
+        );
+    }
+    let page_size = shared.config().delta_page_size.max(1);
+    let st = shared.state();
+    let mb = &st.mailboxes[mailbox];
+    let gone = || {
+        graph_error(
+            ctx,
+            410,
+            "syncStateNotFound",
+            "The sync state is not found (fake).",
+        )
+    };
+    let (since, offset, snapshot) = if let Some(sk) = ctx.q("$skiptoken") {
+        let parts: Vec<&str> = sk.split('.').collect();
+        let [a, b, c] = parts[..] else { return gone() };
+        let since = if a == "i" {
+            None
+        } else {
+            match a.parse::<u64>() {
+                Ok(v) => Some(v),
+                Err(_) => return gone(),
+            }
+        };
+        match (b.parse::<usize>(), c.parse::<u64>()) {
+            (Ok(o), Ok(snap)) if snap <= mb.seq => (since, o, snap),
+            _ => return gone(),
+        }
+    } else if let Some(dt) = ctx.q("$deltatoken") {
+        match dt.parse::<u64>() {
+            Ok(v) if v <= mb.seq => (Some(v), 0, mb.seq),
+            _ => return gone(),
+        }
+    } else {
+        (None, 0, mb.seq)
+    };
+    let items: Vec<Value> = match since {
+        None => mb.events.iter().map(|e| present(ctx, e)).collect(),
+        Some(since) => {
+            let mut ids: Vec<String> = vec![];
+            for (seq, id, f, _) in &mb.changes {
+                if *seq > since && *seq <= snapshot && f == CALENDAR && !ids.contains(id) {
+                    ids.push(id.clone());
+                }
+            }
+            ids.iter()
+                .map(
+                    |id| match mb.events.iter().find(|e| e["id"] == id.as_str()) {
+                        Some(e) => present(ctx, e),
+                        None => json!({"id": id, "@removed": {"reason": "deleted"}}),
+                    },
+                )
+                .collect()
+        }
+    };
+    let page: Vec<Value> = items.iter().skip(offset).take(page_size).cloned().collect();
+    let link = format!(
+        "{}/v1.0/users/{}/calendarView/delta",
+        shared.base(),
+        url::form_urlencoded::byte_serialize(mailbox.as_bytes()).collect::<String>()
+    );
+    let mut body = json!({ "value": page });
+    if offset + page_size < items.len() {
+        let since = since.map(|s| s.to_string()).unwrap_or_else(|| "i".into());
+        body["@odata.nextLink"] = json!(format!(
+            "{link}?$skiptoken={since}.{}.{snapshot}",
+            offset + page_size
+        ));
+    } else {
+        body["@odata.deltaLink"] = json!(format!("{link}?$deltatoken={snapshot}"));
+    }
+    Reply::json(200, body)
 }
