@@ -31,7 +31,7 @@ const ROUTES: &str = r#"
 name = "customs"
 mailbox = "ops@contoso.com"
 kinds = ["message", "event", "todo"]
-direction = "both"
+direction = "to_outlook"
 [routes.dingtalk]
 conversation_id = "cidCustoms"
 robot_code = "dingrobotcustoms"
