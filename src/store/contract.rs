@@ -1,5 +1,5 @@
 //! The behaviour every [`Store`] must have. Each function is one clause of the contract;
-//! the memory store runs them as unit tests, the Redis store in `tests/store_contract.rs`
+//! the memory store runs them as unit tests, the Redis store in `tests/integration/store_contract.rs`
 //! against a real `redis-server`. They panic (assert) on a violation.
 
 #![allow(clippy::missing_panics_doc)]

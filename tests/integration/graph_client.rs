@@ -2,7 +2,7 @@
 //! certificate credentials, readable AADSTS errors, throttling, upload sessions and the
 //! headers every request carries.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::HashMap,
@@ -30,8 +30,8 @@ use serde_json::{Value, json};
 const TENANT: &str = "tenant-1";
 const CLIENT: &str = "11111111-2222-3333-4444-555555555555";
 const SECRET: &str = "super-secret-value-xyz";
-const CERT: &[u8] = include_bytes!("fixtures/graph/cert.pem");
-const KEY: &[u8] = include_bytes!("fixtures/graph/key.pem");
+const CERT: &[u8] = include_bytes!("../fixtures/graph/cert.pem");
+const KEY: &[u8] = include_bytes!("../fixtures/graph/key.pem");
 const MAILBOX: &str = "ops@contoso.com";
 
 fn is_token(r: &Recorded) -> bool {

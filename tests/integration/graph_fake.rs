@@ -1,6 +1,6 @@
 //! Self-tests of the Graph + Entra fake (tests/common/graph_fake.rs) with plain reqwest.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Graph change notifications at the door: handshake, clientState, dedupe, errors.
 
-mod common;
+use crate::common;
 
 use common::{RedisServer, TestApp, error_code};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! scopes, REST hooks with Standard Webhooks signatures, 410 / n8n-404 handling, polling,
 //! Idempotency-Key, SSRF refusal, and the DingTalk robot action against a fake.
 
-mod common;
+use crate::common;
 
 use std::{process::Command, time::Duration};
 

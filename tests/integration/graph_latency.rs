@@ -4,7 +4,7 @@
 //! `cargo test --test graph_latency -- --ignored --nocapture`. Knobs: `LAT_RATE` (per
 //! second, default 10), `LAT_SECS` (default 20).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! to `/webhooks/dingtalk/events`, a DingTalk API fake, and the Graph fake (OpenAPI
 //! validation of every request, Graph-like throttling, crash injection).
 
-mod common;
+use crate::common;
 
 use std::{
     collections::HashMap,

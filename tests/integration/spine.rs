@@ -1,7 +1,7 @@
 //! The spine through the running binary: error contract, health, durable ingest,
 //! workers, retries, dead letters, crashes, Redis outages, shutdown.
 
-mod common;
+use crate::common;
 
 use std::{collections::HashSet, time::Duration};
 

@@ -1,7 +1,7 @@
 //! DingTalk inbound through the running binary: encrypted HTTP push, robot callbacks and
 //! the failed-push backfill, each verified, deduplicated and queued exactly once.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! Idempotency-Key replay reaching the upstream once, the mailbox allow-list (403) and
 //! upstream throttling (429 with an integer `Retry-After`).
 
-mod common;
+use crate::common;
 
 use common::{
     FakeReply, FakeServer, TestApp, error_code,

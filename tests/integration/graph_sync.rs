@@ -3,7 +3,7 @@
 //! exactly one DingTalk robot message, lifecycle events leading to recreation and a delta
 //! resync of exactly the gap, and no echo of items the bridge wrote.
 
-mod common;
+use crate::common;
 
 use std::{
     path::PathBuf,

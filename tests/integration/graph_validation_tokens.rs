@@ -1,7 +1,7 @@
 //! Rich-notification validation tokens checked against a JWKS served by a local fake,
 //! with keys and tokens made in the test.
 
-mod common;
+use crate::common;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::{FakeReply, FakeServer};

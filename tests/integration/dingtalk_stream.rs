@@ -2,7 +2,7 @@
 //! issuing single-use tickets and a WebSocket server that speaks the documented frames,
 //! pushes events again until they are ACKed with SUCCESS, and drops the socket once.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::{HashMap, HashSet},

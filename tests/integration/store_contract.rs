@@ -1,7 +1,7 @@
 //! The store contract against a real `redis-server` (the memory store runs the same
 //! clauses as unit tests).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

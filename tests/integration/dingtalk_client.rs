@@ -1,6 +1,6 @@
 //! The DingTalk API client against a local fake of DingTalk's endpoints.
 
-mod common;
+use crate::common;
 
 use std::{sync::Arc, time::Duration};
 

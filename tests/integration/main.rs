@@ -1,0 +1,20 @@
+//! Integration tests, one binary (one link step on CI): the real service on random
+//! ports, real Redis, local fakes of Graph and DingTalk. `common/` is the harness.
+
+mod common;
+
+mod actions;
+mod dingtalk_client;
+mod dingtalk_in;
+mod dingtalk_stream;
+mod graph_client;
+mod graph_fake;
+mod graph_in;
+mod graph_latency;
+mod graph_sync;
+mod graph_validation_tokens;
+mod lowcode;
+mod openapi;
+mod relays;
+mod spine;
+mod store_contract;
