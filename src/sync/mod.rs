@@ -4,6 +4,7 @@
 pub mod event;
 pub mod mapping;
 pub mod outbound_relay;
+pub mod outlook_triggers;
 pub mod relay;
 pub mod routes;
 

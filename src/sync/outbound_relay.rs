@@ -36,7 +36,10 @@ use crate::{
         subscriptions::{self, Outcome, SubscriptionManager, SubscriptionRecord, Watched},
     },
     store::{SharedStore, Side},
-    sync::mapping::{ORIGIN_PROPERTY, text_preview},
+    sync::{
+        mapping::{ORIGIN_PROPERTY, text_preview},
+        outlook_triggers,
+    },
     worker::{JobFailure, JobHandler},
 };
 
@@ -177,6 +180,10 @@ impl OutlookRelay {
                     }
                     _ => None,
                 };
+                if trigger == Trigger::Updated {
+                    self.publish_read(route, &record.mailbox, &item_id, rich.as_ref())
+                        .await?;
+                }
                 self.relay_message(route, &record.mailbox, &item_id, trigger, None, rich)
                     .await
             }
@@ -187,9 +194,19 @@ impl OutlookRelay {
             }
             Watched::Contacts => {
                 // DingTalk's address book is the organisation's directory: an app cannot
-                // keep personal contacts there, so Outlook contacts are not relayed.
-                tracing::debug!("Outlook contact changes are not relayed to DingTalk");
-                Ok(())
+                // keep personal contacts there, so Outlook contacts are not relayed; they
+                // only publish the trigger.
+                let change = n.change_type.as_deref().unwrap_or("updated");
+                outlook_triggers::publish(
+                    self.store.as_ref(),
+                    Some(outlook_triggers::contact_changed(
+                        &route.name,
+                        &record.mailbox,
+                        &item_id,
+                        change,
+                    )),
+                )
+                .await
             }
         }
     }
@@ -492,6 +509,11 @@ impl OutlookRelay {
         {
             return skip("before_baseline");
         }
+        outlook_triggers::publish(
+            self.store.as_ref(),
+            outlook_triggers::mail_received(&route.name, mailbox, &message),
+        )
+        .await?;
         let (title, text) = mail_markdown(&message);
         if route.dingtalk.robot_webhook.is_some() {
             return self.send_via_robot(route, id, &title, &text).await;
@@ -684,6 +706,29 @@ impl OutlookRelay {
         }
     }
 
+    /// `outlook.mail.read` for an updated message that is now read.
+    async fn publish_read(
+        &self,
+        route: &RouteConfig,
+        mailbox: &str,
+        id: &str,
+        rich: Option<&Value>,
+    ) -> Result<(), JobFailure> {
+        let message = match rich {
+            Some(v) => v.clone(),
+            None => match self.fetch_message(mailbox, id).await {
+                Ok(v) => v,
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        outlook_triggers::publish(
+            self.store.as_ref(),
+            outlook_triggers::mail_read(&route.name, mailbox, &message),
+        )
+        .await
+    }
+
     async fn fetch_message(
         &self,
         mailbox: &str,
@@ -696,7 +741,7 @@ impl OutlookRelay {
             "messages/{}?$select={}&$expand={}",
             utf8_percent_encode(id, NON_ALPHANUMERIC),
             utf8_percent_encode(
-                "id,subject,from,sender,body,bodyPreview,webLink,hasAttachments,receivedDateTime,isRead,isDraft",
+                "id,subject,from,sender,body,bodyPreview,webLink,hasAttachments,receivedDateTime,lastModifiedDateTime,isRead,isDraft",
                 NON_ALPHANUMERIC
             ),
             utf8_percent_encode(&expand, NON_ALPHANUMERIC)
@@ -823,6 +868,17 @@ impl OutlookRelay {
         {
             return skip("origin_marker");
         }
+        outlook_triggers::publish(
+            self.store.as_ref(),
+            Some(outlook_triggers::event_changed(
+                &route.name,
+                mailbox,
+                id,
+                event.as_ref(),
+                change,
+            )),
+        )
+        .await?;
         let cancelled = event
             .as_ref()
             .is_none_or(|e| e.get("isCancelled").and_then(Value::as_bool) == Some(true));

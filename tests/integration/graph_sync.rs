@@ -251,6 +251,16 @@ async fn a_new_outlook_mail_arrives_as_exactly_one_dingtalk_message() {
             .await,
         Some(1.0)
     );
+    // The Zapier/n8n trigger feed got the mail once, under its Graph id.
+    let mut c = w.redis.client();
+    let feed: Vec<String> = redis::cmd("HVALS")
+        .arg("dingbridge:feed:trigger:outlook.mail.received:items")
+        .query(&mut c)
+        .expect("feed");
+    assert_eq!(feed.len(), 1, "{feed:?}");
+    let item: serde_json::Value = serde_json::from_str(&feed[0]).expect("json");
+    assert_eq!(item["id"], id.as_str());
+    assert_eq!(item["subject"], "Quarterly plan");
     w.graph.assert_no_violations();
 }
 
