@@ -1214,6 +1214,21 @@ union_id = "union-1"
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/dingbridge.example.toml");
+        let c = Config::load_from(
+            Some(&path),
+            env(&[
+                ("DINGBRIDGE_GRAPH_CLIENT_SECRET", "s"),
+                ("DINGBRIDGE_DINGTALK_APP_SECRET", "s"),
+            ]),
+        )
+        .expect("deploy/dingbridge.example.toml loads");
+        assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
     fn unknown_file_keys_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
