@@ -67,7 +67,7 @@ schemathesis run openapi/openapi.yaml \
     --generation-with-security-parameters false \
     --checks not_a_server_error,response_schema_conformance \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-25}" \
-    --max-time "${SCHEMATHESIS_MAX_TIME:-75}" \
+    --max-time "${SCHEMATHESIS_MAX_TIME:-50}" \
     --phases examples,coverage,fuzzing \
     --generation-database none \
     --seed 1 \
