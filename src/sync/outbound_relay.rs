@@ -11,8 +11,13 @@
 //! not relayed; a per-item claim keeps concurrent notifications for one item from
 //! relaying it twice.
 //!
-//! Read state: DingTalk chat messages have no read state an app can write, so reading a
-//! relayed mail in Outlook changes nothing on the DingTalk side (see README).
+//! Read state: DingTalk chat messages have no read state an app can write. Where the
+//! route's kinds include both `mail` and `todo`, a relayed mail also becomes a DingTalk
+//! todo of the route's `union_id` (`sourceId` derived from the Graph id, pair kept in
+//! [`mail_todo_ns`]); reading the mail in Outlook then marks that todo done, once
+//! (skipped when it is done already; an echo guard `echo:dingtalk:<todo id>` with the
+//! value `read:<graph id>` lets the DingTalk → Outlook side ignore the resulting todo
+//! event). The other way is in [`super::relay`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::RouteConfig,
+    config::{RouteConfig, RouteKind},
     dingtalk::client::{DingTalkClient, send_custom_robot},
     graph::{
         GraphClient,
@@ -45,6 +50,31 @@ use crate::{
 
 /// Id-pair namespace of relayed mail: left = DingTalk message id, right = Graph id.
 pub const MAIL_NS: &str = "outlook-mail";
+/// Prefix of the id-pair namespaces of read-state todos (see [`mail_todo_ns`]).
+pub const MAIL_TODO_NS: &str = "outlook-mail-todo";
+/// Prefix of the `sourceId` of every DingTalk todo the bridge makes for a mail.
+pub const TODO_SOURCE_PREFIX: &str = "outlook-mail-";
+
+/// Id-pair namespace of the DingTalk todos made for relayed mail on `route`: left =
+/// DingTalk task id, right = Graph message id.
+pub fn mail_todo_ns(route: &str) -> String {
+    format!("{MAIL_TODO_NS}:{route}")
+}
+
+/// The stable DingTalk `sourceId` of the todo for Graph message `id` on `route`.
+pub fn todo_source_id(route: &str, id: &str) -> String {
+    let digest = Sha256::digest(format!("todo\n{route}\n{id}").as_bytes());
+    format!("{TODO_SOURCE_PREFIX}{}", hex::encode(&digest[..16]))
+}
+
+/// True when `route` carries read state: Outlook mail relayed to DingTalk (kinds `mail`
+/// and `todo`, direction `to_dingtalk` or `both`) for a DingTalk user (`union_id`).
+pub fn carries_read_state(route: &RouteConfig) -> bool {
+    route.direction.to_dingtalk()
+        && route.kinds.contains(&RouteKind::Mail)
+        && route.kinds.contains(&RouteKind::Todo)
+        && route.dingtalk.union_id.is_some()
+}
 /// Characters of mail text shown in the DingTalk message.
 pub const PREVIEW_CHARS: usize = 300;
 /// How long the echo guard of a DingTalk message the bridge posted lives.
@@ -476,8 +506,11 @@ impl OutlookRelay {
             .map_err(transient)?
             .is_some()
         {
-            // Already relayed. Its DingTalk counterpart (a chat message) has no read
-            // state an app can write, so an `updated` needs nothing.
+            // Already relayed. Its chat message has no read state an app can write; the
+            // read-state todo (when the route has one) follows the mail's read state.
+            if carries_read_state(route) {
+                return self.read_to_todo(route, mailbox, id, rich).await;
+            }
             return skip("already_relayed");
         }
         if trigger == Trigger::Updated {
@@ -514,6 +547,9 @@ impl OutlookRelay {
             outlook_triggers::mail_received(&route.name, mailbox, &message),
         )
         .await?;
+        if carries_read_state(route) {
+            self.ensure_mail_todo(route, id, &message).await?;
+        }
         let (title, text) = mail_markdown(&message);
         if route.dingtalk.robot_webhook.is_some() {
             return self.send_via_robot(route, id, &title, &text).await;
@@ -522,6 +558,131 @@ impl OutlookRelay {
         let dingtalk_id = self.post_markdown(route, &title, &text, &uuid).await?;
         self.record_relayed(route, &dingtalk_id, &[id.to_string()])
             .await
+    }
+
+    /// The DingTalk todo for a mail about to be relayed: created once (`sourceId` makes a
+    /// retried create find the first one), the id pair kept in [`mail_todo_ns`].
+    async fn ensure_mail_todo(
+        &self,
+        route: &RouteConfig,
+        id: &str,
+        message: &Value,
+    ) -> Result<(), JobFailure> {
+        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
+        let ns = mail_todo_ns(&route.name);
+        if self
+            .store
+            .map_get(&ns, Side::Right, id)
+            .await
+            .map_err(transient)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let (Some(union_id), Some(client)) = (&route.dingtalk.union_id, &self.dingtalk) else {
+            tracing::warn!(route = %route.name, "route carries read state but DingTalk app credentials are not configured");
+            return Ok(());
+        };
+        let subject: String = message
+            .get("subject")
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or("(no subject)")
+            .chars()
+            .take(1024)
+            .collect();
+        let mut task = json!({
+            "sourceId": todo_source_id(&route.name, id),
+            "subject": subject,
+        });
+        if let Some(link) = message.get("webLink").and_then(Value::as_str) {
+            task["detailUrl"] = json!({ "appUrl": link, "pcUrl": link });
+        }
+        let created = client.create_todo(union_id, &task).await?;
+        let Some(todo_id) = created.get("id").and_then(Value::as_str) else {
+            return Err(JobFailure::transient(
+                "DingTalk created a todo without an id",
+            ));
+        };
+        self.store
+            .map_put(&ns, todo_id, id)
+            .await
+            .map_err(transient)?;
+        self.store
+            .kv_put(&format!("echo:dingtalk:{todo_id}"), id, Some(ECHO_TTL))
+            .await
+            .map_err(transient)?;
+        metrics::counter!("graph_relayed_total", "kind" => "mail_todo").increment(1);
+        tracing::info!(route = %route.name, item = id, dingtalk = %todo_id, "DingTalk todo created for an Outlook mail");
+        Ok(())
+    }
+
+    /// A relayed mail read in Outlook → its DingTalk todo done, once: nothing when the
+    /// mail is unread or the todo already done.
+    async fn read_to_todo(
+        &self,
+        route: &RouteConfig,
+        mailbox: &str,
+        id: &str,
+        rich: Option<Value>,
+    ) -> Result<(), JobFailure> {
+        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
+        let skip = |reason: &'static str| {
+            metrics::counter!("graph_relay_skipped_total", "reason" => reason).increment(1);
+            tracing::debug!(item = id, reason, "Outlook read state not relayed");
+            Ok(())
+        };
+        let Some(todo_id) = self
+            .store
+            .map_get(&mail_todo_ns(&route.name), Side::Right, id)
+            .await
+            .map_err(transient)?
+        else {
+            return skip("already_relayed");
+        };
+        let (Some(union_id), Some(client)) = (&route.dingtalk.union_id, &self.dingtalk) else {
+            return skip("no_dingtalk_client");
+        };
+        let read = match rich.as_ref().and_then(|m| m.get("isRead")) {
+            Some(v) => v.as_bool() == Some(true),
+            None => {
+                let path = format!(
+                    "messages/{}?$select=id,isRead",
+                    utf8_percent_encode(id, NON_ALPHANUMERIC)
+                );
+                match self.graph.get(mailbox, &path).await {
+                    Ok(m) => m.get("isRead").and_then(Value::as_bool) == Some(true),
+                    Err(e) if e.is_not_found() => return skip("gone"),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        if !read {
+            return skip("unread");
+        }
+        let task = match client.get_todo(union_id, &todo_id).await {
+            Ok(t) => t,
+            Err(e) if e.status == 404 => return skip("todo_gone"),
+            Err(e) => return Err(e.into()),
+        };
+        if task.get("done").and_then(Value::as_bool) == Some(true) {
+            return skip("todo_already_done");
+        }
+        // The guard first: the todo event DingTalk sends for this update must find it.
+        self.store
+            .kv_put(
+                &format!("echo:dingtalk:{todo_id}"),
+                &format!("read:{id}"),
+                Some(ECHO_TTL),
+            )
+            .await
+            .map_err(transient)?;
+        client
+            .update_todo(union_id, &todo_id, &json!({ "done": true }))
+            .await?;
+        metrics::counter!("graph_relayed_total", "kind" => "read_state").increment(1);
+        tracing::info!(route = %route.name, item = id, dingtalk = %todo_id, "Outlook read state relayed: DingTalk todo done");
+        Ok(())
     }
 
     async fn record_relayed(
@@ -1297,6 +1458,27 @@ mod tests {
         let b = dingtalk_event_from_graph(&all_day, "China Standard Time").expect("body");
         assert_eq!(b["start"], json!({"date": "2026-01-05"}));
         assert_eq!(b["end"], json!({"date": "2026-01-06"}));
+    }
+
+    #[test]
+    fn read_state_needs_mail_and_todo_towards_dingtalk_and_a_user() {
+        let mut r: RouteConfig = toml::from_str(
+            "name = \"r\"\nmailbox = \"a@x\"\nkinds = [\"mail\", \"todo\"]\ndirection = \"both\"\n[dingtalk]\nunion_id = \"u\"\n",
+        )
+        .expect("route");
+        assert!(carries_read_state(&r));
+        r.direction = crate::config::Direction::ToOutlook;
+        assert!(!carries_read_state(&r));
+        r.direction = crate::config::Direction::ToDingtalk;
+        r.kinds = vec![RouteKind::Mail];
+        assert!(!carries_read_state(&r));
+        r.kinds = vec![RouteKind::Mail, RouteKind::Todo];
+        r.dingtalk.union_id = None;
+        assert!(!carries_read_state(&r));
+        let s = todo_source_id("r", "AAMk1");
+        assert_eq!(s, todo_source_id("r", "AAMk1"));
+        assert_ne!(s, todo_source_id("r2", "AAMk1"));
+        assert!(s.starts_with(TODO_SOURCE_PREFIX) && s.len() <= 64);
     }
 
     #[test]

@@ -24,7 +24,9 @@
 //! creating a second one. The id pair goes into the store's mapping (namespace
 //! `relay:<kind>:<route>`, both directions) and a short-lived echo guard
 //! (`echo:graph:<graph id>`) lets the Outlook → DingTalk direction ignore the bridge's own
-//! writes. Every step is audited as `relay.<kind>.<action>` with the route, ids and target
+//! writes. A todo event for a DingTalk todo the Outlook → DingTalk relay made for a mail
+//! (read state, `mail` + `todo` routes) is not relayed as a task: a todo done marks the
+//! mail read, once. Every step is audited as `relay.<kind>.<action>` with the route, ids and target
 //! id, never message text or secrets.
 
 use std::{sync::Arc, time::Duration};
@@ -47,6 +49,7 @@ use crate::{
         client::{LinkedResource, UPLOAD_SESSION_MAX},
     },
     store::{AuditEntry, Job, SharedStore, Side, StoreError},
+    sync::outbound_relay,
     triggers::{self, TriggerEvent},
     worker::{JobFailure, JobHandler},
 };
@@ -661,6 +664,15 @@ impl RelayHandler {
             Err(e) if e.status == 404 => return Ok(Outcome::new(id, mapped, "source_gone")),
             Err(e) => return Err(e.into()),
         };
+        if task
+            .get("sourceId")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.starts_with(outbound_relay::TODO_SOURCE_PREFIX))
+        {
+            // A todo the Outlook → DingTalk relay made for a mail (before its id pair
+            // was visible): it is the mail's read state, not a To Do task.
+            return Ok(Outcome::new(id, mapped, "echo_skipped"));
+        }
         let mut body = mapping::task_from_dingtalk(&task, id);
         // The client adds the link itself; a PATCH must not add a second one.
         let link = body
@@ -852,6 +864,9 @@ impl JobHandler for RelayHandler {
         let event: SyncEvent = serde_json::from_value(job.payload.clone())
             .map_err(|e| JobFailure::permanent(format!("not a SyncEvent: {e}")))?;
         self.on_arrival(job, &event).await?;
+        if self.todo_read_state(&event, job).await? {
+            return Ok(());
+        }
         let routes = self.routes.matching(&event);
         if routes.is_empty() {
             let why = if route_kind(event.kind).is_none() {
@@ -888,6 +903,123 @@ impl JobHandler for RelayHandler {
 }
 
 impl RelayHandler {
+    /// Read state, DingTalk → Outlook: an event for a DingTalk todo the Outlook → DingTalk
+    /// relay made for a mail (see [`outbound_relay::carries_read_state`]) is never
+    /// relayed as a To Do task; when the todo is done, the mail is marked read, once.
+    /// `true` when the event was such a todo's.
+    async fn todo_read_state(&self, event: &SyncEvent, job: &Job) -> Result<bool, JobFailure> {
+        if event.kind != EventKind::Todo {
+            return Ok(false);
+        }
+        let Some(task_id) = event.ids.get("task_id") else {
+            return Ok(false);
+        };
+        for route in self
+            .routes
+            .all()
+            .iter()
+            .filter(|r| outbound_relay::carries_read_state(r))
+        {
+            let Some(gid) = self
+                .store
+                .map_get(
+                    &outbound_relay::mail_todo_ns(&route.name),
+                    Side::Left,
+                    task_id,
+                )
+                .await
+                .map_err(store_failure)?
+            else {
+                continue;
+            };
+            let result = self.todo_done_to_read(route, event, task_id, &gid).await?;
+            let o = Outcome::new(task_id, Some(gid), result);
+            self.audit_outcome(event, route, job, &o).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn todo_done_to_read(
+        &self,
+        route: &RouteConfig,
+        event: &SyncEvent,
+        task_id: &str,
+        gid: &str,
+    ) -> Result<&'static str, JobFailure> {
+        if event.action != Action::Updated {
+            return Ok("read_state_unchanged");
+        }
+        if self
+            .store
+            .kv_get(&format!("echo:dingtalk:{task_id}"))
+            .await
+            .map_err(store_failure)?
+            .is_some_and(|v| v.starts_with("read:"))
+        {
+            // The bridge itself marked it done (the mail was read in Outlook).
+            return Ok("echo_skipped");
+        }
+        let union = route.dingtalk.union_id.as_deref().unwrap_or_default();
+        let task = match self.dingtalk()?.get_todo(union, task_id).await {
+            Ok(v) => v,
+            Err(e) if e.status == 404 => return Ok("source_gone"),
+            Err(e) => return Err(e.into()),
+        };
+        if task.get("done").and_then(Value::as_bool) != Some(true) {
+            return Ok("not_done");
+        }
+        let graph = self.graph.as_deref().ok_or_else(|| {
+            JobFailure::permanent("read state needs Microsoft Graph, which is not configured")
+        })?;
+        // One writer per mail at a time (the Outlook → DingTalk relay claims the same).
+        let claim = format!("relay:graph:{gid}");
+        let token = uuid::Uuid::new_v4().to_string();
+        if !self
+            .store
+            .lease_acquire(&claim, &token, Duration::from_secs(60))
+            .await
+            .map_err(store_failure)?
+        {
+            return Err(
+                JobFailure::transient("mail is being relayed by another job")
+                    .retry_after(Duration::from_secs(1)),
+            );
+        }
+        let result = self.mark_read(graph, route, task_id, gid).await;
+        let _ = self.store.lease_release(&claim, &token).await;
+        result
+    }
+
+    async fn mark_read(
+        &self,
+        graph: &GraphClient,
+        route: &RouteConfig,
+        task_id: &str,
+        gid: &str,
+    ) -> Result<&'static str, JobFailure> {
+        let mailbox = route.mailbox.as_str();
+        let path = format!(
+            "messages/{}?$select=id,isRead",
+            percent_encoding::utf8_percent_encode(gid, percent_encoding::NON_ALPHANUMERIC)
+        );
+        match graph.get(mailbox, &path).await {
+            Ok(m) if m.get("isRead").and_then(Value::as_bool) == Some(true) => {
+                return Ok("already_read");
+            }
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok("target_gone"),
+            Err(e) => return Err(e.into()),
+        }
+        // The guard first: the `updated` notification for this write must find it.
+        self.store
+            .kv_put(&echo_key(gid), &format!("done:{task_id}"), Some(ECHO_TTL))
+            .await
+            .map_err(store_failure)?;
+        graph.set_read(mailbox, gid, true).await?;
+        Ok("marked_read")
+    }
+
     /// The Outlook item a DingTalk object was written for, when the bridge itself wrote
     /// it (a live echo guard, or an id pair of the Outlook → DingTalk relay).
     async fn written_by_bridge(&self, event: &SyncEvent) -> Result<Option<String>, JobFailure> {

@@ -16,5 +16,6 @@ mod graph_validation_tokens;
 mod lowcode;
 mod openapi;
 mod relays;
+mod roundtrip;
 mod spine;
 mod store_contract;

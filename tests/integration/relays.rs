@@ -27,11 +27,11 @@ const APP_KEY: &str = "dingxxxxxxxxxxxx";
 const APP_SECRET: &str = "dt-app-secret-QWERTY-0987";
 const DT_ACCESS_TOKEN: &str = "dt-access-token-ZXCV-5678";
 const GRAPH_SECRET: &str = "fake-client-secret~value";
-const MAILBOX: &str = "ops@contoso.com";
+pub(crate) const MAILBOX: &str = "ops@contoso.com";
 const SECOND: &str = "mirror@contoso.com";
 const UNROUTED: &str = "unrouted-boss@contoso.com";
-const CONVERSATION: &str = "cid-customs==";
-const UNION: &str = "union-1";
+pub(crate) const CONVERSATION: &str = "cid-customs==";
+pub(crate) const UNION: &str = "union-1";
 
 fn now_ms() -> i64 {
     dingbridge::store::now_ms()
@@ -40,15 +40,15 @@ fn now_ms() -> i64 {
 // ----- DingTalk API fake ----------------------------------------------------------------
 
 /// DingTalk's API: tokens, calendar events, todos, users, robot message files.
-struct DingTalk {
-    server: FakeServer,
+pub(crate) struct DingTalk {
+    pub(crate) server: FakeServer,
     events: Arc<Mutex<HashMap<String, Value>>>,
-    todos: Arc<Mutex<HashMap<String, Value>>>,
+    pub(crate) todos: Arc<Mutex<HashMap<String, Value>>>,
     files: Arc<Mutex<HashMap<String, Arc<String>>>>,
 }
 
 impl DingTalk {
-    fn start() -> DingTalk {
+    pub(crate) fn start() -> DingTalk {
         let events: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
         let todos: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
         let files: Arc<Mutex<HashMap<String, Arc<String>>>> = Arc::default();
@@ -62,6 +62,38 @@ impl DingTalk {
                 ("GET", ["v1.0", "calendar", "users", _, "calendars", _, "events", id]) => {
                     match e.lock().expect("events").get(*id) {
                         Some(v) => FakeReply::json(v.clone()),
+                        None => FakeReply::status(404),
+                    }
+                }
+                ("GET", ["v1.0", "todo", "users", _, "tasks", "sources", source]) => {
+                    let todos = t.lock().expect("todos");
+                    match todos.values().find(|v| v["sourceId"] == *source) {
+                        Some(v) => FakeReply::json(v.clone()),
+                        None => FakeReply::status(404),
+                    }
+                }
+                ("POST", ["v1.0", "todo", "users", _, "tasks"]) => {
+                    let mut todos = t.lock().expect("todos");
+                    let id = format!("dttask-{}", todos.len() + 1);
+                    let mut task = r.json();
+                    task["id"] = json!(id);
+                    task["done"] = json!(false);
+                    todos.insert(id, task.clone());
+                    FakeReply::json(task)
+                }
+                ("PUT", ["v1.0", "todo", "users", _, "tasks", id]) => {
+                    let mut todos = t.lock().expect("todos");
+                    match todos.get_mut(*id) {
+                        Some(v) => {
+                            if let (Some(o), Some(changes)) =
+                                (v.as_object_mut(), r.json().as_object())
+                            {
+                                for (k, c) in changes {
+                                    o.insert(k.clone(), c.clone());
+                                }
+                            }
+                            FakeReply::json(json!({"result": true}))
+                        }
                         None => FakeReply::status(404),
                     }
                 }
@@ -149,10 +181,10 @@ fn default_routes() -> Vec<Route<'static>> {
     }]
 }
 
-struct Env(Vec<(String, String)>);
+pub(crate) struct Env(Vec<(String, String)>);
 
 impl Env {
-    fn new(redis: &RedisServer, graph: &GraphFake, dt: &DingTalk, config: &str) -> Env {
+    pub(crate) fn new(redis: &RedisServer, graph: &GraphFake, dt: &DingTalk, config: &str) -> Env {
         let c = graph.config();
         let mut v: Vec<(String, String)> = vec![
             ("DINGBRIDGE_STORE_URL".into(), redis.url()),
@@ -181,13 +213,13 @@ impl Env {
         Env(v)
     }
 
-    fn set(mut self, k: &str, v: &str) -> Env {
+    pub(crate) fn set(mut self, k: &str, v: &str) -> Env {
         self.0.retain(|(key, _)| key != k);
         self.0.push((k.into(), v.into()));
         self
     }
 
-    fn spawn(&self) -> TestApp {
+    pub(crate) fn spawn(&self) -> TestApp {
         let pairs: Vec<(&str, &str)> = self
             .0
             .iter()
@@ -198,7 +230,7 @@ impl Env {
 }
 
 /// Posts one encrypted HTTP push and expects DingTalk's `success` answer.
-async fn push(app: &TestApp, plaintext: &Value) {
+pub(crate) async fn push(app: &TestApp, plaintext: &Value) {
     let c = CallbackCrypto::new(TOKEN, AES_KEY, APP_KEY).expect("crypto");
     let encrypt = c.encrypt(&plaintext.to_string());
     let ts = now_ms().to_string();
@@ -220,7 +252,7 @@ async fn push(app: &TestApp, plaintext: &Value) {
     );
 }
 
-fn group_message(msg_id: &str, conversation: &str, text: &str) -> Value {
+pub(crate) fn group_message(msg_id: &str, conversation: &str, text: &str) -> Value {
     json!({
         "msgtype": "text", "text": {"content": text}, "msgId": msg_id,
         "createAt": 1_764_547_200_000i64, "conversationType": "2",
@@ -230,7 +262,7 @@ fn group_message(msg_id: &str, conversation: &str, text: &str) -> Value {
     })
 }
 
-fn audit(redis: &RedisServer) -> Vec<Value> {
+pub(crate) fn audit(redis: &RedisServer) -> Vec<Value> {
     let mut c = redis.client();
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg("dingbridge:audit")
@@ -246,7 +278,7 @@ fn audit(redis: &RedisServer) -> Vec<Value> {
         .collect()
 }
 
-fn relay_results(redis: &RedisServer, action: &str) -> Vec<Value> {
+pub(crate) fn relay_results(redis: &RedisServer, action: &str) -> Vec<Value> {
     audit(redis)
         .into_iter()
         .filter(|e| e["action"] == action)
@@ -260,7 +292,7 @@ fn dead_letters(redis: &RedisServer) -> i64 {
         .unwrap_or(0)
 }
 
-fn origin_of(item: &Value) -> Option<String> {
+pub(crate) fn origin_of(item: &Value) -> Option<String> {
     item["singleValueExtendedProperties"]
         .as_array()?
         .iter()
@@ -292,7 +324,7 @@ fn assert_no_secrets(app: &TestApp, graph: &GraphFake) {
     }
 }
 
-async fn wait_for<T>(
+pub(crate) async fn wait_for<T>(
     app: &TestApp,
     what: &str,
     within: Duration,
