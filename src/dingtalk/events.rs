@@ -412,6 +412,21 @@ pub async fn accept(
     ingest::accept(store, dedupe_ttl, events).await
 }
 
+/// The live session webhook of a conversation, if a robot callback left one that has
+/// not expired (the store drops it at expiry).
+pub async fn session_webhook_for(
+    store: &dyn Store,
+    conversation: &str,
+) -> Result<Option<String>, crate::store::StoreError> {
+    let raw = store
+        .kv_get(&format!("{SESSION_WEBHOOK_KEY}{conversation}"))
+        .await?;
+    Ok(raw
+        .and_then(|r| serde_json::from_str::<Value>(&r).ok())
+        .filter(|v| v["expires_at_ms"].as_i64().is_none_or(|t| t > now_ms()))
+        .and_then(|v| v["url"].as_str().map(str::to_string)))
+}
+
 /// [`accept`] as an [`ingest::AcceptFn`].
 pub fn accept_boxed(
     store: &dyn Store,

@@ -950,8 +950,20 @@ impl OutlookRelay {
                 .unwrap_or_else(|| format!("robot:{uuid}"));
             return Ok(key);
         }
+        // Last resort: reply through the session webhook a robot callback left for the
+        // conversation (valid about 90 minutes after the last @-mention of the robot).
+        if let Some(conversation) = &d.conversation_id
+            && let Some(url) =
+                crate::dingtalk::events::session_webhook_for(self.store.as_ref(), conversation)
+                    .await
+                    .map_err(|e| JobFailure::transient(e.to_string()))?
+        {
+            let body = json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}});
+            send_custom_robot(&self.http, &self.store, &url, None, &body, uuid).await?;
+            return Ok(format!("session:{uuid}"));
+        }
         Err(JobFailure::permanent(format!(
-            "route {} has no DingTalk target for mail: set dingtalk.robot_webhook, or robot_code + conversation_id with DingTalk app credentials",
+            "route {} has no DingTalk target for mail: set dingtalk.robot_webhook, or robot_code + conversation_id with DingTalk app credentials (or @-mention the app robot in the group so its session webhook can be used)",
             route.name
         )))
     }

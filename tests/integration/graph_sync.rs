@@ -37,6 +37,16 @@ impl World {
 
     /// `route` holds the route's `kinds` (and any other top-level route keys).
     fn build(extra_graph: &str, route: &str) -> World {
+        Self::build_with(
+            extra_graph,
+            route,
+            "robot_webhook = \"{robot}\"\nrobot_secret = \"SECtest-robot-secret\"\nunion_id = \"union-ops\"\n",
+        )
+    }
+
+    /// Like [`World::build`] with the route's `[routes.dingtalk]` keys given (`{robot}`
+    /// stands for the robot fake's webhook URL).
+    fn build_with(extra_graph: &str, route: &str, dingtalk_keys: &str) -> World {
         let redis = RedisServer::start();
         let graph = GraphFake::start(GraphFakeConfig::default());
         let robot = FakeServer::start(|_| FakeReply::json(json!({"errcode": 0, "errmsg": "ok"})));
@@ -85,16 +95,16 @@ mailbox = "{MAILBOX}"
 direction = "to_dingtalk"
 {route}
 [routes.dingtalk]
-robot_webhook = "{robot}"
-robot_secret = "SECtest-robot-secret"
-union_id = "union-ops"
-"#,
+{dingtalk_keys}"#,
             tenant = cfg.tenant,
             client = cfg.client_id,
             secret = cfg.client_secret.clone().expect("secret"),
             base = graph.graph_base(),
             authority = graph.authority(),
-            robot = robot.url("/robot/send?access_token=robot-token"),
+            dingtalk_keys = dingtalk_keys.replace(
+                "{robot}",
+                &robot.url("/robot/send?access_token=robot-token"),
+            ),
             dingtalk_api = dingtalk.url(""),
         );
         let config = dir.path().join("dingbridge.toml");
@@ -826,5 +836,45 @@ async fn a_changed_public_url_replaces_the_subscription() {
         format!("http://127.0.0.1:{port}/webhooks/graph")
     );
     assert_eq!(w.graph.subscriptions().len(), 1, "the old one was deleted");
+    w.graph.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_robot_the_mail_goes_through_the_conversations_session_webhook() {
+    let w = World::build_with(
+        "",
+        "kinds = [\"mail\"]",
+        "conversation_id = \"cidSession\"\nunion_id = \"union-ops\"\n",
+    );
+    // A robot callback left its session webhook for the conversation (see dingtalk_in).
+    let hook = w.robot.url("/robot/sendBySession?session=s-1");
+    let expires = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    let mut c = w.redis.client();
+    let _: () = redis::cmd("SET")
+        .arg("dingbridge:kv:dingtalk:session_webhook:cidSession")
+        .arg(json!({"url": hook, "expires_at_ms": expires}).to_string())
+        .query(&mut c)
+        .expect("seed");
+    let _app = w.spawn(true);
+    let sub = w.message_subscription().await;
+    let sub_id = sub["id"].as_str().expect("id");
+    let id = w.graph.put_message(MAILBOX, "inbox", mail("Via session"));
+    assert_eq!(w.graph.notify(sub_id, "created", &id).await, 202);
+    let sent = eventually(Duration::from_secs(15), || async {
+        w.robot
+            .requests()
+            .into_iter()
+            .find(|r| r.path == "/robot/sendBySession")
+    })
+    .await
+    .expect("posted through the session webhook");
+    let body = sent.json();
+    assert_eq!(body["msgtype"], "markdown");
+    assert!(text_of(&body).contains("Via session"));
+    assert!(body["msgUuid"].as_str().is_some_and(|u| !u.is_empty()));
+    assert!(
+        !sent.query.contains("sign="),
+        "session webhooks are not signed"
+    );
     w.graph.assert_no_violations();
 }
