@@ -461,6 +461,20 @@ impl OutlookRelay {
         since: Option<&str>,
         rich: Option<Value>,
     ) -> Result<(), JobFailure> {
+        self.claimed(
+            id,
+            self.relay_message_claimed(route, mailbox, id, trigger, since, rich),
+        )
+        .await
+    }
+
+    /// Runs `work` holding the per-item claim, so that two jobs (or instances) never relay
+    /// the same Outlook item at once; a held claim makes this job retry shortly.
+    async fn claimed(
+        &self,
+        id: &str,
+        work: impl std::future::Future<Output = Result<(), JobFailure>>,
+    ) -> Result<(), JobFailure> {
         let claim = format!("relay:graph:{id}");
         let Some(token) = self.acquire_wait(&claim, Duration::from_secs(5)).await? else {
             return Err(
@@ -468,9 +482,7 @@ impl OutlookRelay {
                     .retry_after(Duration::from_secs(1)),
             );
         };
-        let result = self
-            .relay_message_claimed(route, mailbox, id, trigger, since, rich)
-            .await;
+        let result = work.await;
         let _ = self.store.lease_release(&claim, &token).await;
         result
     }
@@ -984,18 +996,11 @@ impl OutlookRelay {
             tracing::warn!(route = %route.name, "route relays events but has no dingtalk.union_id or DingTalk app credentials");
             return Ok(());
         };
-        let claim = format!("relay:graph:{id}");
-        let Some(token) = self.acquire_wait(&claim, Duration::from_secs(5)).await? else {
-            return Err(
-                JobFailure::transient("item is being relayed by another job")
-                    .retry_after(Duration::from_secs(1)),
-            );
-        };
-        let result = self
-            .relay_event_claimed(route, mailbox, id, change, union_id, client)
-            .await;
-        let _ = self.store.lease_release(&claim, &token).await;
-        result
+        self.claimed(
+            id,
+            self.relay_event_claimed(route, mailbox, id, change, union_id, client),
+        )
+        .await
     }
 
     async fn relay_event_claimed(
