@@ -121,6 +121,10 @@ pub struct RouteConfig {
     /// Deletes are relayed only when this is on.
     #[serde(default)]
     pub allow_deletes: bool,
+    /// Outlook → DingTalk mail arrives as rich notifications (`includeResourceData`,
+    /// encrypted with `graph.notification_certificate_path`): no fetch per mail.
+    #[serde(default)]
+    pub rich_notifications: bool,
     /// Windows or IANA time zone of relayed all-day/floating times.
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
@@ -411,6 +415,9 @@ pub struct GraphConfig {
     /// (`encryptedContent`); without it rich payloads are not decrypted and the changed
     /// item is fetched instead.
     pub notification_private_key_path: Option<String>,
+    /// PEM certificate of that key, sent as `encryptionCertificate` when a route asks for
+    /// rich notifications (`rich_notifications = true`).
+    pub notification_certificate_path: Option<String>,
     /// Lifetime asked for on every subscription create/renew, in seconds (Outlook's
     /// maximum is 4 230 minutes = 253 800 s).
     pub subscription_lifetime_secs: u64,
@@ -418,6 +425,9 @@ pub struct GraphConfig {
     pub subscription_renew_before_secs: u64,
     /// How often the subscription manager checks (and the lease holder renews).
     pub subscription_check_interval_secs: u64,
+    /// How often the To Do lists of `todo` routes towards DingTalk are polled with delta
+    /// (app-only To Do change notifications are not documented); 0 turns polling off.
+    pub todo_poll_interval_secs: u64,
     /// Accept an `http://` `public_url` for subscriptions (tests and local development
     /// only: Graph itself only ever calls HTTPS notification URLs).
     pub allow_http_public_url: bool,
@@ -438,10 +448,12 @@ impl Default for GraphConfig {
             authority_url: None,
             assertion_alg: Default::default(),
             notification_private_key_path: None,
+            notification_certificate_path: None,
             // A little under the maximum, so clock skew never makes Graph refuse it.
             subscription_lifetime_secs: 4200 * 60,
             subscription_renew_before_secs: 24 * 3600,
             subscription_check_interval_secs: 300,
+            todo_poll_interval_secs: 60,
             allow_http_public_url: false,
         }
     }
@@ -787,7 +799,17 @@ impl Config {
                 "must be > 0 and below graph.subscription_renew_before_secs, or a renewal could be late",
             ));
         }
-        let wants = self.routes.iter().any(|r| r.direction.to_dingtalk());
+        if self.routes.iter().any(|r| r.rich_notifications)
+            && (g.notification_certificate_path.is_none()
+                || g.notification_private_key_path.is_none())
+        {
+            return Err(ConfigError::new(
+                "graph.notification_certificate_path",
+                "a route has rich_notifications = true: set graph.notification_certificate_path and graph.notification_private_key_path (the certificate Graph encrypts with and its key)",
+            ));
+        }
+        // To Do is polled, not notified: a todo-only route needs no public URL.
+        let wants = !crate::graph::subscriptions::wanted(&self.routes).is_empty();
         if wants && g.credentials()?.is_some() {
             let Some(url) = &self.public_url else {
                 return Err(ConfigError::new(
@@ -804,9 +826,19 @@ impl Config {
             }
         }
         if let Some(p) = &g.notification_private_key_path {
-            crate::graph::notifications::load_private_key(p).map_err(|reason| {
+            let key = crate::graph::notifications::load_private_key(p).map_err(|reason| {
                 ConfigError::new("graph.notification_private_key_path", reason)
             })?;
+            if let Some(c) = &g.notification_certificate_path {
+                crate::graph::notifications::load_certificate(c, &key).map_err(|reason| {
+                    ConfigError::new("graph.notification_certificate_path", reason)
+                })?;
+            }
+        } else if g.notification_certificate_path.is_some() {
+            return Err(ConfigError::new(
+                "graph.notification_certificate_path",
+                "needs graph.notification_private_key_path (the key that decrypts what Graph encrypts with it)",
+            ));
         }
         Ok(())
     }
@@ -1280,6 +1312,47 @@ union_id = "union-1"
         );
         let err = Config::load_from(Some(&path), env(&[])).expect_err("renew too late");
         assert_eq!(err.key, "graph.subscription_renew_before_secs");
+    }
+
+    #[test]
+    fn rich_routes_need_a_certificate_that_holds_the_notification_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let write = |graph: &str, route: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "public_url = \"https://bridge.example\"\n[graph]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{graph}\n[[routes]]\nname = \"r\"\nmailbox = \"a@b.c\"\nkinds = [\"mail\"]\ndirection = \"to_dingtalk\"\n{route}\n[routes.dingtalk]\nconversation_id = \"cid\"\n"
+                ),
+            )
+            .expect("write");
+        };
+        write("", "rich_notifications = true");
+        let err = Config::load_from(Some(&path), env(&[])).expect_err("no certificate");
+        assert_eq!(err.key, "graph.notification_certificate_path");
+        let (key, cert, other) = (
+            fixture("key.pem"),
+            fixture("cert.pem"),
+            fixture("other-key.pem"),
+        );
+        write(
+            &format!(
+                "notification_private_key_path = \"{other}\"\nnotification_certificate_path = \"{cert}\""
+            ),
+            "rich_notifications = true",
+        );
+        let err = Config::load_from(Some(&path), env(&[])).expect_err("another key");
+        assert_eq!(err.key, "graph.notification_certificate_path");
+        write(
+            &format!(
+                "notification_private_key_path = \"{key}\"\nnotification_certificate_path = \"{cert}\""
+            ),
+            "rich_notifications = true",
+        );
+        let c = Config::load_from(Some(&path), env(&[])).expect("matching pair");
+        assert!(c.routes[0].rich_notifications);
+        let wanted = crate::graph::subscriptions::wanted(&c.routes);
+        assert!(wanted[0].rich);
     }
 
     #[test]

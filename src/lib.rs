@@ -11,6 +11,7 @@ pub mod error;
 pub mod graph;
 pub mod hooks;
 pub mod ingest;
+pub mod leader;
 pub mod metrics;
 pub mod outbound;
 pub mod store;
@@ -45,7 +46,8 @@ pub struct Application {
     server: Server,
     workers: WorkerPool,
     backfill: Option<dingtalk::backfill::Backfill>,
-    subscriptions: Option<sync::outbound_relay::SubscriptionTask>,
+    subscriptions: Option<leader::LeaderTask>,
+    todo_poll: Option<leader::LeaderTask>,
     stream: Option<tokio::task::JoinHandle<()>>,
     stream_cancel: CancellationToken,
     shutdown_timeout: Duration,
@@ -113,14 +115,27 @@ impl Application {
         if let Some(g) = &graph
             && !outbound_routes.is_empty()
         {
-            let manager = graph::subscriptions::ManagerSettings::from_config(&config).map(|s| {
-                Arc::new(graph::subscriptions::SubscriptionManager::new(
-                    store.clone(),
-                    g.clone(),
-                    s,
-                    graph::subscriptions::wanted(&outbound_routes),
-                ))
-            });
+            let encryption = match (
+                &config.graph.notification_certificate_path,
+                &config.graph.notification_private_key_path,
+            ) {
+                (Some(cert), Some(key)) => Some(
+                    graph::notifications::load_private_key(key)
+                        .and_then(|k| graph::notifications::load_certificate(cert, &k))
+                        .map_err(anyhow::Error::msg)?,
+                ),
+                _ => None,
+            };
+            let manager =
+                graph::subscriptions::ManagerSettings::from_config(&config).map(|mut s| {
+                    s.encryption = encryption;
+                    Arc::new(graph::subscriptions::SubscriptionManager::new(
+                        store.clone(),
+                        g.clone(),
+                        s,
+                        graph::subscriptions::wanted(&outbound_routes),
+                    ))
+                });
             let mut relay = sync::outbound_relay::OutlookRelay::new(
                 store.clone(),
                 g.clone(),
@@ -272,13 +287,40 @@ impl Application {
         let workers = WorkerPool::start(store.clone(), registry, config.workers.clone());
         // After the server is bound: Graph validates the notification URL on create.
         let subscriptions = subscription_parts
-            .map(|manager| sync::outbound_relay::SubscriptionTask::start(store.clone(), manager));
+            .map(|manager| sync::outbound_relay::start_subscription_task(store.clone(), manager));
+        let todo_poll = match (
+            &graph,
+            &dingtalk_client,
+            config.graph.todo_poll_interval_secs,
+        ) {
+            (Some(g), Some(d), secs) if secs > 0 => sync::todo_sync::TodoPoller::new(
+                store.clone(),
+                g.clone(),
+                d.clone(),
+                &config.routes,
+            )
+            .map(|poller| {
+                let poller = Arc::new(poller);
+                leader::LeaderTask::start(
+                    store.clone(),
+                    sync::todo_sync::LEASE,
+                    "To Do polling",
+                    Duration::from_secs(secs),
+                    move || {
+                        let poller = poller.clone();
+                        async move { poller.poll_all().await }
+                    },
+                )
+            }),
+            _ => None,
+        };
         Ok(Application {
             addr,
             server,
             workers,
             backfill,
             subscriptions,
+            todo_poll,
             stream,
             stream_cancel,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
@@ -299,8 +341,8 @@ impl Application {
         if let Some(stream) = self.stream {
             let _ = tokio::time::timeout(self.shutdown_timeout, stream).await;
         }
-        if let Some(subscriptions) = self.subscriptions {
-            subscriptions.shutdown(self.shutdown_timeout).await;
+        for task in [self.subscriptions, self.todo_poll].into_iter().flatten() {
+            task.shutdown(self.shutdown_timeout).await;
         }
         if let Some(backfill) = self.backfill {
             backfill.shutdown(self.shutdown_timeout).await;

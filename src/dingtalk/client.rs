@@ -571,6 +571,19 @@ impl DingTalkClient {
         .await
     }
 
+    /// Deletes a todo; one already gone counts as deleted.
+    pub async fn delete_todo(&self, union_id: &str, task_id: &str) -> Result<(), DingTalkError> {
+        let path = format!("/v1.0/todo/users/{}/tasks/{}", enc(union_id), enc(task_id));
+        match self
+            .api(reqwest::Method::DELETE, "todo.delete", &path, None, None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == 404 || e.code.contains("NotExist") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A user's details (old-style API; on the quota-exempt list).
     pub async fn get_user(&self, user_id: &str) -> Result<Value, DingTalkError> {
         let v = self

@@ -194,6 +194,46 @@ pub fn load_private_key(path: &str) -> Result<RsaPrivateKey, String> {
         .map_err(|_| format!("{path} is not a PEM RSA private key (PKCS#8 or PKCS#1)"))
 }
 
+/// The public half Graph encrypts rich notifications with: the certificate as
+/// `encryptionCertificate` wants it (base64 DER) and our `encryptionCertificateId`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionCertificate {
+    /// base64 (standard) X.509 DER.
+    pub base64_der: String,
+    /// `dingbridge-` + 16 hex digits of the certificate's SHA-256 (a new certificate gets
+    /// a new id, so notifications name the key that decrypts them).
+    pub id: String,
+}
+
+/// Reads the PEM certificate at `path` and checks that it holds the public key of `key`
+/// (a mismatch would only show as undecryptable notifications much later).
+pub fn load_certificate(path: &str, key: &RsaPrivateKey) -> Result<EncryptionCertificate, String> {
+    use rsa::pkcs8::EncodePublicKey;
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let der = pem::parse_many(&text)
+        .map_err(|e| format!("{path} is not PEM: {e}"))?
+        .into_iter()
+        .find(|b| b.tag() == "CERTIFICATE")
+        .ok_or_else(|| format!("{path} has no `BEGIN CERTIFICATE` block"))?
+        .into_contents();
+    let spki = key
+        .to_public_key()
+        .to_public_key_der()
+        .map_err(|e| format!("cannot encode the public key: {e}"))?;
+    // The certificate carries the SubjectPublicKeyInfo verbatim.
+    let spki = spki.as_bytes();
+    if spki.is_empty() || !der.windows(spki.len()).any(|w| w == spki) {
+        return Err(format!(
+            "{path} does not hold the public key of graph.notification_private_key_path"
+        ));
+    }
+    let digest = sha2::Digest::finalize(<Sha256 as sha2::Digest>::new_with_prefix(&der));
+    Ok(EncryptionCertificate {
+        base64_der: STANDARD.encode(&der),
+        id: format!("dingbridge-{}", hex::encode(&digest[..8])),
+    })
+}
+
 /// Claims checked on a `validationTokens` JWT (signature and time are checked by
 /// `jsonwebtoken`; these are the ones it does not know about).
 #[derive(Debug, Deserialize)]
@@ -229,6 +269,21 @@ pub(crate) mod tests {
     use super::*;
 
     type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
+
+    #[test]
+    fn the_encryption_certificate_must_hold_the_decryption_key() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let cert = format!("{dir}/tests/fixtures/graph/cert.pem");
+        let key = load_private_key(&format!("{dir}/tests/fixtures/graph/key.pem")).expect("key");
+        let c = load_certificate(&cert, &key).expect("matching certificate");
+        assert!(c.id.starts_with("dingbridge-") && c.id.len() <= 128);
+        let der = STANDARD.decode(&c.base64_der).expect("base64");
+        assert_eq!(der[0], 0x30, "DER sequence");
+        let other = RsaPrivateKey::new(&mut rand::thread_rng(), 1024).expect("key");
+        let err = load_certificate(&cert, &other).expect_err("another key");
+        assert!(err.contains("does not hold the public key"), "{err}");
+        assert!(load_certificate("/nonexistent.pem", &key).is_err());
+    }
 
     /// Encrypts like Graph does (the inverse of [`decrypt_content`]).
     pub fn encrypt_like_graph(

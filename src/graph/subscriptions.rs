@@ -10,10 +10,11 @@ use rand::{Rng, distributions::Alphanumeric};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{GraphClient, GraphError};
+use super::{GraphClient, GraphError, notifications::EncryptionCertificate};
 use crate::{
     config::{Config, RouteConfig, RouteKind},
     store::{SharedStore, Store, StoreResult},
+    sync::mapping::ORIGIN_PROPERTY,
 };
 
 /// What a subscription watches.
@@ -119,6 +120,8 @@ pub struct Wanted {
     pub watched: Watched,
     /// Messages: folder to watch (well-known name or display name).
     pub folder: Option<String>,
+    /// Messages: ask for rich notifications (the route's `rich_notifications`).
+    pub rich: bool,
 }
 
 /// Settings of the manager.
@@ -134,6 +137,9 @@ pub struct ManagerSettings {
     pub renew_before: Duration,
     /// Check interval.
     pub interval: Duration,
+    /// The certificate rich subscriptions are created with; without it, every
+    /// subscription is a plain one.
+    pub encryption: Option<EncryptionCertificate>,
 }
 
 impl ManagerSettings {
@@ -147,6 +153,7 @@ impl ManagerSettings {
             lifetime: Duration::from_secs(g.subscription_lifetime_secs),
             renew_before: Duration::from_secs(g.subscription_renew_before_secs),
             interval: Duration::from_secs(g.subscription_check_interval_secs),
+            encryption: None,
         })
     }
 }
@@ -185,6 +192,7 @@ pub fn wanted(routes: &[RouteConfig]) -> Vec<Wanted> {
                     mailbox: r.mailbox.clone(),
                     watched,
                     folder,
+                    rich: r.rich_notifications && watched == Watched::Messages,
                 });
             }
         };
@@ -218,6 +226,22 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 
 fn entry_lock(route: &str, watched: Watched) -> String {
     format!("graph-sub:{route}:{watched:?}")
+}
+
+/// Longest lifetime asked for on a rich subscription: Outlook allowed 1 day for
+/// subscriptions with resource data (graph.md §2.6), less a margin for clock skew.
+pub const RICH_MAX_LIFETIME: Duration = Duration::from_secs(1440 * 60 - 600);
+
+/// Properties a rich mail notification carries (Outlook requires `$select`; `body` may
+/// not be selected, so the preview is `bodyPreview`), and the origin marker, the only
+/// `$expand` Outlook allows there (graph.md §2.7, §5).
+pub const RICH_MESSAGE_SELECT: &str = "id,subject,from,sender,bodyPreview,webLink,hasAttachments,receivedDateTime,lastModifiedDateTime,isRead,isDraft";
+
+/// The query a rich messages resource ends with.
+fn rich_query() -> String {
+    format!(
+        "?$select={RICH_MESSAGE_SELECT}&$expand=singleValueExtendedProperties($filter=id eq '{ORIGIN_PROPERTY}')"
+    )
 }
 
 /// How long an entry lock lives (one create with its validation handshake).
@@ -307,17 +331,31 @@ impl SubscriptionManager {
         })
     }
 
-    fn expiry(&self) -> chrono::DateTime<chrono::Utc> {
+    /// The lifetime asked for: the configured one, at most [`RICH_MAX_LIFETIME`] for
+    /// rich subscriptions.
+    fn lifetime(&self, rich: bool) -> Duration {
+        if rich {
+            self.settings.lifetime.min(RICH_MAX_LIFETIME)
+        } else {
+            self.settings.lifetime
+        }
+    }
+
+    fn expiry(&self, rich: bool) -> chrono::DateTime<chrono::Utc> {
         chrono::Utc::now()
-            + chrono::Duration::from_std(self.settings.lifetime).unwrap_or(chrono::Duration::zero())
+            + chrono::Duration::from_std(self.lifetime(rich)).unwrap_or(chrono::Duration::zero())
     }
 
     /// Creates the subscription of `w` and remembers it (Graph validates both URLs first).
     pub async fn create(&self, w: &Wanted) -> anyhow::Result<SubscriptionRecord> {
-        let (resource, folder) = self.resource(w).await?;
+        let (mut resource, folder) = self.resource(w).await?;
         let client_state = new_client_state();
-        let expires = rfc3339(self.expiry());
-        let body = json!({
+        let rich = self.settings.encryption.as_ref().filter(|_| w.rich);
+        if rich.is_some() {
+            resource.push_str(&rich_query());
+        }
+        let expires = rfc3339(self.expiry(rich.is_some()));
+        let mut body = json!({
             "changeType": "created,updated,deleted",
             "notificationUrl": self.settings.notification_url,
             "lifecycleNotificationUrl": self.settings.lifecycle_url,
@@ -326,6 +364,11 @@ impl SubscriptionManager {
             "clientState": client_state,
             "latestSupportedTlsVersion": "v1_2",
         });
+        if let Some(cert) = rich {
+            body["includeResourceData"] = json!(true);
+            body["encryptionCertificate"] = json!(cert.base64_der);
+            body["encryptionCertificateId"] = json!(cert.id);
+        }
         let created = self.graph.create_subscription(&w.mailbox, &body).await?;
         let id = created
             .get("id")
@@ -343,7 +386,7 @@ impl SubscriptionManager {
                 .and_then(|v| v.as_str())
                 .unwrap_or(&expires)
                 .to_string(),
-            rich: false,
+            rich: rich.is_some(),
             folder,
             notification_url: Some(self.settings.notification_url.clone()),
         };
@@ -358,7 +401,7 @@ impl SubscriptionManager {
         &self,
         record: &SubscriptionRecord,
     ) -> anyhow::Result<Option<SubscriptionRecord>> {
-        let expires = rfc3339(self.expiry());
+        let expires = rfc3339(self.expiry(record.rich));
         match self
             .graph
             .renew_subscription(&record.mailbox, &record.id, &expires)
@@ -393,6 +436,7 @@ impl SubscriptionManager {
                 mailbox: old.mailbox.clone(),
                 watched: old.watched,
                 folder: old.folder.clone(),
+                rich: old.rich,
             });
         let record = self.create(&w).await?;
         forget(self.store.as_ref(), &old.id).await?;
@@ -406,7 +450,12 @@ impl SubscriptionManager {
             return true;
         };
         let left = expires.with_timezone(&chrono::Utc) - chrono::Utc::now();
-        left.to_std().unwrap_or(Duration::ZERO) < self.settings.renew_before
+        // A shorter (rich) lifetime is renewed at half-time at the latest.
+        let margin = self
+            .settings
+            .renew_before
+            .min(self.lifetime(record.rich) / 2);
+        left.to_std().unwrap_or(Duration::ZERO) < margin
     }
 
     /// One pass over the wanted subscriptions (call only while holding [`LEASE`]):
@@ -428,6 +477,18 @@ impl SubscriptionManager {
                             let new = self.recreate(&r).await?;
                             if let Err(e) = self.graph.delete_subscription(&r.mailbox, &r.id).await {
                                 tracing::warn!(subscription = %r.id, error = %e, "cannot delete the subscription with the old notificationUrl; it expires by itself");
+                            }
+                            Ok(Some(Outcome::Recreated(new)))
+                        }
+                        Some(r)
+                            if r.rich
+                                != (w.rich && self.settings.encryption.is_some()) =>
+                        {
+                            // rich_notifications was switched: Graph cannot change that in
+                            // place, so a new subscription replaces the old one.
+                            let new = self.recreate(&r).await?;
+                            if let Err(e) = self.graph.delete_subscription(&r.mailbox, &r.id).await {
+                                tracing::warn!(subscription = %r.id, error = %e, "cannot delete the replaced subscription; it expires by itself");
                             }
                             Ok(Some(Outcome::Recreated(new)))
                         }

@@ -59,6 +59,17 @@ pub fn iana_time_zone(windows: &str) -> &str {
     }
 }
 
+/// UTC offset in minutes of zones without daylight saving time (others stay in UTC).
+pub fn fixed_offset_minutes(iana: &str) -> Option<i32> {
+    Some(match iana {
+        "Asia/Shanghai" | "Asia/Taipei" | "Asia/Singapore" | "Asia/Hong_Kong" | "Asia/Macau"
+        | "Asia/Kuala_Lumpur" => 8 * 60,
+        "Asia/Tokyo" | "Asia/Seoul" => 9 * 60,
+        "UTC" | "Etc/UTC" => 0,
+        _ => return None,
+    })
+}
+
 /// Graph `dateTimeTimeZone` from a DingTalk `{dateTime, timeZone}` or `{date}`: the wall
 /// time in its own zone, so the zone survives the trip.
 fn graph_time(dt: &Value, all_day_fallback_zone: &str) -> Option<Value> {
@@ -142,6 +153,77 @@ pub fn task_from_dingtalk(task: &Value, task_id: &str) -> Value {
         });
     }
     body
+}
+
+/// The content version of a To Do task as both sides carry it: title, done, due day.
+/// Equal versions mean there is nothing to relay (a write of the bridge coming back, or
+/// an edit of a field DingTalk does not hold). Takes a Graph task or request body.
+pub fn task_version(task: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let title = task
+        .get("title")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim();
+    let done = task.get("status").and_then(Value::as_str) == Some("completed");
+    let due: String = task
+        .pointer("/dueDateTime/dateTime")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .chars()
+        .take(10)
+        .collect();
+    let digest = Sha256::digest(format!("{title}\n{done}\n{due}").as_bytes());
+    hex::encode(&digest[..12])
+}
+
+/// A DingTalk todo body (create or update) from a Graph To Do task; `source_id` is set on
+/// creates so that a retried create finds the first todo.
+pub fn todo_from_task(task: &Value, source_id: Option<&str>) -> Value {
+    let subject: String = task
+        .get("title")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or("(Outlook task)")
+        .chars()
+        .take(1024)
+        .collect();
+    let description = text_preview(
+        task.pointer("/body/content")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        4096,
+    );
+    let mut body = json!({
+        "subject": subject,
+        "description": description,
+        "done": task.get("status").and_then(Value::as_str) == Some("completed"),
+    });
+    if let Some(ms) = task.get("dueDateTime").and_then(graph_time_ms) {
+        body["dueTime"] = json!(ms);
+    }
+    if let Some(source) = source_id {
+        body["sourceId"] = json!(source);
+        // DingTalk creates todos open; `done` goes with the update that may follow.
+        if let Some(o) = body.as_object_mut() {
+            o.remove("done");
+        }
+    }
+    body
+}
+
+/// Unix milliseconds of a Graph `dateTimeTimeZone` (zones without a known fixed offset
+/// are read as UTC, as Graph answers by default).
+fn graph_time_ms(dt: &Value) -> Option<i64> {
+    let raw = dt.get("dateTime").and_then(Value::as_str)?;
+    let naive = chrono::NaiveDateTime::parse_from_str(
+        raw.split('.').next().unwrap_or(raw),
+        "%Y-%m-%dT%H:%M:%S",
+    )
+    .ok()?;
+    let zone = iana_time_zone(dt.get("timeZone").and_then(Value::as_str).unwrap_or("UTC"));
+    let offset_secs = i64::from(fixed_offset_minutes(zone).unwrap_or(0)) * 60;
+    Some((naive.and_utc().timestamp() - offset_secs) * 1000)
 }
 
 fn linked_resource(task: &Value, task_id: &str) -> Value {
@@ -294,6 +376,48 @@ pub fn text_preview(html_or_text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_version_covers_title_done_and_due_day_only() {
+        let graph = json!({"id": "AAMkT1", "title": " Ship papers ", "status": "completed",
+            "dueDateTime": {"dateTime": "2026-01-05T00:00:00.0000000", "timeZone": "UTC"},
+            "body": {"content": "notes", "contentType": "text"}, "changeKey": "x"});
+        // The body the DingTalk → Outlook relay writes for the same content.
+        let written = task_from_dingtalk(
+            &json!({"subject": "Ship papers", "done": true, "dueTime": 1_767_571_200_000i64}),
+            "dt-1",
+        );
+        assert_eq!(task_version(&graph), task_version(&written));
+        let mut edited = graph.clone();
+        edited["status"] = json!("notStarted");
+        assert_ne!(task_version(&graph), task_version(&edited));
+        let mut notes = graph.clone();
+        notes["body"]["content"] = json!("other notes");
+        assert_eq!(task_version(&graph), task_version(&notes));
+    }
+
+    #[test]
+    fn outlook_tasks_become_dingtalk_todos() {
+        let task = json!({"title": "Ship papers", "status": "completed",
+            "body": {"contentType": "html", "content": "<p>Call&nbsp;Li</p>"},
+            "dueDateTime": {"dateTime": "2026-01-05T00:00:00.0000000", "timeZone": "China Standard Time"}});
+        let create = todo_from_task(&task, Some("outlook-task-1"));
+        assert_eq!(create["subject"], "Ship papers");
+        assert_eq!(create["description"], "Call Li");
+        assert_eq!(create["sourceId"], "outlook-task-1");
+        // Midnight in Shanghai is 16:00 UTC the day before.
+        assert_eq!(create["dueTime"], 1_767_542_400_000i64);
+        assert!(
+            create.get("done").is_none(),
+            "creates are open; done is an update"
+        );
+        let update = todo_from_task(&task, None);
+        assert_eq!(update["done"], true);
+        assert!(update.get("sourceId").is_none());
+        let bare = todo_from_task(&json!({"title": "  "}), None);
+        assert_eq!(bare["subject"], "(Outlook task)");
+        assert!(bare.get("dueTime").is_none());
+    }
 
     #[test]
     fn dingtalk_event_times_keep_their_wall_time_and_zone() {

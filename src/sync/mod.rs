@@ -7,5 +7,6 @@ pub mod outbound_relay;
 pub mod outlook_triggers;
 pub mod relay;
 pub mod routes;
+pub mod todo_sync;
 
 pub use event::{Action, EventKind, Source, SyncEvent};

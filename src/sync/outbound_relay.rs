@@ -27,8 +27,6 @@ use rsa::RsaPrivateKey;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{RouteConfig, RouteKind},
@@ -40,9 +38,10 @@ use crate::{
         notifications::{ChangeNotification, decrypt_content},
         subscriptions::{self, Outcome, SubscriptionManager, SubscriptionRecord, Watched},
     },
+    leader::LeaderTask,
     store::{SharedStore, Side},
     sync::{
-        mapping::{ORIGIN_PROPERTY, text_preview},
+        mapping::{ORIGIN_PROPERTY, fixed_offset_minutes, text_preview},
         outlook_triggers,
     },
     worker::{JobFailure, JobHandler},
@@ -201,6 +200,14 @@ impl OutlookRelay {
                             return Ok(());
                         }
                         match decrypt_content(key, content) {
+                            // Attachment names cannot be selected in a rich resource:
+                            // such mail is fetched whole.
+                            Ok(v)
+                                if v.get("hasAttachments").and_then(Value::as_bool)
+                                    == Some(true) =>
+                            {
+                                None
+                            }
                             Ok(v) => Some(v),
                             Err(e) => {
                                 tracing::warn!(error = %e, "cannot decrypt rich notification; fetching the item");
@@ -1150,17 +1157,6 @@ pub fn client_token(input: &str) -> String {
     hex::encode(&Sha256::digest(input.as_bytes())[..16])
 }
 
-/// UTC offset in minutes of zones without daylight saving time (others stay in UTC).
-fn fixed_offset_minutes(iana: &str) -> Option<i32> {
-    Some(match iana {
-        "Asia/Shanghai" | "Asia/Taipei" | "Asia/Singapore" | "Asia/Hong_Kong" | "Asia/Macau"
-        | "Asia/Kuala_Lumpur" => 8 * 60,
-        "Asia/Tokyo" | "Asia/Seoul" => 9 * 60,
-        "UTC" | "Etc/UTC" => 0,
-        _ => return None,
-    })
-}
-
 /// A DingTalk `start`/`end` from a Graph `dateTimeTimeZone` (Graph answers in UTC unless
 /// asked otherwise): all-day → `{date}`; otherwise ISO-8601 with the offset of `zone`
 /// (the route's zone when it has a fixed offset, else UTC).
@@ -1340,68 +1336,24 @@ impl JobHandler for OutlookRelay {
 
 // ----- the subscription task --------------------------------------------------------------
 
-/// The lease-guarded subscription loop; [`SubscriptionTask::shutdown`] stops it.
-pub struct SubscriptionTask {
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl SubscriptionTask {
-    /// Starts the loop: every interval, the holder of [`subscriptions::LEASE`] (taken or
-    /// kept) creates, renews and recreates subscriptions; new ones get a delta resync job
-    /// ([`RESYNC_KIND`]).
-    pub fn start(store: SharedStore, manager: Arc<SubscriptionManager>) -> SubscriptionTask {
-        let cancel = CancellationToken::new();
-        let stop = cancel.clone();
-        let interval = manager.settings().interval;
-        let ttl = (interval * 3).clamp(Duration::from_secs(10), Duration::from_secs(900));
-        let task = tokio::spawn(async move {
-            let token = uuid::Uuid::new_v4().to_string();
-            let mut leader = false;
-            loop {
-                let held = if leader {
-                    store.lease_renew(subscriptions::LEASE, &token, ttl).await
-                } else {
-                    store.lease_acquire(subscriptions::LEASE, &token, ttl).await
-                };
-                match held {
-                    Ok(h) => {
-                        if h && !leader {
-                            tracing::info!("this instance now manages the Graph subscriptions");
-                        }
-                        leader = h;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot reach the store for the subscription lease");
-                        leader = false;
-                    }
-                }
-                if leader {
-                    tokio::select! {
-                        r = run_check(&store, &manager) => if let Err(e) = r {
-                            tracing::warn!(error = %e, "Graph subscription check failed");
-                        },
-                        _ = stop.cancelled() => break,
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {},
-                    _ = stop.cancelled() => break,
-                }
-            }
-            if leader {
-                let _ = store.lease_release(subscriptions::LEASE, &token).await;
-            }
-            tracing::info!("Graph subscription manager stopped");
-        });
-        SubscriptionTask { cancel, task }
-    }
-
-    /// Stops the loop and gives the lease back.
-    pub async fn shutdown(self, timeout: Duration) {
-        self.cancel.cancel();
-        let _ = tokio::time::timeout(timeout, self.task).await;
-    }
+/// Starts the lease-guarded subscription loop: every interval, the holder of
+/// [`subscriptions::LEASE`] creates, renews and recreates subscriptions; new ones get a
+/// delta resync job ([`RESYNC_KIND`]).
+pub fn start_subscription_task(
+    store: SharedStore,
+    manager: Arc<SubscriptionManager>,
+) -> LeaderTask {
+    let interval = manager.settings().interval;
+    LeaderTask::start(
+        store.clone(),
+        subscriptions::LEASE,
+        "graph subscriptions",
+        interval,
+        move || {
+            let (store, manager) = (store.clone(), manager.clone());
+            async move { run_check(&store, &manager).await }
+        },
+    )
 }
 
 /// One check; a new or replaced subscription gets a delta resync as a job (the baseline

@@ -110,6 +110,34 @@ pub fn contact_changed(route: &str, mailbox: &str, id: &str, change: &str) -> Tr
         .field("change", change)
 }
 
+/// `outlook.task.changed` for a To Do task found changed by delta polling (`change`:
+/// `created`, `updated` or `deleted`).
+pub fn task_changed(
+    route: &str,
+    mailbox: &str,
+    id: &str,
+    task: &Value,
+    change: &str,
+) -> TriggerEvent {
+    TriggerEvent::changed(
+        triggers::OUTLOOK_TASK_CHANGED,
+        id,
+        time(task, "lastModifiedDateTime"),
+    )
+    .field("route", route)
+    .field("mailbox", mailbox)
+    .field("change", change)
+    .field("title", text(task, "/title"))
+    .field("status", text(task, "/status"))
+    .field(
+        "completed",
+        task.get("status").and_then(Value::as_str) == Some("completed"),
+    )
+    .field("importance", text(task, "/importance"))
+    .field("due", text(task, "/dueDateTime/dateTime"))
+    .field("due_time_zone", text(task, "/dueDateTime/timeZone"))
+}
+
 /// Publishes; a store failure makes the job retry (publishing again is harmless).
 pub async fn publish(store: &dyn Store, event: Option<TriggerEvent>) -> Result<(), JobFailure> {
     if let Some(e) = event {

@@ -49,7 +49,7 @@ use crate::{
         client::{LinkedResource, UPLOAD_SESSION_MAX},
     },
     store::{AuditEntry, Job, SharedStore, Side, StoreError},
-    sync::outbound_relay,
+    sync::{outbound_relay, todo_sync},
     triggers::{self, TriggerEvent},
     worker::{JobFailure, JobHandler},
 };
@@ -664,16 +664,32 @@ impl RelayHandler {
             Err(e) if e.status == 404 => return Ok(Outcome::new(id, mapped, "source_gone")),
             Err(e) => return Err(e.into()),
         };
-        if task
-            .get("sourceId")
-            .and_then(Value::as_str)
-            .is_some_and(|s| s.starts_with(outbound_relay::TODO_SOURCE_PREFIX))
-        {
+        let source = task.get("sourceId").and_then(Value::as_str).unwrap_or("");
+        if source.starts_with(outbound_relay::TODO_SOURCE_PREFIX) {
             // A todo the Outlook → DingTalk relay made for a mail (before its id pair
             // was visible): it is the mail's read state, not a To Do task.
             return Ok(Outcome::new(id, mapped, "echo_skipped"));
         }
+        if mapped.is_none() && source.starts_with(todo_sync::TASK_SOURCE_PREFIX) {
+            // Made for an Outlook task by the To Do poller, whose id pair is not visible
+            // yet: the task exists already.
+            return Ok(Outcome::new(id, mapped, "echo_skipped"));
+        }
         let mut body = mapping::task_from_dingtalk(&task, id);
+        let version = mapping::task_version(&body);
+        let version_key = |gid: &str| todo_sync::version_key(&route.name, gid);
+        if let Some(gid) = &mapped
+            && self
+                .store
+                .kv_get(&version_key(gid))
+                .await
+                .map_err(store_failure)?
+                .as_deref()
+                == Some(version.as_str())
+        {
+            // The task holds this content already (often the poller's own write).
+            return Ok(Outcome::new(id, mapped, "unchanged"));
+        }
         // The client adds the link itself; a PATCH must not add a second one.
         let link = body
             .as_object_mut()
@@ -697,6 +713,10 @@ impl RelayHandler {
             match graph.update_task(mailbox, &list, &gid, body.clone()).await {
                 Ok(()) => {
                     self.guard_echo(&gid, &mapping::origin("todo", id)).await?;
+                    self.store
+                        .kv_put(&version_key(&gid), &version, None)
+                        .await
+                        .map_err(store_failure)?;
                     return Ok(Outcome::new(id, Some(gid), "updated"));
                 }
                 Err(e) if e.is_not_found() => {
@@ -720,6 +740,10 @@ impl RelayHandler {
             .map_err(store_failure)?;
         self.guard_echo(&created.id, &mapping::origin("todo", id))
             .await?;
+        self.store
+            .kv_put(&version_key(&created.id), &version, None)
+            .await
+            .map_err(store_failure)?;
         let result = if created.existed {
             "updated"
         } else {

@@ -108,6 +108,7 @@ mod tests {
             folder: "DingTalk".into(),
             todo_list: "DingTalk".into(),
             allow_deletes: false,
+            rich_notifications: false,
             watch_folder: None,
             time_zone: "China Standard Time".into(),
             dingtalk: RouteDingTalk {

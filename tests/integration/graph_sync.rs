@@ -715,6 +715,72 @@ async fn rich_notifications_are_decrypted_and_bad_validation_tokens_relay_nothin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rich_route_subscribes_with_its_certificate_and_relays_decrypted_mail_unfetched() {
+    use rsa::pkcs8::DecodePrivateKey;
+    let cert = common::graph_fake::TestCert::generate();
+    let key_dir = tempfile::tempdir().expect("tempdir");
+    let (key_path, cert_path) = cert.write_to(key_dir.path());
+    let w = World::build(
+        &format!(
+            "notification_private_key_path = \"{}\"\nnotification_certificate_path = \"{}\"",
+            key_path.display(),
+            cert_path.display()
+        ),
+        "kinds = [\"mail\"]\nrich_notifications = true",
+    );
+    let (signer, jwks) = TokenSigner::new();
+    w.graph.set_jwks(jwks);
+    let client_id = w.graph.config().client_id;
+    let _app = w.spawn(true);
+    let sub = w.message_subscription().await;
+    assert_eq!(sub["includeResourceData"], true, "{sub}");
+    let der = pem::parse(&cert.cert_pem).expect("pem").into_contents();
+    assert_eq!(sub["encryptionCertificate"], b64(&der));
+    assert!(
+        sub["encryptionCertificateId"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("dingbridge-")),
+        "{sub}"
+    );
+    let resource = sub["resource"].as_str().expect("resource");
+    assert!(
+        resource.contains("$select=") && resource.contains("singleValueExtendedProperties"),
+        "{resource}"
+    );
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(sub["expirationDateTime"].as_str().expect("expiry"))
+            .expect("date");
+    assert!(expires < chrono::Utc::now() + chrono::Duration::minutes(1440));
+
+    // Graph encrypts with the certificate's key; the item does not exist at Graph, so
+    // only the decrypted content can be relayed.
+    let public = rsa::RsaPrivateKey::from_pkcs8_pem(&cert.key_pem)
+        .expect("key")
+        .to_public_key();
+    let sub_id = sub["id"].as_str().expect("id");
+    let mut body = w
+        .graph
+        .notification_body(sub_id, "created", "AAMk-rich-9", None);
+    body["value"][0]["encryptedContent"] = encrypt_like_graph(
+        &public,
+        &json!({"@odata.type": "#Microsoft.Graph.Message", "id": "AAMk-rich-9",
+            "subject": "Rich by certificate", "bodyPreview": "Sealed for dingbridge",
+            "from": {"emailAddress": {"name": "Han Meimei", "address": "han@fabrikam.com"}},
+            "hasAttachments": false, "receivedDateTime": "2026-11-25T08:00:00Z"}),
+    );
+    body["validationTokens"] = json!([signer.token(&client_id, GRAPH_PUBLISHER)]);
+    assert_eq!(w.graph.deliver(sub_id, &body).await, 202);
+    let got = w.wait_for_robot(1).await;
+    let text = text_of(&got[0]);
+    assert!(
+        text.contains("Rich by certificate") && text.contains("Sealed for dingbridge"),
+        "{text}"
+    );
+    assert!(w.graph.requests_to("/messages/AAMk-rich").is_empty());
+    w.graph.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_the_robots_minute_budget_waits_and_arrives_as_one_digest() {
     use sha2::Digest;
     let w = World::new("");

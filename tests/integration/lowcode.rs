@@ -15,7 +15,7 @@ use sha2::Sha256;
 const ECHO_TOKEN: &str = "echo-token-for-tests";
 
 /// `dingbridge keys create` against the Redis store; answers the printed key.
-fn create_key(redis: &RedisServer, name: &str, scopes: &str) -> String {
+pub(crate) fn create_key(redis: &RedisServer, name: &str, scopes: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_dingbridge"))
         .args(["keys", "create", "--name", name, "--scopes", scopes])
         .env_clear()

@@ -19,3 +19,4 @@ mod relays;
 mod roundtrip;
 mod spine;
 mod store_contract;
+mod todo_sync;

@@ -74,7 +74,8 @@ impl DingTalk {
                 }
                 ("POST", ["v1.0", "todo", "users", _, "tasks"]) => {
                     let mut todos = t.lock().expect("todos");
-                    let id = format!("dttask-{}", todos.len() + 1);
+                    // Never reused, also after deletes.
+                    let id = format!("dttask-{}", uuid::Uuid::new_v4().simple());
                     let mut task = r.json();
                     task["id"] = json!(id);
                     task["done"] = json!(false);
@@ -94,6 +95,12 @@ impl DingTalk {
                             }
                             FakeReply::json(json!({"result": true}))
                         }
+                        None => FakeReply::status(404),
+                    }
+                }
+                ("DELETE", ["v1.0", "todo", "users", _, "tasks", id]) => {
+                    match t.lock().expect("todos").remove(*id) {
+                        Some(_) => FakeReply::json(json!({"result": true})),
                         None => FakeReply::status(404),
                     }
                 }

@@ -986,6 +986,10 @@ fn now_iso() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+fn now_iso_millis() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     let headers: HashMap<String, String> = req
         .headers()
@@ -2215,7 +2219,15 @@ fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str]) -> Reply {
                 return not_found(ctx);
             };
             tasks.push(task.clone());
+            mb.log_change(
+                task["id"].as_str().unwrap_or_default(),
+                &todo_changes(lid),
+                false,
+            );
             Reply::json(201, task)
+        }
+        ("GET", ["todo", "lists", lid, "tasks", d]) if *d == "delta" || *d == "delta()" => {
+            task_delta(ctx, shared, mailbox, lid)
         }
         (_, ["todo", "lists", lid, "tasks", tid]) => {
             collection_item(ctx, shared, mailbox, Coll::Tasks(lid.to_string()), tid)
@@ -2606,6 +2618,14 @@ impl Coll {
             Coll::Tasks(_) => ("microsoft.graph.todoTask", "todoTask"),
         }
     }
+    /// The change-log "folder" delta reads for this collection, when it has delta.
+    fn change_log(&self) -> Option<String> {
+        match self {
+            Coll::Events => Some(CALENDAR.to_string()),
+            Coll::Tasks(l) => Some(todo_changes(l)),
+            Coll::Contacts | Coll::Lists => None,
+        }
+    }
     fn items<'a>(&self, mb: &'a mut Mailbox) -> Option<&'a mut Vec<Value>> {
         match self {
             Coll::Events => Some(&mut mb.events),
@@ -2679,16 +2699,17 @@ fn collection_item(ctx: &Ctx, shared: &Shared, mailbox: &str, coll: Coll, id: &s
             }
             merge(&mut items[pos], &patch);
             items[pos]["changeKey"] = json!(random_string(16));
+            items[pos]["lastModifiedDateTime"] = json!(now_iso_millis());
             let out = present(ctx, &items[pos]);
-            if matches!(coll, Coll::Events) {
-                mb.log_change(id, CALENDAR, false);
+            if let Some(log) = coll.change_log() {
+                mb.log_change(id, &log, false);
             }
             Reply::json(200, out)
         }
         "DELETE" => {
             let removed = items.remove(pos);
-            if matches!(coll, Coll::Events) {
-                mb.log_change(id, CALENDAR, true);
+            if let Some(log) = coll.change_log() {
+                mb.log_change(id, &log, true);
             }
             if let Coll::Lists = coll
                 && let Some(lid) = removed["id"].as_str()
@@ -2828,6 +2849,48 @@ fn parse_resource(resource: &str) -> Option<(String, String, Option<String>)> {
     }
 }
 
+/// What Graph requires of a rich (`includeResourceData`) Outlook subscription (graph.md
+/// §2.1, §2.6, §2.7): a base64 X.509 certificate and its id, `$select` in the resource,
+/// no `$expand` but extended properties, and at most one day of lifetime.
+fn rich_problems(body: &Value, resource: &str) -> Vec<String> {
+    use base64::Engine;
+    let mut problems = vec![];
+    let der = body["encryptionCertificate"]
+        .as_str()
+        .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok());
+    if der.is_none_or(|d| d.first() != Some(&0x30)) {
+        problems
+            .push("/encryptionCertificate: required, base64 X.509 DER, with resource data".into());
+    }
+    let id = body["encryptionCertificateId"].as_str().unwrap_or_default();
+    if id.is_empty() || id.chars().count() > 128 {
+        problems.push("/encryptionCertificateId: required, at most 128 characters".into());
+    }
+    let query = resource.split_once('?').map(|(_, q)| q).unwrap_or("");
+    if !query.contains("$select=") {
+        problems.push("/resource: Outlook rich subscriptions require $select".into());
+    }
+    if let Some((_, expand)) = query.split_once("$expand=")
+        && !expand
+            .to_lowercase()
+            .starts_with("singlevalueextendedproperties")
+        && !expand
+            .to_lowercase()
+            .starts_with("multivalueextendedproperties")
+    {
+        problems.push("/resource: only extended properties may be expanded".into());
+    }
+    let expires = body["expirationDateTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    if expires.is_some_and(|t| {
+        t.with_timezone(&chrono::Utc) > chrono::Utc::now() + chrono::Duration::minutes(1440)
+    }) {
+        problems.push("/expirationDateTime: rich Outlook subscriptions live at most 1 day".into());
+    }
+    problems
+}
+
 fn with_query(url: &str, key: &str, value: &str) -> String {
     let enc: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
     format!(
@@ -2943,6 +3006,9 @@ async fn subscriptions_endpoint(ctx: &Ctx, shared: &Shared, rest: &[&str]) -> Re
                 problems.push(format!(
                     "/resource: {resource:?} is not an Outlook resource the fake knows"
                 ));
+            }
+            if body["includeResourceData"] == json!(true) {
+                problems.extend(rich_problems(&body, &resource));
             }
             for ct in body["changeType"].as_str().unwrap_or_default().split(',') {
                 if !["created", "updated", "deleted"].contains(&ct.trim()) {
@@ -3062,97 +3128,23 @@ async fn subscriptions_endpoint(ctx: &Ctx, shared: &Shared, rest: &[&str]) -> Re
 }
 
 fn message_delta(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: &str) -> Reply {
-    let page_size = ctx
-        .header("prefer")
-        .and_then(|p| {
-            p.split(',')
-                .find_map(|x| x.trim().strip_prefix("odata.maxpagesize="))
-        })
-        .and_then(|n| n.trim().parse::<usize>().ok())
-        .unwrap_or(shared.config().delta_page_size)
-        .max(1);
     let st = shared.state();
     let mb = &st.mailboxes[mailbox];
     let Some(fid) = mb.folder_id(folder, false) else {
         return not_found(ctx);
     };
-    let gone = || {
-        graph_error(
-            ctx,
-            410,
-            "syncStateNotFound",
-            "The sync state is not found (fake).",
-        )
-    };
-    // (since: None = initial sync, offset, snapshot)
-    let (since, offset, snapshot) = if let Some(sk) = ctx.q("$skiptoken") {
-        let parts: Vec<&str> = sk.split('.').collect();
-        let [a, b, c] = parts[..] else { return gone() };
-        let since = if a == "i" {
-            None
-        } else {
-            match a.parse::<u64>() {
-                Ok(v) => Some(v),
-                Err(_) => return gone(),
-            }
-        };
-        match (b.parse::<usize>(), c.parse::<u64>()) {
-            (Ok(o), Ok(snap)) if snap <= mb.seq => (since, o, snap),
-            _ => return gone(),
-        }
-    } else if let Some(dt) = ctx.q("$deltatoken") {
-        match dt.parse::<u64>() {
-            Ok(v) if v <= mb.seq => (Some(v), 0, mb.seq),
-            _ => return gone(),
-        }
-    } else {
-        (None, 0, mb.seq)
-    };
-    let items: Vec<Value> = match since {
-        None => mb
-            .messages
-            .iter()
-            .filter(|m| m.folder_id == fid)
-            .map(|m| present(ctx, &m.json))
-            .collect(),
-        Some(since) => {
-            let mut ids: Vec<String> = vec![];
-            for (seq, id, f, _) in &mb.changes {
-                if *seq > since && *seq <= snapshot && *f == fid && !ids.contains(id) {
-                    ids.push(id.clone());
-                }
-            }
-            ids.iter()
-                .map(|id| {
-                    match mb
-                        .messages
-                        .iter()
-                        .find(|m| m.json["id"] == id.as_str() && m.folder_id == fid)
-                    {
-                        Some(m) => present(ctx, &m.json),
-                        None => json!({"id": id, "@removed": {"reason": "deleted"}}),
-                    }
-                })
-                .collect()
-        }
-    };
-    let page: Vec<Value> = items.iter().skip(offset).take(page_size).cloned().collect();
+    let in_folder: Vec<Value> = mb
+        .messages
+        .iter()
+        .filter(|m| m.folder_id == fid)
+        .map(|m| m.json.clone())
+        .collect();
     let link = format!(
         "{}/v1.0/users/{}/mailFolders/{folder}/messages/delta",
         shared.base(),
         url::form_urlencoded::byte_serialize(mailbox.as_bytes()).collect::<String>()
     );
-    let mut body = json!({ "value": page });
-    if offset + page_size < items.len() {
-        let since = since.map(|s| s.to_string()).unwrap_or_else(|| "i".into());
-        body["@odata.nextLink"] = json!(format!(
-            "{link}?$skiptoken={since}.{}.{snapshot}",
-            offset + page_size
-        ));
-    } else {
-        body["@odata.deltaLink"] = json!(format!("{link}?$deltatoken={snapshot}"));
-    }
-    Reply::json(200, body)
+    delta_reply(ctx, shared, mb, &fid, &in_folder, link, |m| present(ctx, m))
 }
 
 impl GraphFake {
@@ -3364,6 +3356,90 @@ impl GraphFake {
 }
 
 impl GraphFake {
+    /// Adds a task to the To Do list with this id or display name (as a user in Outlook
+    /// would; the list is created when missing); returns its id.
+    pub fn put_task(&self, mailbox: &str, list: &str, task: Value) -> String {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .entry(mailbox.to_lowercase())
+            .or_insert_with(Mailbox::fresh);
+        let lid = match mb
+            .lists
+            .iter()
+            .find(|l| l["id"] == list || l["displayName"] == list)
+        {
+            Some(l) => l["id"].as_str().unwrap_or_default().to_string(),
+            None => {
+                let l = stamp(
+                    json!({"displayName": list, "isOwner": true, "isShared": false, "wellknownListName": "none"}),
+                    "AAMkL",
+                );
+                let lid = l["id"].as_str().unwrap_or_default().to_string();
+                mb.lists.push(l);
+                mb.tasks.insert(lid.clone(), vec![]);
+                lid
+            }
+        };
+        let mut t = stamp(task, "AAMkT");
+        t["lastModifiedDateTime"] = json!(now_iso_millis());
+        for (k, v) in [
+            ("status", json!("notStarted")),
+            ("importance", json!("normal")),
+        ] {
+            if t.get(k).is_none() {
+                t[k] = v;
+            }
+        }
+        let id = t["id"].as_str().unwrap_or_default().to_string();
+        mb.tasks.get_mut(&lid).expect("list").push(t);
+        mb.log_change(&id, &todo_changes(&lid), false);
+        id
+    }
+
+    /// Changes a task in place (as a user in Outlook would), logging it for delta.
+    pub fn update_task(&self, mailbox: &str, id: &str, patch: Value) {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .get_mut(&mailbox.to_lowercase())
+            .expect("mailbox");
+        let (lid, task) = mb
+            .tasks
+            .iter_mut()
+            .find_map(|(lid, ts)| {
+                ts.iter_mut()
+                    .find(|t| t["id"] == id)
+                    .map(|t| (lid.clone(), t))
+            })
+            .expect("task");
+        merge(task, &patch);
+        task["changeKey"] = json!(random_string(16));
+        task["lastModifiedDateTime"] = json!(now_iso_millis());
+        mb.log_change(id, &todo_changes(&lid), false);
+    }
+
+    /// Deletes a task (as a user in Outlook would), logging it for delta.
+    pub fn delete_task(&self, mailbox: &str, id: &str) {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .get_mut(&mailbox.to_lowercase())
+            .expect("mailbox");
+        let lid = mb
+            .tasks
+            .iter_mut()
+            .find_map(|(lid, ts)| {
+                let pos = ts.iter().position(|t| t["id"] == id)?;
+                ts.remove(pos);
+                Some(lid.clone())
+            })
+            .expect("task");
+        mb.log_change(id, &todo_changes(&lid), true);
+    }
+}
+
+impl GraphFake {
     /// Serves `jwks` at `/common/discovery/v2.0/keys` (and `/common/discovery/keys`).
     pub fn set_jwks(&self, jwks: Value) {
         self.shared.state().jwks = Some(jwks);
@@ -3392,9 +3468,66 @@ fn event_delta(ctx: &Ctx, shared: &Shared, mailbox: &str) -> Reply {
             "startDateTime and endDateTime are required.",
         );
     }
-    let page_size = shared.config().delta_page_size.max(1);
     let st = shared.state();
     let mb = &st.mailboxes[mailbox];
+    let link = format!(
+        "{}/v1.0/users/{}/calendarView/delta",
+        shared.base(),
+        url::form_urlencoded::byte_serialize(mailbox.as_bytes()).collect::<String>()
+    );
+    delta_reply(ctx, shared, mb, CALENDAR, &mb.events, link, |e| {
+        present(ctx, e)
+    })
+}
+
+/// Change-log "folder" of the tasks of To Do list `list`.
+fn todo_changes(list: &str) -> String {
+    format!("x-fake-todo:{list}")
+}
+
+/// `todo/lists/{id}/tasks/delta`: like [`message_delta`] over one list. Tasks come without
+/// `linkedResources` (a navigation property Graph returns only when expanded).
+fn task_delta(ctx: &Ctx, shared: &Shared, mailbox: &str, list: &str) -> Reply {
+    let st = shared.state();
+    let mb = &st.mailboxes[mailbox];
+    let Some(tasks) = mb.tasks.get(list) else {
+        return not_found(ctx);
+    };
+    let link = format!(
+        "{}/v1.0/users/{}/todo/lists/{list}/tasks/delta",
+        shared.base(),
+        url::form_urlencoded::byte_serialize(mailbox.as_bytes()).collect::<String>()
+    );
+    delta_reply(ctx, shared, mb, &todo_changes(list), tasks, link, |t| {
+        let mut t = present(ctx, t);
+        if let Some(o) = t.as_object_mut() {
+            o.remove("linkedResources");
+        }
+        t
+    })
+}
+
+/// One delta page over `items`, whose changes are logged under `log`: the first call
+/// lists every item, a `$deltatoken` (the mailbox's change sequence) lists the items
+/// changed since (current state, or `@removed`), `$skiptoken` pages either.
+fn delta_reply(
+    ctx: &Ctx,
+    shared: &Shared,
+    mb: &Mailbox,
+    log: &str,
+    items: &[Value],
+    link: String,
+    show: impl Fn(&Value) -> Value,
+) -> Reply {
+    let page_size = ctx
+        .header("prefer")
+        .and_then(|p| {
+            p.split(',')
+                .find_map(|x| x.trim().strip_prefix("odata.maxpagesize="))
+        })
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap_or(shared.config().delta_page_size)
+        .max(1);
     let gone = || {
         graph_error(
             ctx,
@@ -3426,33 +3559,31 @@ fn event_delta(ctx: &Ctx, shared: &Shared, mailbox: &str) -> Reply {
     } else {
         (None, 0, mb.seq)
     };
-    let items: Vec<Value> = match since {
-        None => mb.events.iter().map(|e| present(ctx, e)).collect(),
+    let listed: Vec<Value> = match since {
+        None => items.iter().map(&show).collect(),
         Some(since) => {
             let mut ids: Vec<String> = vec![];
             for (seq, id, f, _) in &mb.changes {
-                if *seq > since && *seq <= snapshot && f == CALENDAR && !ids.contains(id) {
+                if *seq > since && *seq <= snapshot && f == log && !ids.contains(id) {
                     ids.push(id.clone());
                 }
             }
             ids.iter()
-                .map(
-                    |id| match mb.events.iter().find(|e| e["id"] == id.as_str()) {
-                        Some(e) => present(ctx, e),
-                        None => json!({"id": id, "@removed": {"reason": "deleted"}}),
-                    },
-                )
+                .map(|id| match items.iter().find(|i| i["id"] == id.as_str()) {
+                    Some(i) => show(i),
+                    None => json!({"id": id, "@removed": {"reason": "deleted"}}),
+                })
                 .collect()
         }
     };
-    let page: Vec<Value> = items.iter().skip(offset).take(page_size).cloned().collect();
-    let link = format!(
-        "{}/v1.0/users/{}/calendarView/delta",
-        shared.base(),
-        url::form_urlencoded::byte_serialize(mailbox.as_bytes()).collect::<String>()
-    );
+    let page: Vec<Value> = listed
+        .iter()
+        .skip(offset)
+        .take(page_size)
+        .cloned()
+        .collect();
     let mut body = json!({ "value": page });
-    if offset + page_size < items.len() {
+    if offset + page_size < listed.len() {
         let since = since.map(|s| s.to_string()).unwrap_or_else(|| "i".into());
         body["@odata.nextLink"] = json!(format!(
             "{link}?$skiptoken={since}.{}.{snapshot}",
