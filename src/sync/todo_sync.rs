@@ -206,6 +206,19 @@ impl TodoPoller {
         Ok(wrote)
     }
 
+    /// Marks DingTalk todo `todo` as written for task `id`, so that the todo event
+    /// DingTalk sends for the write is not relayed back.
+    async fn guard_echo(&self, todo: &str, id: &str) -> Result<()> {
+        self.store
+            .kv_put(
+                &format!("echo:dingtalk:{todo}"),
+                &format!("task:{id}"),
+                Some(ECHO_TTL),
+            )
+            .await?;
+        Ok(())
+    }
+
     fn union_id<'r>(&self, route: &'r RouteConfig) -> &'r str {
         route.dingtalk.union_id.as_deref().unwrap_or_default()
     }
@@ -250,13 +263,7 @@ impl TodoPoller {
             // The pair stays, so the todo is never taken for a new task.
             return Ok("deletes_not_allowed");
         }
-        self.store
-            .kv_put(
-                &format!("echo:dingtalk:{todo}"),
-                &format!("task:{id}"),
-                Some(ECHO_TTL),
-            )
-            .await?;
+        self.guard_echo(&todo, id).await?;
         self.dingtalk
             .delete_todo(self.union_id(route), &todo)
             .await?;
@@ -280,13 +287,7 @@ impl TodoPoller {
         }
         self.publish(route, id, task, "updated").await?;
         // The guard first: the todo event DingTalk sends for this update must find it.
-        self.store
-            .kv_put(
-                &format!("echo:dingtalk:{todo}"),
-                &format!("task:{id}"),
-                Some(ECHO_TTL),
-            )
-            .await?;
+        self.guard_echo(todo, id).await?;
         match self
             .dingtalk
             .update_todo(self.union_id(route), todo, &todo_from_task(task, None))
@@ -328,13 +329,7 @@ impl TodoPoller {
         let Some(todo) = created.get("id").and_then(Value::as_str) else {
             anyhow::bail!("DingTalk created a todo without an id");
         };
-        self.store
-            .kv_put(
-                &format!("echo:dingtalk:{todo}"),
-                &format!("task:{id}"),
-                Some(ECHO_TTL),
-            )
-            .await?;
+        self.guard_echo(todo, id).await?;
         if task.get("status").and_then(Value::as_str) == Some("completed")
             && created.get("done").and_then(Value::as_bool) != Some(true)
         {

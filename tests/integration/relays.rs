@@ -145,6 +145,16 @@ impl DingTalk {
     fn base(&self) -> String {
         self.server.url("")
     }
+
+    /// Every todo DingTalk holds.
+    pub(crate) fn all_todos(&self) -> Vec<Value> {
+        self.todos
+            .lock()
+            .expect("todos")
+            .values()
+            .cloned()
+            .collect()
+    }
 }
 
 // ----- set-up ---------------------------------------------------------------------------

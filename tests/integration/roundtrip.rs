@@ -155,13 +155,7 @@ robot_secret = "SECtest-robot-secret"
     }
 
     fn todos(&self) -> Vec<Value> {
-        self.dt
-            .todos
-            .lock()
-            .expect("todos")
-            .values()
-            .cloned()
-            .collect()
+        self.dt.all_todos()
     }
 
     /// DingTalk API writes to todos (method, path).

@@ -85,13 +85,7 @@ union_id = "{UNION}"
     }
 
     fn todos(&self) -> Vec<Value> {
-        self.dt
-            .todos
-            .lock()
-            .expect("todos")
-            .values()
-            .cloned()
-            .collect()
+        self.dt.all_todos()
     }
 
     fn todo(&self, id: &str) -> Option<Value> {
@@ -306,7 +300,7 @@ async fn a_dingtalk_todo_lands_in_to_do_once_and_is_not_polled_back() {
     assert_eq!(w.todo_calls("PUT"), 1);
     assert_eq!(
         w.task_writes("PATCH"),
-        1,
+        patches + 1,
         "the rename is not echoed into To Do"
     );
     assert_eq!(w.todo("dt-7").expect("todo")["done"], true);
