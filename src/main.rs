@@ -34,6 +34,25 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Writes a backup of the Redis store (every key but leases) as JSON lines.
+    Export {
+        /// Where to write it; `-` for standard output.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restores a backup made by `export` (the rollback path: stop every instance, start
+    /// the previous version, restore the backup taken before the upgrade).
+    Import {
+        /// The backup file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Overwrite keys that exist (otherwise they are kept).
+        #[arg(long)]
+        replace: bool,
+        /// Also delete keys the backup does not hold: the store becomes the backup.
+        #[arg(long)]
+        exact: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +123,78 @@ fn main() -> ExitCode {
         }
         Command::Sign { what } => sign(&config, what),
         Command::Keys { command } => keys(config, command),
+        Command::Export { out } => backup(&config, |store| async move {
+            let summary = if out.as_os_str() == "-" {
+                store.export(&mut std::io::stdout().lock()).await?
+            } else {
+                let file = std::fs::File::create(&out)
+                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+                store.export(&mut std::io::BufWriter::new(file)).await?
+            };
+            eprintln!("exported {} keys under {}", summary.keys, store.prefix());
+            Ok(())
+        }),
+        Command::Import {
+            file,
+            replace,
+            exact,
+        } => backup(&config, |store| async move {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let parsed = store::backup::parse(&text).map_err(anyhow::Error::msg)?;
+            let s = store
+                .restore(&parsed, store::backup::RestoreMode { replace, exact })
+                .await?;
+            eprintln!(
+                "restored {} keys from the backup of {} ({} kept as they were, {} expired since, {} deleted)",
+                s.restored, parsed.header.created_at, s.kept, s.expired, s.deleted
+            );
+            Ok(())
+        }),
+    }
+}
+
+/// Runs a backup command against the configured Redis store.
+fn backup<F, Fut>(config: &Config, f: F) -> ExitCode
+where
+    F: FnOnce(store::redis::RedisStore) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let url = match config.store_kind() {
+        Ok(StoreKind::Redis(url)) => url,
+        Ok(StoreKind::Memory) => {
+            eprintln!(
+                "dingbridge: the embedded memory store lives inside the running service and keeps nothing; there is nothing to back up or restore (set DINGBRIDGE_STORE_URL=redis://…)"
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("dingbridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let store = store::redis::RedisStore::connect(
+                    &url,
+                    &config.key_prefix,
+                    config.audit_max_entries,
+                )
+                .await?;
+                dingbridge::store::Store::ping(&store).await?;
+                f(store).await
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dingbridge: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

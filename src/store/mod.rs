@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod backup;
 pub mod contract;
 pub mod memory;
 pub mod redis;

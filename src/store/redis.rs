@@ -85,6 +85,16 @@ impl RedisStore {
         format!("{}{rest}", self.prefix)
     }
 
+    /// The prefix every key of this store starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A connection for commands outside the [`Store`] trait (backups).
+    pub(crate) async fn connection(&self) -> StoreResult<ConnectionManager> {
+        self.conn().await
+    }
+
     fn queue(&self) -> String {
         self.key("queue")
     }
@@ -709,7 +719,7 @@ impl Store for RedisStore {
     }
 }
 
-fn glob_escape(s: &str) -> String {
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         if matches!(ch, '*' | '?' | '[' | ']' | '\\') {

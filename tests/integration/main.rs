@@ -4,6 +4,7 @@
 mod common;
 
 mod actions;
+mod backup;
 mod dingtalk_client;
 mod dingtalk_in;
 mod dingtalk_stream;

@@ -1,0 +1,179 @@
+//! Backup and rollback through the binary against real Redis: `dingbridge export` writes
+//! every key but leases (with their expiry), `dingbridge import` restores it into another
+//! Redis where the service then serves the same hooks and API keys, `--exact` rolls a
+//! store back, and a cut-off backup restores nothing.
+
+use crate::{common, lowcode::create_key};
+
+use std::{path::Path, process::Command};
+
+use common::{RedisServer, TestApp};
+use serde_json::{Value, json};
+
+/// Runs `dingbridge <args>` on `redis`; (success, stdout, stderr).
+fn cli(redis: &RedisServer, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dingbridge"))
+        .args(args)
+        .env_clear()
+        .env("DINGBRIDGE_STORE_URL", redis.url())
+        .output()
+        .expect("dingbridge runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn export(redis: &RedisServer, file: &Path) {
+    let (ok, _, err) = cli(redis, &["export", "--out", file.to_str().expect("path")]);
+    assert!(ok, "export failed: {err}");
+}
+
+fn redis_cmd<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut redis.client()).expect("redis command")
+}
+
+fn spawn(redis: &RedisServer) -> TestApp {
+    TestApp::spawn(&[
+        ("DINGBRIDGE_STORE_URL", &redis.url()),
+        ("DINGBRIDGE_HOOKS_ALLOW_PRIVATE_TARGETS", "127.0.0.1"),
+    ])
+}
+
+async fn hooks(app: &TestApp, key: &str) -> Vec<Value> {
+    let resp = app
+        .http
+        .get(app.url("/v1/hooks"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restored_into_an_empty_redis_serves_the_same_hooks_and_keys() {
+    let source = RedisServer::start();
+    let key = create_key(&source, "zapier", "triggers,actions");
+    let app = spawn(&source);
+    let created = app
+        .http
+        .post(app.url("/v1/hooks"))
+        .bearer_auth(&key)
+        .json(&json!({"target_url": "http://127.0.0.1:9/hook", "event": "outlook.mail.received"}))
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(
+        created.status(),
+        201,
+        "{}",
+        created.text().await.unwrap_or_default()
+    );
+    let before = hooks(&app, &key).await;
+    drop(app);
+    // A delta link that expires, and a lease an instance holds.
+    let _: () = redis_cmd(
+        &source,
+        &[
+            "SET",
+            "dingbridge:kv:graph:delta:r:inbox",
+            "link",
+            "PX",
+            "600000",
+        ],
+    );
+    let _: () = redis_cmd(
+        &source,
+        &["SET", "dingbridge:lease:graph-subscriptions", "tok"],
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("backup.jsonl");
+    export(&source, &file);
+    let text = std::fs::read_to_string(&file).expect("read backup");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines[0]["format"], "dingbridge-backup");
+    assert_eq!(lines[0]["version"], 1);
+    let last = lines.last().expect("trailer");
+    assert_eq!(last["end"], true);
+    assert_eq!(last["keys"].as_u64(), Some(lines.len() as u64 - 2));
+    assert!(
+        !text.contains("lease:"),
+        "leases belong to running instances"
+    );
+
+    let target = RedisServer::start();
+    let (ok, _, err) = cli(&target, &["import", "--file", file.to_str().expect("path")]);
+    assert!(ok, "import failed: {err}");
+    assert!(err.contains("restored"), "{err}");
+    let ttl: i64 = redis_cmd(&target, &["PTTL", "dingbridge:kv:graph:delta:r:inbox"]);
+    assert!(ttl > 0 && ttl <= 600_000, "expiry kept: {ttl}");
+    let lease: i64 = redis_cmd(&target, &["EXISTS", "dingbridge:lease:graph-subscriptions"]);
+    assert_eq!(lease, 0);
+
+    let restored = spawn(&target);
+    assert_eq!(hooks(&restored, &key).await, before, "same hooks, same key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_exact_rolls_the_store_back_and_a_cut_off_backup_restores_nothing() {
+    let redis = RedisServer::start();
+    create_key(&redis, "before-upgrade", "triggers");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("backup.jsonl");
+    export(&redis, &file);
+    create_key(&redis, "after-upgrade", "triggers");
+    let listed = || cli(&redis, &["keys", "list"]).1;
+    assert!(listed().contains("after-upgrade"));
+
+    // A copy cut off before its trailer is refused, and nothing changes.
+    let text = std::fs::read_to_string(&file).expect("read");
+    let cut: Vec<&str> = text.lines().collect();
+    let cut_file = dir.path().join("cut.jsonl");
+    std::fs::write(&cut_file, cut[..cut.len() - 1].join("\n")).expect("write");
+    let (ok, _, err) = cli(
+        &redis,
+        &[
+            "import",
+            "--exact",
+            "--file",
+            cut_file.to_str().expect("path"),
+        ],
+    );
+    assert!(!ok, "a cut-off backup must fail");
+    assert!(err.contains("cut off"), "{err}");
+    assert!(listed().contains("after-upgrade"), "nothing changed");
+
+    // Without --exact nothing is deleted and existing keys are kept.
+    let path = file.to_str().expect("path");
+    let (ok, _, err) = cli(&redis, &["import", "--file", path]);
+    assert!(ok, "{err}");
+    assert!(err.contains("0 deleted") && err.contains("kept"), "{err}");
+    assert!(listed().contains("after-upgrade"));
+
+    // The rollback: the store becomes the backup.
+    let (ok, _, err) = cli(&redis, &["import", "--exact", "--replace", "--file", path]);
+    assert!(ok, "{err}");
+    let keys = listed();
+    assert!(keys.contains("before-upgrade"), "{keys}");
+    assert!(!keys.contains("after-upgrade"), "{keys}");
+
+    // The memory store has nothing to back up.
+    let out = Command::new(env!("CARGO_BIN_EXE_dingbridge"))
+        .args(["export", "--out", "-"])
+        .env_clear()
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory store"));
+}
