@@ -46,6 +46,10 @@ pub fn routes(t: &mut Vec<RouteEntry>) {
         path: "/v1/deliveries",
         methods: vec![on(Method::GET, deliveries)],
     });
+    t.push(RouteEntry {
+        path: "/v1/deliveries/{job_id}/replay",
+        methods: vec![on(Method::POST, replay_delivery)],
+    });
 }
 
 /// Names of the configured sync routes (`routes[].name`), shown by `GET /v1/me`.
@@ -360,4 +364,28 @@ async fn deliveries(
         })
         .collect();
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// Queues a dead letter again (after its cause was fixed), recorded in the audit trail.
+async fn replay_delivery(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Admin)?;
+    let job_id = path.into_inner();
+    if !state.store.requeue_dead(&job_id).await? {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no dead letter for job {job_id}"),
+        ));
+    }
+    state
+        .store
+        .audit_append(&crate::store::AuditEntry::now(
+            "delivery.replayed",
+            json!({ "job_id": job_id, "by": auth.0.id }),
+        ))
+        .await?;
+    Ok(HttpResponse::Accepted().json(json!({ "job_id": job_id, "status": "queued" })))
 }

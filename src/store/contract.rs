@@ -23,6 +23,7 @@ pub async fn all(store: &dyn Store) {
     unacknowledged_job_is_taken_over_after_visibility_timeout(store).await;
     retry_later_redelivers_after_the_delay(store).await;
     dead_letter_keeps_job_attempts_and_error(store).await;
+    a_dead_letter_replays_once_with_its_attempts_reset(store).await;
     lease_is_exclusive_and_released_only_by_holder(store).await;
     mapping_works_both_ways(store).await;
     audit_is_newest_first_and_capped(store).await;
@@ -288,6 +289,42 @@ pub async fn dead_letter_keeps_job_attempts_and_error(store: &dyn Store) {
     let depth = store.queue_depth().await.expect("depth");
     assert_eq!(depth.dead, before + 1);
     assert_eq!(depth.in_flight, 0);
+}
+
+/// A replayed dead letter leaves the dead letters and is handed out again from zero
+/// attempts; replaying it again finds nothing.
+pub async fn a_dead_letter_replays_once_with_its_attempts_reset(store: &dyn Store) {
+    drain(store).await;
+    let job = Job::new("contract", json!({ "replay": uid() }));
+    store.enqueue(&job, None).await.expect("enqueue");
+    let d = store
+        .fetch("r", 1, Duration::from_millis(500), VIS)
+        .await
+        .expect("fetch")
+        .pop()
+        .expect("one job");
+    let mut last = d.job.clone();
+    last.attempts = 7;
+    last.last_error = Some("Graph answered 403".into());
+    store.dead_letter(&d, &last).await.expect("dead letter");
+    let dead_before = store.queue_depth().await.expect("depth").dead;
+    assert!(store.requeue_dead(&job.id).await.expect("replay"));
+    assert!(!store.requeue_dead(&job.id).await.expect("replay again"));
+    assert!(!store.requeue_dead("no-such-job").await.expect("unknown"));
+    assert_eq!(
+        store.queue_depth().await.expect("depth").dead,
+        dead_before - 1
+    );
+    let again = store
+        .fetch("r", 1, Duration::from_millis(500), VIS)
+        .await
+        .expect("fetch")
+        .pop()
+        .expect("the replayed job");
+    assert_eq!(again.job.id, job.id);
+    assert_eq!(again.job.attempts, 0);
+    assert_eq!(again.job.payload, job.payload);
+    store.ack(&again).await.expect("ack");
 }
 
 /// A lease has one holder; only that holder renews or releases it.

@@ -290,6 +290,19 @@ impl Store for MemoryStore {
         Ok(self.lock().dead.iter().rev().take(limit).cloned().collect())
     }
 
+    async fn requeue_dead(&self, job_id: &str) -> StoreResult<bool> {
+        {
+            let mut inner = self.lock();
+            let Some(pos) = inner.dead.iter().position(|d| d.job.id == job_id) else {
+                return Ok(false);
+            };
+            let letter = inner.dead.remove(pos).expect("position is in range");
+            inner.push_ready(letter.job.replayed());
+        }
+        self.notify.notify_one();
+        Ok(true)
+    }
+
     async fn queue_depth(&self) -> StoreResult<QueueDepth> {
         let inner = self.lock();
         Ok(QueueDepth {

@@ -48,6 +48,12 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job as a replay queues it: attempts from zero, the last error kept for reference.
+    pub fn replayed(mut self) -> Self {
+        self.attempts = 0;
+        self
+    }
+
     /// A fresh job with a random id.
     pub fn new(kind: impl Into<String>, payload: Value) -> Self {
         Self {
@@ -230,6 +236,10 @@ pub trait Store: Send + Sync + 'static {
     async fn dead_letter(&self, delivery: &Delivery, job: &Job) -> StoreResult<()>;
     /// Most recent dead letters, newest first.
     async fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>>;
+    /// Moves the dead letter of job `job_id` back to the queue with its attempts reset
+    /// (a replay after the cause was fixed); `false` when there is no such dead letter.
+    /// Two concurrent replays of one letter queue it once.
+    async fn requeue_dead(&self, job_id: &str) -> StoreResult<bool>;
     /// Queue counts.
     async fn queue_depth(&self) -> StoreResult<QueueDepth>;
 
@@ -288,6 +298,27 @@ pub async fn open(config: &crate::config::Config) -> Result<SharedStore, StoreEr
             redis::RedisStore::connect(&url, &config.key_prefix, config.audit_max_entries).await?,
         ),
     })
+}
+
+/// Takes the lease `name` for `ttl`, waiting up to `max_wait` for it (polling every
+/// 50 ms); the holder's token, or `None` when it stayed taken.
+pub async fn lease_wait(
+    store: &dyn Store,
+    name: &str,
+    ttl: Duration,
+    max_wait: Duration,
+) -> StoreResult<Option<String>> {
+    let token = uuid::Uuid::new_v4().to_string();
+    let deadline = tokio::time::Instant::now() + max_wait;
+    loop {
+        if store.lease_acquire(name, &token, ttl).await? {
+            return Ok(Some(token));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Current Unix time in milliseconds.

@@ -445,6 +445,42 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn requeue_dead(&self, job_id: &str) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        // The dead stream is capped (DEAD_CAP), so one bounded scan finds the letter.
+        let reply: ::redis::streams::StreamRangeReply = c
+            .xrevrange_count(self.dead(), "+", "-", DEAD_CAP)
+            .await
+            .map_err(unavailable)?;
+        for sid in reply.ids {
+            let raw: String = sid.get("letter").unwrap_or_default();
+            let Ok(letter) = serde_json::from_str::<DeadLetter>(&raw) else {
+                continue;
+            };
+            if letter.job.id != job_id {
+                continue;
+            }
+            // Delete and queue as one step; only the caller whose XDEL removed the entry
+            // queues the job, so concurrent replays queue it once.
+            static REQUEUE: &str = r"
+                if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+                    redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
+                    return 1
+                end
+                return 0";
+            let moved: i64 = Script::new(REQUEUE)
+                .key(self.dead())
+                .key(self.queue())
+                .arg(&sid.id)
+                .arg(letter.job.replayed().to_json())
+                .invoke_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            return Ok(moved == 1);
+        }
+        Ok(false)
+    }
+
     async fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>> {
         let mut c = self.conn().await?;
         let reply: ::redis::streams::StreamRangeReply = c

@@ -868,22 +868,9 @@ impl OutlookRelay {
         name: &str,
         max_wait: Duration,
     ) -> Result<Option<String>, JobFailure> {
-        let token = uuid::Uuid::new_v4().to_string();
-        let deadline = tokio::time::Instant::now() + max_wait;
-        loop {
-            if self
-                .store
-                .lease_acquire(name, &token, CLAIM_TTL)
-                .await
-                .map_err(|e| JobFailure::transient(e.to_string()))?
-            {
-                return Ok(Some(token));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::store::lease_wait(self.store.as_ref(), name, CLAIM_TTL, max_wait)
+            .await
+            .map_err(|e| JobFailure::transient(e.to_string()))
     }
 
     /// `outlook.mail.read` for an updated message that is now read.

@@ -819,6 +819,46 @@ impl RelayHandler {
         event: &SyncEvent,
         job: &Job,
     ) -> Result<(), JobFailure> {
+        // Two events for one calendar event or todo (create and update, or redeliveries
+        // with new event ids) may run at once on two instances: one at a time per item,
+        // so the second finds the first's id pair instead of writing again.
+        let item = match event.kind {
+            EventKind::CalendarEvent => event.ids.get("calendar_event_id"),
+            EventKind::Todo => event.ids.get("task_id"),
+            _ => None,
+        };
+        let Some(item) = item else {
+            return self.relay_route_now(graph, route, event, job).await;
+        };
+        let claim = format!(
+            "relay:dingtalk:{}:{}:{item}",
+            route.name,
+            event.kind.as_str()
+        );
+        let token = crate::store::lease_wait(
+            self.store.as_ref(),
+            &claim,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(store_failure)?
+        .ok_or_else(|| {
+            JobFailure::transient("item is being relayed by another job")
+                .retry_after(Duration::from_secs(1))
+        })?;
+        let result = self.relay_route_now(graph, route, event, job).await;
+        let _ = self.store.lease_release(&claim, &token).await;
+        result
+    }
+
+    async fn relay_route_now(
+        &self,
+        graph: &GraphClient,
+        route: &RouteConfig,
+        event: &SyncEvent,
+        job: &Job,
+    ) -> Result<(), JobFailure> {
         let outcomes = match event.kind {
             EventKind::Message => vec![self.relay_message(graph, route, event, job).await?],
             EventKind::CalendarEvent => vec![self.relay_calendar(graph, route, event).await?],

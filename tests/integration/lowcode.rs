@@ -777,3 +777,71 @@ async fn dropdowns_list_configured_choices_and_the_document_is_served() {
         .expect("html");
     assert!(page.contains("/openapi.json"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_replayed_after_the_fix_runs_again_once_and_is_audited() {
+    let redis = RedisServer::start();
+    let admin = create_key(&redis, "ops", "admin");
+    let reader = create_key(&redis, "zapier", "triggers");
+    let echo = failing_echo_target();
+    let app = spawn(&redis, &echo.url("/relay"), &[]);
+    fail_a_relay(&app, "evt-replay").await;
+    let dead = eventually(Duration::from_secs(15), || async {
+        let v: Vec<Value> = get(&app, &admin, "/v1/deliveries")
+            .await
+            .json()
+            .await
+            .ok()?;
+        v.into_iter().next()
+    })
+    .await
+    .expect("a dead letter");
+    let job_id = dead["job_id"].as_str().expect("job id").to_string();
+    let replay = |key: String| {
+        let url = app.url(&format!("/v1/deliveries/{job_id}/replay"));
+        let http = app.http.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .expect("replay")
+        }
+    };
+    let forbidden = replay(reader.clone()).await;
+    assert_eq!(forbidden.status(), 403);
+
+    // The cause is fixed; the replay runs the job again, once.
+    echo.respond_with(|_| FakeReply::json(json!({"ok": true})));
+    let tried = echo.requests().len();
+    let resp = replay(admin.clone()).await;
+    assert_eq!(resp.status(), 202);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body, json!({"job_id": job_id, "status": "queued"}));
+    eventually(Duration::from_secs(15), || async {
+        (echo.requests().len() > tried).then_some(())
+    })
+    .await
+    .expect("the job ran again");
+    let left: Vec<Value> = get(&app, &admin, "/v1/deliveries")
+        .await
+        .json()
+        .await
+        .expect("list");
+    assert!(left.is_empty(), "{left:?}");
+    let (status, code, _) = error_code(replay(admin.clone()).await).await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(echo.requests().len(), tried + 1, "ran exactly once more");
+    let audit: Vec<Value> = get(&app, &admin, "/v1/audit")
+        .await
+        .json()
+        .await
+        .expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["action"] == "delivery.replayed" && e["detail"]["job_id"] == job_id.as_str()),
+        "{audit:?}"
+    );
+}
