@@ -6,6 +6,7 @@ pub mod api;
 pub mod apikeys;
 pub mod config;
 pub mod dingtalk;
+pub mod doctor;
 pub mod echo;
 pub mod error;
 pub mod graph;

@@ -34,6 +34,9 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Checks the configuration, the store, Graph (token and every route's mailbox) and
+    /// the DingTalk app; exits 1 when a check fails.
+    Doctor,
     /// Writes a backup of the Redis store (every key but leases) as JSON lines.
     Export {
         /// Where to write it; `-` for standard output.
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         }
         Command::Sign { what } => sign(&config, what),
         Command::Keys { command } => keys(config, command),
+        Command::Doctor => doctor(&config),
         Command::Export { out } => backup(&config, |store| async move {
             let summary = if out.as_os_str() == "-" {
                 store.export(&mut std::io::stdout().lock()).await?
@@ -152,6 +156,23 @@ fn main() -> ExitCode {
             Ok(())
         }),
     }
+}
+
+fn doctor(config: &Config) -> ExitCode {
+    let checks = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(dingbridge::doctor::run(config)),
+        Err(e) => {
+            eprintln!("dingbridge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for c in &checks {
+        println!("{c}");
+    }
+    ExitCode::from(dingbridge::doctor::exit_code(&checks))
 }
 
 /// Runs a backup command against the configured Redis store.

@@ -8,6 +8,7 @@ mod backup;
 mod dingtalk_client;
 mod dingtalk_in;
 mod dingtalk_stream;
+mod doctor;
 mod graph_client;
 mod graph_fake;
 mod graph_in;

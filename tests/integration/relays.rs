@@ -56,6 +56,11 @@ impl DingTalk {
         let server = FakeServer::start(move |r| {
             let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
             match (r.method.as_str(), segs.as_slice()) {
+                ("GET", ["gettoken"]) if !r.query.contains(&format!("appsecret={APP_SECRET}")) => {
+                    FakeReply::json(
+                        json!({"errcode": 40089, "errmsg": "不合法的appkey或appSecret"}),
+                    )
+                }
                 ("GET", ["gettoken"]) => FakeReply::json(
                     json!({"errcode": 0, "access_token": DT_ACCESS_TOKEN, "expires_in": 7200}),
                 ),
@@ -234,6 +239,16 @@ impl Env {
         self.0.retain(|(key, _)| key != k);
         self.0.push((k.into(), v.into()));
         self
+    }
+
+    /// Runs `dingbridge <args>` with these variables only.
+    pub(crate) fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dingbridge"))
+            .args(args)
+            .env_clear()
+            .envs(self.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("dingbridge runs")
     }
 
     pub(crate) fn spawn(&self) -> TestApp {
