@@ -46,7 +46,7 @@ use crate::{
     dingtalk::client::DingTalkClient,
     graph::{
         GraphClient, GraphError,
-        client::{LinkedResource, UPLOAD_SESSION_MAX},
+        client::{Created, LinkedResource, UPLOAD_SESSION_MAX},
     },
     store::{AuditEntry, Job, SharedStore, Side, StoreError},
     sync::{outbound_relay, todo_sync},
@@ -564,34 +564,65 @@ impl RelayHandler {
         };
         let body = mapping::event_from_dingtalk(&ding, &source, &route.time_zone)
             .ok_or_else(|| JobFailure::permanent("DingTalk event has no start or end"))?;
+        self.upsert(
+            &ns,
+            id,
+            mapped,
+            &source,
+            |gid| {
+                let body = body.clone();
+                async move { graph.update_event(mailbox, &gid, body).await }
+            },
+            || graph.create_event_once(mailbox, body.clone(), &source),
+        )
+        .await
+    }
+
+    /// Writes a DingTalk object's Graph counterpart: PATCHes the paired item; when there
+    /// is none (or it was deleted in Outlook meanwhile) creates it once — `create` finds
+    /// an earlier attempt's item by its origin, which is then patched — and records the
+    /// pair. Either way the item gets an echo guard for `source`.
+    async fn upsert<U, UF, C, CF>(
+        &self,
+        ns: &str,
+        id: &str,
+        mapped: Option<String>,
+        source: &str,
+        update: U,
+        create: C,
+    ) -> Result<Outcome, JobFailure>
+    where
+        U: Fn(String) -> UF,
+        UF: std::future::Future<Output = Result<(), GraphError>>,
+        C: FnOnce() -> CF,
+        CF: std::future::Future<Output = Result<Created, GraphError>>,
+    {
         if let Some(gid) = mapped {
-            match graph.update_event(mailbox, &gid, body.clone()).await {
+            match update(gid.clone()).await {
                 Ok(()) => {
-                    self.guard_echo(&gid, &source).await?;
+                    self.guard_echo(&gid, source).await?;
                     return Ok(Outcome::new(id, Some(gid), "updated"));
                 }
                 // Deleted in Outlook meanwhile: write it again below.
                 Err(e) if e.is_not_found() => {
                     self.store
-                        .map_delete(&ns, Side::Left, id)
+                        .map_delete(ns, Side::Left, id)
                         .await
                         .map_err(store_failure)?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        let created = graph
-            .create_event_once(mailbox, body.clone(), &source)
-            .await?;
+        let created = create().await?;
         if created.existed {
             // A previous attempt created it; make sure it carries this change.
-            graph.update_event(mailbox, &created.id, body).await?;
+            update(created.id.clone()).await?;
         }
         self.store
-            .map_put(&ns, id, &created.id)
+            .map_put(ns, id, &created.id)
             .await
             .map_err(store_failure)?;
-        self.guard_echo(&created.id, &source).await?;
+        self.guard_echo(&created.id, source).await?;
         let result = if created.existed {
             "updated"
         } else {
@@ -709,47 +740,26 @@ impl RelayHandler {
                 .map(str::to_string),
         };
         let list = graph.ensure_todo_list(mailbox, &route.todo_list).await?;
-        if let Some(gid) = mapped {
-            match graph.update_task(mailbox, &list, &gid, body.clone()).await {
-                Ok(()) => {
-                    self.guard_echo(&gid, &mapping::origin("todo", id)).await?;
-                    self.store
-                        .kv_put(&version_key(&gid), &version, None)
-                        .await
-                        .map_err(store_failure)?;
-                    return Ok(Outcome::new(id, Some(gid), "updated"));
-                }
-                Err(e) if e.is_not_found() => {
-                    self.store
-                        .map_delete(&ns, Side::Left, id)
-                        .await
-                        .map_err(store_failure)?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let created = graph
-            .create_task_once(mailbox, &list, body.clone(), &link)
+        let outcome = self
+            .upsert(
+                &ns,
+                id,
+                mapped,
+                &mapping::origin("todo", id),
+                |gid| {
+                    let (body, list) = (body.clone(), list.as_str());
+                    async move { graph.update_task(mailbox, list, &gid, body).await }
+                },
+                || graph.create_task_once(mailbox, &list, body.clone(), &link),
+            )
             .await?;
-        if created.existed {
-            graph.update_task(mailbox, &list, &created.id, body).await?;
+        if let Some(gid) = &outcome.target_id {
+            self.store
+                .kv_put(&version_key(gid), &version, None)
+                .await
+                .map_err(store_failure)?;
         }
-        self.store
-            .map_put(&ns, id, &created.id)
-            .await
-            .map_err(store_failure)?;
-        self.guard_echo(&created.id, &mapping::origin("todo", id))
-            .await?;
-        self.store
-            .kv_put(&version_key(&created.id), &version, None)
-            .await
-            .map_err(store_failure)?;
-        let result = if created.existed {
-            "updated"
-        } else {
-            "created"
-        };
-        Ok(Outcome::new(id, Some(created.id), result))
+        Ok(outcome)
     }
 
     // ----- contacts ----------------------------------------------------------------------
@@ -778,38 +788,18 @@ impl RelayHandler {
         }
         let user = self.dingtalk()?.get_user(user_id).await?;
         let body = mapping::contact_from_dingtalk(&user, &source);
-        if let Some(gid) = mapped {
-            match graph.update_contact(mailbox, &gid, body.clone()).await {
-                Ok(()) => {
-                    self.guard_echo(&gid, &source).await?;
-                    return Ok(Outcome::new(user_id, Some(gid), "updated"));
-                }
-                Err(e) if e.is_not_found() => {
-                    self.store
-                        .map_delete(&ns, Side::Left, user_id)
-                        .await
-                        .map_err(store_failure)?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let created = graph
-            .create_contact_once(mailbox, body.clone(), &source)
-            .await?;
-        if created.existed {
-            graph.update_contact(mailbox, &created.id, body).await?;
-        }
-        self.store
-            .map_put(&ns, user_id, &created.id)
-            .await
-            .map_err(store_failure)?;
-        self.guard_echo(&created.id, &source).await?;
-        let result = if created.existed {
-            "updated"
-        } else {
-            "created"
-        };
-        Ok(Outcome::new(user_id, Some(created.id), result))
+        self.upsert(
+            &ns,
+            user_id,
+            mapped,
+            &source,
+            |gid| {
+                let body = body.clone();
+                async move { graph.update_contact(mailbox, &gid, body).await }
+            },
+            || graph.create_contact_once(mailbox, body.clone(), &source),
+        )
+        .await
     }
 
     async fn relay_route(
