@@ -78,6 +78,8 @@ pub fn carries_read_state(route: &RouteConfig) -> bool {
 pub const PREVIEW_CHARS: usize = 300;
 /// How long the echo guard of a DingTalk message the bridge posted lives.
 const ECHO_TTL: Duration = Duration::from_secs(600);
+/// How long the last relayed changeKey of an Outlook event is remembered.
+const EVENT_VERSION_TTL: Duration = Duration::from_secs(180 * 24 * 3600);
 /// How long one relay claims an item.
 const CLAIM_TTL: Duration = Duration::from_secs(60);
 /// Most mails merged into one robot digest.
@@ -623,15 +625,8 @@ impl OutlookRelay {
                 "DingTalk created a todo without an id",
             ));
         };
-        self.store
-            .map_put(&ns, todo_id, id)
-            .await
-            .map_err(transient)?;
-        self.store
-            .kv_put(&format!("echo:dingtalk:{todo_id}"), id, Some(ECHO_TTL))
-            .await
-            .map_err(transient)?;
-        metrics::counter!("graph_relayed_total", "kind" => "mail_todo").increment(1);
+        self.record_pair(Some(&ns), todo_id, id, "mail_todo")
+            .await?;
         tracing::info!(route = %route.name, item = id, dingtalk = %todo_id, "DingTalk todo created for an Outlook mail");
         Ok(())
     }
@@ -701,6 +696,30 @@ impl OutlookRelay {
             .await?;
         metrics::counter!("graph_relayed_total", "kind" => "read_state").increment(1);
         tracing::info!(route = %route.name, item = id, dingtalk = %todo_id, "Outlook read state relayed: DingTalk todo done");
+        Ok(())
+    }
+
+    /// Records that DingTalk object `dingtalk_id` now mirrors Graph item `id` (the id
+    /// pair in `ns`, when given) and guards it against the echo DingTalk sends back.
+    async fn record_pair(
+        &self,
+        ns: Option<&str>,
+        dingtalk_id: &str,
+        id: &str,
+        kind: &'static str,
+    ) -> Result<(), JobFailure> {
+        let transient = |e: crate::store::StoreError| JobFailure::transient(e.to_string());
+        if let Some(ns) = ns {
+            self.store
+                .map_put(ns, dingtalk_id, id)
+                .await
+                .map_err(transient)?;
+        }
+        self.store
+            .kv_put(&format!("echo:dingtalk:{dingtalk_id}"), id, Some(ECHO_TTL))
+            .await
+            .map_err(transient)?;
+        metrics::counter!("graph_relayed_total", "kind" => kind).increment(1);
         Ok(())
     }
 
@@ -1040,6 +1059,30 @@ impl OutlookRelay {
         {
             return skip("origin_marker");
         }
+        // Graph's changeKey changes with every edit: the same one was relayed already
+        // (a repeated notification, or a job taken over from a slow instance).
+        let version_key = format!("outlook-event-version:{}:{id}", route.name);
+        let version = event
+            .as_ref()
+            .and_then(|ev| {
+                ev.get("changeKey")
+                    .or_else(|| ev.get("lastModifiedDateTime"))
+            })
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if mapped.is_some()
+            && !version.is_empty()
+            && self
+                .store
+                .kv_get(&version_key)
+                .await
+                .map_err(transient)?
+                .as_deref()
+                == Some(version.as_str())
+        {
+            return skip("same_version");
+        }
         outlook_triggers::publish(
             self.store.as_ref(),
             Some(outlook_triggers::event_changed(
@@ -1074,11 +1117,6 @@ impl OutlookRelay {
         let Some(body) = dingtalk_event_from_graph(&ev, &route.time_zone) else {
             return Err(JobFailure::permanent("Outlook event without start/end"));
         };
-        let version = ev
-            .get("changeKey")
-            .and_then(Value::as_str)
-            .or_else(|| ev.get("lastModifiedDateTime").and_then(Value::as_str))
-            .unwrap_or("");
         match mapped {
             Some(dt_id) => {
                 let mut update = body;
@@ -1087,11 +1125,7 @@ impl OutlookRelay {
                 client
                     .update_calendar_event(union_id, &dt_id, &update, &token)
                     .await?;
-                self.store
-                    .kv_put(&format!("echo:dingtalk:{dt_id}"), id, Some(ECHO_TTL))
-                    .await
-                    .map_err(transient)?;
-                metrics::counter!("graph_relayed_total", "kind" => "event_update").increment(1);
+                self.record_pair(None, &dt_id, id, "event_update").await?;
                 tracing::info!(route = %route.name, item = id, dingtalk = %dt_id, "Outlook event update relayed to DingTalk");
             }
             None => {
@@ -1104,18 +1138,14 @@ impl OutlookRelay {
                         "DingTalk created an event without an id",
                     ));
                 };
-                self.store
-                    .map_put(EVENT_NS, dt_id, id)
-                    .await
-                    .map_err(transient)?;
-                self.store
-                    .kv_put(&format!("echo:dingtalk:{dt_id}"), id, Some(ECHO_TTL))
-                    .await
-                    .map_err(transient)?;
-                metrics::counter!("graph_relayed_total", "kind" => "event").increment(1);
+                self.record_pair(Some(EVENT_NS), dt_id, id, "event").await?;
                 tracing::info!(route = %route.name, item = id, dingtalk = %dt_id, "Outlook event relayed to DingTalk");
             }
         }
+        self.store
+            .kv_put(&version_key, &version, Some(EVENT_VERSION_TTL))
+            .await
+            .map_err(transient)?;
         Ok(())
     }
 

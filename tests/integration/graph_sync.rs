@@ -529,13 +529,21 @@ async fn outlook_events_reach_the_dingtalk_calendar_and_bridge_written_ones_do_n
     assert_eq!(calls[1].json()["summary"], "Design review (moved)");
     let dt_id = calls[1].path.rsplit('/').next().expect("id").to_string();
     assert!(dt_id.starts_with("dtev-"));
+    // The same change notified again (same changeKey): nothing more to write.
+    assert_eq!(w.graph.notify(&sub_id, "updated", &id).await, 202);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.calendar_calls().len(), 2, "one write per change");
 
     // Cancelled: a DELETE (the route allows deletes).
     w.graph
         .update_event(MAILBOX, &id, json!({"isCancelled": true}));
     assert_eq!(w.graph.notify(&sub_id, "updated", &id).await, 202);
     let calls = w.wait_for_calendar(3).await;
-    assert_eq!(calls[2].method, "DELETE");
+    let seen: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.method.as_str(), c.path.as_str()))
+        .collect();
+    assert_eq!(calls[2].method, "DELETE", "{seen:?}");
     assert!(calls[2].path.ends_with(&format!("/events/{dt_id}")));
 
     // An event the bridge wrote (origin marker) is not relayed back.
