@@ -192,6 +192,9 @@ impl TestApp {
             logs,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
+                // Well under the server's 5 s keep-alive: never reuse a connection the
+                // server may be closing at that moment (a request would fail in flight).
+                .pool_idle_timeout(Duration::from_secs(1))
                 .build()
                 .expect("client"),
         }
