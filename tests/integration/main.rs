@@ -22,3 +22,4 @@ mod roundtrip;
 mod spine;
 mod store_contract;
 mod todo_sync;
+mod zapier;

@@ -21,26 +21,38 @@ pub use fake::{FakeReply, FakeServer, Recorded};
 /// Makes sure `redis-server` exists, installing Debian's package when it is missing.
 pub fn ensure_redis_server() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let present = Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if present {
-            return;
-        }
-        eprintln!("redis-server missing: installing Debian's redis-server package");
-        let ok = Command::new("sh")
-            .args([
-                "-c",
-                "(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server",
-            ])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "could not install redis-server");
-    });
+    ONCE.call_once(|| ensure_program("redis-server", "redis-server"));
+}
+
+/// Makes sure `node` (18 or later, for `node --test` and `fetch`) exists, installing
+/// Debian's package when it is missing.
+pub fn ensure_node() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| ensure_program("node", "nodejs"));
+}
+
+/// Runs `program --version`; when that fails, installs Debian's `package`.
+fn ensure_program(program: &str, package: &str) {
+    let present = Command::new(program)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if present {
+        return;
+    }
+    eprintln!("{program} missing: installing Debian's {package} package");
+    let ok = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package}"
+            ),
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "could not install {package}");
 }
 
 /// A free TCP port on loopback (bound then released).
