@@ -8,52 +8,11 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const http = require('node:http');
-const net = require('node:net');
-const path = require('node:path');
-const { spawn, spawnSync } = require('node:child_process');
 
 const app = require('..');
+const { fake, eventually, startService, failRelay } = require('../../testkit');
 
-const BIN =
-  process.env.DINGBRIDGE_BIN || path.join(__dirname, '..', '..', '..', 'target', 'debug', 'dingbridge');
 const ECHO_TOKEN = 'echo-token-zapier-test';
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-
-/** A local HTTP server recording JSON bodies and answering with `answer(req, body)`. */
-const fake = async (answer) => {
-  const seen = [];
-  const server = http.createServer((req, res) => {
-    let raw = '';
-    req.on('data', (c) => (raw += c));
-    req.on('end', () => {
-      const body = raw ? JSON.parse(raw) : null;
-      seen.push({ method: req.method, url: req.url, headers: req.headers, body });
-      const [status, json] = answer(req, body);
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(json));
-    });
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return { seen, url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
-};
-
-const eventually = async (what, f, ms = 15000) => {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-};
 
 let service;
 let baseUrl;
@@ -91,45 +50,19 @@ let z;
 before(async () => {
   robot = await fake(() => [200, { errcode: 0, errmsg: 'ok' }]);
   failing = await fake(() => [400, { error: 'no such recipient' }]);
-  // `keys hash` prints the key on stdout and its entry on stderr: run it once, keep both.
-  const both = spawnSync(
-    BIN,
-    ['keys', 'hash', '--name', 'zapier', '--scopes', 'triggers,actions,admin'],
-    { env: {}, encoding: 'utf8' },
-  );
-  apiKey = both.stdout.trim();
-  const bootstrap = both.stderr
-    .split('\n')
-    .find((l) => l.startsWith('zapier:'))
-    .trim();
-  const port = await freePort();
-  baseUrl = `http://127.0.0.1:${port}`;
-  service = spawn(BIN, ['serve'], {
-    env: {
-      DINGBRIDGE_LISTEN: `127.0.0.1:${port}`,
-      DINGBRIDGE_API_BOOTSTRAP_KEYS: bootstrap,
-      DINGBRIDGE_API_MAILBOXES: 'ops@contoso.com|Operations',
-      DINGBRIDGE_ECHO_TARGET_URL: `${failing.url}/relay`,
-      DINGBRIDGE_ECHO_TOKEN: ECHO_TOKEN,
-      DINGBRIDGE_HOOKS_ALLOW_PRIVATE_TARGETS: '127.0.0.1',
-      DINGBRIDGE_DINGTALK_OAPI_BASE_URL: robot.url,
-      DINGBRIDGE_LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
+  service = await startService({
+    DINGBRIDGE_API_MAILBOXES: 'ops@contoso.com|Operations',
+    DINGBRIDGE_ECHO_TARGET_URL: `${failing.url}/relay`,
+    DINGBRIDGE_ECHO_TOKEN: ECHO_TOKEN,
+    DINGBRIDGE_DINGTALK_OAPI_BASE_URL: robot.url,
   });
-  await eventually('the service', async () => {
-    try {
-      return (await fetch(`${baseUrl}/healthz`)).ok;
-    } catch {
-      return false;
-    }
-  });
+  ({ baseUrl, apiKey } = service);
   bundle = { authData: { baseUrl: `${baseUrl}/`, apiKey }, inputData: {} };
   z = zOf(bundle);
 });
 
 after(() => {
-  if (service) service.kill('SIGTERM');
+  if (service) service.stop();
   robot.close();
   failing.close();
 });
@@ -158,12 +91,7 @@ test('a REST hook the app subscribes receives a real delivery and unsubscribes c
     const hook = await trigger.performSubscribe(z, { ...bundle, targetUrl: `${target.url}/hooks/catch/1` });
     assert.match(hook.id, /^hook_/);
     // A relay that fails for good publishes sync.failed.
-    const r = await fetch(`${baseUrl}/webhooks/echo`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-echo-token': ECHO_TOKEN },
-      body: JSON.stringify({ event_id: 'zap-1' }),
-    });
-    assert.equal(r.status, 202);
+    await failRelay(baseUrl, ECHO_TOKEN, 'zap-1');
     const delivery = await eventually('the delivery', () => target.seen[0]);
     const items = trigger.perform(z, { ...bundle, cleanedRequest: delivery.body });
     assert.equal(items.length, 1);
