@@ -268,12 +268,10 @@ pub async fn retry_later_redelivers_after_the_delay(store: &dyn Store) {
     store.ack(&late[0]).await.expect("ack");
 }
 
-/// Dead letters keep the job with its attempts and last error, newest first.
-pub async fn dead_letter_keeps_job_attempts_and_error(store: &dyn Store) {
-    drain(store).await;
-    let before = store.queue_depth().await.expect("depth").dead;
-    let job = Job::new("contract", json!({ "dead": true }));
-    store.enqueue(&job, None).await.expect("enqueue");
+/// Queues `job`, takes it and dead-letters it after `attempts` with `error`; the job as
+/// dead-lettered.
+async fn dead_lettered(store: &dyn Store, job: &Job, attempts: u32, error: &str) -> Job {
+    store.enqueue(job, None).await.expect("enqueue");
     let d = store
         .fetch("d", 1, Duration::from_millis(500), VIS)
         .await
@@ -281,9 +279,18 @@ pub async fn dead_letter_keeps_job_attempts_and_error(store: &dyn Store) {
         .pop()
         .expect("one job");
     let mut last = d.job.clone();
-    last.attempts = 5;
-    last.last_error = Some("target answered 500".into());
+    last.attempts = attempts;
+    last.last_error = Some(error.into());
     store.dead_letter(&d, &last).await.expect("dead letter");
+    last
+}
+
+/// Dead letters keep the job with its attempts and last error, newest first.
+pub async fn dead_letter_keeps_job_attempts_and_error(store: &dyn Store) {
+    drain(store).await;
+    let before = store.queue_depth().await.expect("depth").dead;
+    let job = Job::new("contract", json!({ "dead": true }));
+    let last = dead_lettered(store, &job, 5, "target answered 500").await;
     let letters = store.dead_letters(1).await.expect("list");
     assert_eq!(letters[0].job, last);
     let depth = store.queue_depth().await.expect("depth");
@@ -296,17 +303,7 @@ pub async fn dead_letter_keeps_job_attempts_and_error(store: &dyn Store) {
 pub async fn a_dead_letter_replays_once_with_its_attempts_reset(store: &dyn Store) {
     drain(store).await;
     let job = Job::new("contract", json!({ "replay": uid() }));
-    store.enqueue(&job, None).await.expect("enqueue");
-    let d = store
-        .fetch("r", 1, Duration::from_millis(500), VIS)
-        .await
-        .expect("fetch")
-        .pop()
-        .expect("one job");
-    let mut last = d.job.clone();
-    last.attempts = 7;
-    last.last_error = Some("Graph answered 403".into());
-    store.dead_letter(&d, &last).await.expect("dead letter");
+    dead_lettered(store, &job, 7, "Graph answered 403").await;
     let dead_before = store.queue_depth().await.expect("depth").dead;
     assert!(store.requeue_dead(&job.id).await.expect("replay"));
     assert!(!store.requeue_dead(&job.id).await.expect("replay again"));
