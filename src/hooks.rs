@@ -8,6 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::store::{Store, StoreError, StoreResult};
 
 const KV_PREFIX: &str = "hook:";
+/// The store set indexing every hook id: finding the hooks of an event (on every
+/// published trigger) must not scan the keyspace.
+pub const INDEX: &str = "hooks";
+
+/// Indexes hooks written by versions that kept no index (once per store).
+pub async fn index_existing(store: &dyn Store) -> StoreResult<()> {
+    crate::store::index_once(store, INDEX, KV_PREFIX).await
+}
 
 /// Whether deliveries go out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +73,8 @@ pub async fn save(store: &dyn Store, hook: &Hook) -> StoreResult<()> {
     let json = serde_json::to_string(hook).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     store
         .kv_put(&format!("{KV_PREFIX}{}", hook.id), &json, None)
-        .await
+        .await?;
+    store.set_add(INDEX, &hook.id).await
 }
 
 /// Reads one hook.
@@ -80,13 +89,16 @@ pub async fn get(store: &dyn Store, id: &str) -> StoreResult<Option<Hook>> {
 
 /// Deletes a hook; `true` when it existed.
 pub async fn delete(store: &dyn Store, id: &str) -> StoreResult<bool> {
-    store.kv_delete(&format!("{KV_PREFIX}{id}")).await
+    let existed = store.kv_delete(&format!("{KV_PREFIX}{id}")).await?;
+    store.set_remove(INDEX, id).await?;
+    Ok(existed)
 }
 
 /// Every hook, oldest id order (ids are random, so effectively unordered but stable).
 pub async fn all(store: &dyn Store) -> StoreResult<Vec<Hook>> {
     let mut out = Vec::new();
-    for key in store.kv_keys(KV_PREFIX).await? {
+    for id in store.set_members(INDEX).await? {
+        let key = format!("{KV_PREFIX}{id}");
         if let Some(raw) = store.kv_get(&key).await? {
             match serde_json::from_str::<Hook>(&raw) {
                 Ok(h) => out.push(h),

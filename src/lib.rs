@@ -41,6 +41,29 @@ use crate::{
 /// Product name and version, sent as `User-Agent` upstream.
 pub const USER_AGENT: &str = concat!("dingbridge/", env!("CARGO_PKG_VERSION"));
 
+/// Indexes hooks and Graph subscriptions written by versions that kept no index, before
+/// anything lists them; while the store is unreachable, keeps trying in the background.
+async fn index_existing_records(store: SharedStore) {
+    async fn once(store: &SharedStore) -> Result<(), store::StoreError> {
+        hooks::index_existing(store.as_ref()).await?;
+        graph::subscriptions::index_existing(store.as_ref()).await
+    }
+    if once(&store).await.is_ok() {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            match once(&store).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot index stored hooks and subscriptions yet")
+                }
+            }
+        }
+    });
+}
+
 /// A built, bound, not yet running service.
 pub struct Application {
     addr: SocketAddr,
@@ -64,6 +87,7 @@ impl Application {
                 "using the embedded in-memory store: one instance only, nothing survives a restart; set DINGBRIDGE_STORE_URL=redis://… for production"
             );
         }
+        index_existing_records(store.clone()).await;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(Duration::from_secs(5))

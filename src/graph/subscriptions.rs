@@ -58,8 +58,17 @@ pub struct SubscriptionRecord {
     pub notification_url: Option<String>,
 }
 
+const KV_PREFIX: &str = "graph:sub:";
+/// The store set indexing every subscription id (listing must not scan the keyspace).
+pub const INDEX: &str = "graph-subscriptions";
+
 fn key(id: &str) -> String {
-    format!("graph:sub:{id}")
+    format!("{KV_PREFIX}{id}")
+}
+
+/// Indexes records written by versions that kept no index (once per store).
+pub async fn index_existing(store: &dyn Store) -> StoreResult<()> {
+    crate::store::index_once(store, INDEX, KV_PREFIX).await
 }
 
 /// Loads a subscription record by Graph id.
@@ -73,19 +82,21 @@ pub async fn load(store: &dyn Store, id: &str) -> StoreResult<Option<Subscriptio
 /// Saves (or replaces) a subscription record.
 pub async fn save(store: &dyn Store, record: &SubscriptionRecord) -> StoreResult<()> {
     let raw = serde_json::to_string(record).unwrap_or_default();
-    store.kv_put(&key(&record.id), &raw, None).await
+    store.kv_put(&key(&record.id), &raw, None).await?;
+    store.set_add(INDEX, &record.id).await
 }
 
 /// Forgets a subscription.
 pub async fn forget(store: &dyn Store, id: &str) -> StoreResult<()> {
-    store.kv_delete(&key(id)).await.map(|_| ())
+    store.kv_delete(&key(id)).await?;
+    store.set_remove(INDEX, id).await
 }
 
 /// Every remembered subscription.
 pub async fn all(store: &dyn Store) -> StoreResult<Vec<SubscriptionRecord>> {
     let mut out = Vec::new();
-    for k in store.kv_keys("graph:sub:").await? {
-        if let Some(raw) = store.kv_get(&k).await?
+    for id in store.set_members(INDEX).await? {
+        if let Some(raw) = store.kv_get(&key(&id)).await?
             && let Ok(r) = serde_json::from_str(&raw)
         {
             out.push(r);

@@ -28,6 +28,7 @@ pub async fn all(store: &dyn Store) {
     mapping_works_both_ways(store).await;
     audit_is_newest_first_and_capped(store).await;
     kv_roundtrip_and_prefix_listing(store).await;
+    sets_add_remove_and_list_sorted(store).await;
     counters_add_atomically_and_expire(store).await;
     feed_is_newest_first_capped_and_idempotent(store).await;
 }
@@ -322,6 +323,22 @@ pub async fn a_dead_letter_replays_once_with_its_attempts_reset(store: &dyn Stor
     assert_eq!(again.job.attempts, 0);
     assert_eq!(again.job.payload, job.payload);
     store.ack(&again).await.expect("ack");
+}
+
+/// A set holds each member once, forgets removed ones and lists them sorted.
+pub async fn sets_add_remove_and_list_sorted(store: &dyn Store) {
+    let name = uid();
+    assert!(store.set_members(&name).await.expect("empty").is_empty());
+    for m in ["b", "a", "b", "c"] {
+        store.set_add(&name, m).await.expect("add");
+    }
+    store.set_remove(&name, "c").await.expect("remove");
+    store
+        .set_remove(&name, "zz")
+        .await
+        .expect("remove a non-member");
+    assert_eq!(store.set_members(&name).await.expect("members"), ["a", "b"]);
+    assert!(store.set_members(&uid()).await.expect("other").is_empty());
 }
 
 /// A lease has one holder; only that holder renews or releases it.

@@ -29,6 +29,7 @@ struct Inner {
     dead: VecDeque<DeadLetter>,
     audit: VecDeque<AuditEntry>,
     feeds: HashMap<String, Feed>,
+    sets: HashMap<String, std::collections::BTreeSet<String>>,
     next_id: u64,
     writes: u64,
 }
@@ -443,6 +444,31 @@ impl Store for MemoryStore {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+
+    async fn set_add(&self, name: &str, member: &str) -> StoreResult<()> {
+        self.lock()
+            .sets
+            .entry(name.to_string())
+            .or_default()
+            .insert(member.to_string());
+        Ok(())
+    }
+
+    async fn set_remove(&self, name: &str, member: &str) -> StoreResult<()> {
+        if let Some(set) = self.lock().sets.get_mut(name) {
+            set.remove(member);
+        }
+        Ok(())
+    }
+
+    async fn set_members(&self, name: &str) -> StoreResult<Vec<String>> {
+        Ok(self
+            .lock()
+            .sets
+            .get(name)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn incr(&self, key: &str, by: u64, ttl: Option<Duration>) -> StoreResult<u64> {

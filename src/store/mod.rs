@@ -275,8 +275,17 @@ pub trait Store: Send + Sync + 'static {
     async fn kv_put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()>;
     /// Deletes a value; `true` when it existed.
     async fn kv_delete(&self, key: &str) -> StoreResult<bool>;
-    /// Keys under `prefix` (bounded scan; for small admin sets such as hooks).
+    /// Keys under `prefix`. On Redis this scans the whole keyspace (every dedupe mark
+    /// included): for admin commands and migrations only, never per event — keep an
+    /// index with the `set_*` operations instead.
     async fn kv_keys(&self, prefix: &str) -> StoreResult<Vec<String>>;
+
+    /// Adds `member` to the set `name` (an index of records kept in the kv space).
+    async fn set_add(&self, name: &str, member: &str) -> StoreResult<()>;
+    /// Removes `member` from the set `name`.
+    async fn set_remove(&self, name: &str, member: &str) -> StoreResult<()>;
+    /// The members of the set `name`, sorted.
+    async fn set_members(&self, name: &str) -> StoreResult<Vec<String>>;
 
     /// Atomically adds `by` to a counter and returns the new value; `ttl` is set when the
     /// counter is created (rate windows, monthly budgets).
@@ -298,6 +307,19 @@ pub async fn open(config: &crate::config::Config) -> Result<SharedStore, StoreEr
             redis::RedisStore::connect(&url, &config.key_prefix, config.audit_max_entries).await?,
         ),
     })
+}
+
+/// Adds the id of every kv record under `prefix` to the set `name`, once per store (a
+/// marker remembers it): records written before that set was kept, by older versions.
+pub async fn index_once(store: &dyn Store, name: &str, prefix: &str) -> StoreResult<()> {
+    let marker = format!("indexed:{name}");
+    if store.kv_get(&marker).await?.is_some() {
+        return Ok(());
+    }
+    for key in store.kv_keys(prefix).await? {
+        store.set_add(name, &key[prefix.len()..]).await?;
+    }
+    store.kv_put(&marker, "1", None).await
 }
 
 /// Takes the lease `name` for `ttl`, waiting up to `max_wait` for it (polling every

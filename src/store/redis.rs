@@ -734,6 +734,34 @@ impl Store for RedisStore {
         Ok(keys)
     }
 
+    async fn set_add(&self, name: &str, member: &str) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let _: i64 = c
+            .sadd(self.key(&format!("set:{name}")), member)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn set_remove(&self, name: &str, member: &str) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let _: i64 = c
+            .srem(self.key(&format!("set:{name}")), member)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn set_members(&self, name: &str) -> StoreResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        let mut members: Vec<String> = c
+            .smembers(self.key(&format!("set:{name}")))
+            .await
+            .map_err(unavailable)?;
+        members.sort();
+        Ok(members)
+    }
+
     async fn incr(&self, key: &str, by: u64, ttl: Option<Duration>) -> StoreResult<u64> {
         // INCRBY and the first PEXPIRE in one script, so a crash cannot leave an
         // immortal counter behind.

@@ -845,3 +845,54 @@ async fn a_dead_letter_replayed_after_the_fix_runs_again_once_and_is_audited() {
         "{audit:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_events_never_scans_the_keyspace_and_old_hooks_are_still_found() {
+    let redis = RedisServer::start();
+    let key = create_key(&redis, "zapier", "triggers,admin");
+    // A hook as versions without the hook index stored it: only its record.
+    let legacy = json!({"id": "hook_legacy1", "target_url": "http://127.0.0.1:9/old",
+        "event": "sync.failed", "secret": "whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTIzNA==",
+        "created_at": "2026-01-01T00:00:00Z", "status": "active", "created_by": "old"});
+    let _: () = redis::cmd("SET")
+        .arg("dingbridge:kv:hook:hook_legacy1")
+        .arg(legacy.to_string())
+        .query(&mut redis.client())
+        .expect("set");
+    let echo = failing_echo_target();
+    let app = spawn(&redis, &echo.url("/relay"), &[]);
+    let listed: Vec<Value> = get(&app, &key, "/v1/hooks")
+        .await
+        .json()
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], "hook_legacy1");
+
+    // Each failed relay publishes `sync.failed` and looks up its hooks: by the index.
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut redis.client())
+        .expect("resetstat");
+    for i in 0..5 {
+        fail_a_relay(&app, &format!("evt-scan-{i}")).await;
+    }
+    eventually(Duration::from_secs(15), || async {
+        let polled: Vec<Value> = get(&app, &key, "/v1/triggers/sync.failed")
+            .await
+            .json()
+            .await
+            .ok()?;
+        (polled.len() == 5).then_some(())
+    })
+    .await
+    .expect("five sync.failed events");
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.client())
+        .expect("info");
+    assert!(
+        !stats.contains("cmdstat_scan:"),
+        "no SCAN while publishing: {stats}"
+    );
+}
