@@ -478,7 +478,8 @@ impl OutlookRelay {
     }
 
     /// Runs `work` holding the per-item claim, so that two jobs (or instances) never relay
-    /// the same Outlook item at once; a held claim makes this job retry shortly.
+    /// the same Outlook item at once (a held claim makes this job retry shortly), unless
+    /// the item has an echo guard.
     async fn claimed(
         &self,
         id: &str,
@@ -491,7 +492,18 @@ impl OutlookRelay {
                     .retry_after(Duration::from_secs(1)),
             );
         };
-        let result = work.await;
+        // Written by the DingTalk → Outlook relay moments ago (before its origin marker
+        // is visible): not relayed back.
+        let result = match self.store.kv_get(&format!("echo:graph:{id}")).await {
+            Ok(Some(_)) => {
+                metrics::counter!("graph_relay_skipped_total", "reason" => "echo_guard")
+                    .increment(1);
+                tracing::debug!(item = id, "Outlook item not relayed: echo guard");
+                Ok(())
+            }
+            Ok(None) => work.await,
+            Err(e) => Err(JobFailure::transient(e.to_string())),
+        };
         let _ = self.store.lease_release(&claim, &token).await;
         result
     }
@@ -511,15 +523,6 @@ impl OutlookRelay {
             tracing::debug!(item = id, reason, "Outlook item not relayed");
             Ok(())
         };
-        if self
-            .store
-            .kv_get(&format!("echo:graph:{id}"))
-            .await
-            .map_err(transient)?
-            .is_some()
-        {
-            return skip("echo_guard");
-        }
         if self
             .store
             .map_get(MAIL_NS, Side::Right, id)
@@ -1031,15 +1034,6 @@ impl OutlookRelay {
             tracing::debug!(item = id, reason, "Outlook event not relayed");
             Ok(())
         };
-        if self
-            .store
-            .kv_get(&format!("echo:graph:{id}"))
-            .await
-            .map_err(transient)?
-            .is_some()
-        {
-            return skip("echo_guard");
-        }
         let mapped = self
             .store
             .map_get(EVENT_NS, Side::Right, id)
