@@ -28,6 +28,9 @@ pub enum StoreError {
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Job kind of the dead letters that stand for unreadable queue entries.
+pub const UNREADABLE_KIND: &str = "unreadable";
+
 /// A unit of background work.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Job {
@@ -62,6 +65,20 @@ impl Job {
             payload,
             attempts: 0,
             last_error: None,
+            enqueued_at_ms: now_ms(),
+        }
+    }
+
+    /// Stands in, in the dead letters, for a queue entry this version cannot read (too
+    /// deep, written by a newer version, damaged): the raw text and the reason are kept
+    /// so a person can act on them; its kind has no handler, so it never runs.
+    pub fn unreadable(entry: &str, raw: Option<String>, reason: String) -> Self {
+        Self {
+            id: format!("unreadable-{entry}"),
+            kind: UNREADABLE_KIND.into(),
+            payload: serde_json::json!({ "entry": entry, "raw": raw }),
+            attempts: 0,
+            last_error: Some(reason),
             enqueued_at_ms: now_ms(),
         }
     }

@@ -17,6 +17,8 @@ use super::*;
 const GROUP: &str = "workers";
 const DEAD_CAP: usize = 10_000;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most `XAUTOCLAIM` rounds one fetch makes while it finds only unreadable entries.
+const RECLAIM_ROUNDS: usize = 16;
 
 /// Store on a Redis server (or a managed Redis).
 pub struct RedisStore {
@@ -30,6 +32,24 @@ pub struct RedisStore {
     /// When delayed jobs were last promoted and stale ones reclaimed: that housekeeping
     /// runs on a timer, not on every fetch, to keep fetches to one round trip.
     housekeeping: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Where the next `XAUTOCLAIM` continues: each call scans on from where the last
+    /// stopped, so entries at the head of the pending list cannot hide those behind them.
+    claim_cursor: std::sync::Mutex<String>,
+}
+
+/// A queue entry this version cannot turn into a [`Job`].
+struct Unreadable {
+    receipt: String,
+    raw: Option<String>,
+    reason: String,
+}
+
+/// The time part (Unix ms) of a stream entry id `ms-seq`.
+fn stream_id_ms(id: &str) -> i64 {
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
 }
 
 fn unavailable(e: ::redis::RedisError) -> StoreError {
@@ -48,6 +68,7 @@ impl RedisStore {
             conn: OnceCell::new(),
             blocking: OnceCell::new(),
             housekeeping: std::sync::Mutex::new(None),
+            claim_cursor: std::sync::Mutex::new("0-0".into()),
         };
         if let Err(e) = store.conn().await {
             tracing::warn!(error = %e, "redis not reachable yet; will keep trying");
@@ -136,22 +157,63 @@ impl RedisStore {
         }
     }
 
-    fn deliveries(ids: Vec<StreamId>) -> Vec<Delivery> {
-        ids.into_iter()
-            .filter_map(|sid| {
-                let raw: Option<String> = sid.get("job");
-                match raw.as_deref().map(Job::from_json) {
-                    Some(Ok(job)) => Some(Delivery {
-                        receipt: sid.id,
-                        job,
-                    }),
-                    _ => {
-                        tracing::error!(entry = %sid.id, "unreadable queue entry skipped");
-                        None
-                    }
-                }
-            })
-            .collect()
+    /// Splits stream entries into jobs and entries that cannot be read back.
+    fn deliveries(ids: Vec<StreamId>) -> (Vec<Delivery>, Vec<Unreadable>) {
+        let mut jobs = Vec::with_capacity(ids.len());
+        let mut unreadable = Vec::new();
+        for sid in ids {
+            let raw: Option<String> = sid.get("job");
+            match raw.as_deref().map(Job::from_json) {
+                Some(Ok(job)) => jobs.push(Delivery {
+                    receipt: sid.id,
+                    job,
+                }),
+                Some(Err(e)) => unreadable.push(Unreadable {
+                    receipt: sid.id,
+                    raw,
+                    reason: e.to_string(),
+                }),
+                None => unreadable.push(Unreadable {
+                    receipt: sid.id,
+                    raw: None,
+                    reason: "queue entry has no `job` field".into(),
+                }),
+            }
+        }
+        (jobs, unreadable)
+    }
+
+    /// Moves entries that can never run to the dead letters (raw text and reason kept)
+    /// instead of leaving them pending, where they would be claimed again for ever.
+    async fn bury(
+        &self,
+        conn: &mut ConnectionManager,
+        entries: Vec<Unreadable>,
+    ) -> StoreResult<()> {
+        for entry in entries {
+            tracing::error!(entry = %entry.receipt, reason = %entry.reason, "unreadable queue entry dead-lettered");
+            let job = Job::unreadable(&entry.receipt, entry.raw, entry.reason);
+            let delivery = Delivery {
+                receipt: entry.receipt,
+                job,
+            };
+            self.dead_letter_with(conn, &delivery, &delivery.job)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Hands over readable entries and dead-letters the others.
+    async fn sort_out(
+        &self,
+        conn: &mut ConnectionManager,
+        ids: Vec<StreamId>,
+    ) -> StoreResult<Vec<Delivery>> {
+        let (jobs, unreadable) = Self::deliveries(ids);
+        if !unreadable.is_empty() {
+            self.bury(conn, unreadable).await?;
+        }
+        Ok(jobs)
     }
 
     async fn promote_due(&self, conn: &mut ConnectionManager) -> StoreResult<()> {
@@ -178,18 +240,58 @@ impl RedisStore {
         consumer: &str,
         max: usize,
         visibility: Duration,
-    ) -> ::redis::RedisResult<Vec<Delivery>> {
+    ) -> ::redis::RedisResult<(Vec<StreamId>, bool)> {
+        let start = self
+            .claim_cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let reply: ::redis::streams::StreamAutoClaimReply = ::redis::cmd("XAUTOCLAIM")
             .arg(self.queue())
             .arg(GROUP)
             .arg(consumer)
             .arg(visibility.as_millis() as u64)
-            .arg("0-0")
+            .arg(&start)
             .arg("COUNT")
             .arg(max)
             .query_async(conn)
             .await?;
-        Ok(Self::deliveries(reply.claimed))
+        // "0-0" means the scan reached the end; the next one starts over.
+        let more = reply.next_stream_id != "0-0";
+        *self.claim_cursor.lock().unwrap_or_else(|p| p.into_inner()) = reply.next_stream_id;
+        Ok((reply.claimed, more))
+    }
+
+    async fn dead_letter_with(
+        &self,
+        c: &mut ConnectionManager,
+        delivery: &Delivery,
+        job: &Job,
+    ) -> StoreResult<()> {
+        let q = self.queue();
+        let letter = DeadLetter {
+            job: job.clone(),
+            failed_at_ms: now_ms(),
+        };
+        let json =
+            serde_json::to_string(&letter).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: () = ::redis::pipe()
+            .atomic()
+            .xadd_maxlen(
+                self.dead(),
+                ::redis::streams::StreamMaxlen::Approx(DEAD_CAP),
+                "*",
+                &[("letter", json)],
+            )
+            .ignore()
+            .xack(&q, GROUP, &[&delivery.receipt])
+            .ignore()
+            .xdel(&q, &[&delivery.receipt])
+            .ignore()
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
 
@@ -340,15 +442,26 @@ impl Store for RedisStore {
         let mut out = Vec::new();
         if self.housekeeping_due(visibility) {
             self.promote_due(&mut c).await?;
-            out = match self.reclaim(&mut c, consumer, max, visibility).await {
-                Ok(v) => v,
-                Err(e) if e.code() == Some("NOGROUP") => {
-                    // A Redis that lost its data (restart without persistence) lost the group too.
-                    self.ensure_group(&mut c).await?;
-                    Vec::new()
+            // Entries that turn out unreadable are dead-lettered, not handed out; claim
+            // on (a bounded number of rounds) so that a run of them does not delay the
+            // jobs behind it by a housekeeping tick per batch.
+            for _ in 0..RECLAIM_ROUNDS {
+                match self.reclaim(&mut c, consumer, max, visibility).await {
+                    Ok((ids, more)) => {
+                        let claimed = ids.len();
+                        out = self.sort_out(&mut c, ids).await?;
+                        if !out.is_empty() || claimed == 0 || !more {
+                            break;
+                        }
+                    }
+                    Err(e) if e.code() == Some("NOGROUP") => {
+                        // A Redis that lost its data (restart without persistence) lost the group too.
+                        self.ensure_group(&mut c).await?;
+                        break;
+                    }
+                    Err(e) => return Err(unavailable(e)),
                 }
-                Err(e) => return Err(unavailable(e)),
-            };
+            }
         }
         if out.len() >= max {
             return Ok(out);
@@ -373,7 +486,7 @@ impl Store for RedisStore {
         };
         if let Some(reply) = reply {
             for key in reply.keys {
-                out.extend(Self::deliveries(key.ids));
+                out.extend(self.sort_out(&mut c, key.ids).await?);
             }
         }
         Ok(out)
@@ -419,30 +532,7 @@ impl Store for RedisStore {
 
     async fn dead_letter(&self, delivery: &Delivery, job: &Job) -> StoreResult<()> {
         let mut c = self.conn().await?;
-        let q = self.queue();
-        let letter = DeadLetter {
-            job: job.clone(),
-            failed_at_ms: now_ms(),
-        };
-        let json =
-            serde_json::to_string(&letter).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let _: () = ::redis::pipe()
-            .atomic()
-            .xadd_maxlen(
-                self.dead(),
-                ::redis::streams::StreamMaxlen::Approx(DEAD_CAP),
-                "*",
-                &[("letter", json)],
-            )
-            .ignore()
-            .xack(&q, GROUP, &[&delivery.receipt])
-            .ignore()
-            .xdel(&q, &[&delivery.receipt])
-            .ignore()
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.dead_letter_with(&mut c, delivery, job).await
     }
 
     async fn requeue_dead(&self, job_id: &str) -> StoreResult<bool> {
@@ -492,7 +582,11 @@ impl Store for RedisStore {
             .into_iter()
             .map(|sid| {
                 let raw: String = sid.get("letter").unwrap_or_default();
-                serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+                // A letter this version cannot read (written by a newer one) is still listed.
+                Ok(serde_json::from_str(&raw).unwrap_or_else(|e| DeadLetter {
+                    failed_at_ms: stream_id_ms(&sid.id),
+                    job: Job::unreadable(&sid.id, Some(raw), format!("dead letter: {e}")),
+                }))
             })
             .collect()
     }

@@ -18,6 +18,7 @@ mod graph_validation_tokens;
 mod integrations;
 mod lowcode;
 mod openapi;
+mod queue_faults;
 mod relays;
 mod roundtrip;
 mod spine;
