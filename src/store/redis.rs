@@ -10,23 +10,153 @@ use ::redis::{
     streams::{StreamId, StreamReadOptions, StreamReadReply},
 };
 use async_trait::async_trait;
-use tokio::sync::OnceCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use tokio::sync::{Notify, OnceCell};
 
 use super::*;
 
 const GROUP: &str = "workers";
 const DEAD_CAP: usize = 10_000;
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a connection attempt may take before Redis counts as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one short command may wait for its answer: a hung Redis (stopped, swapping,
+/// behind a black-holing firewall) must turn into a prompt 503, not a request that
+/// waits for the client's own timeout.
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(900);
+/// Commands of backups and restores, which move whole values.
+const BULK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a down Redis is probed while it is down.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// Most `XAUTOCLAIM` rounds one fetch makes while it finds only unreadable entries.
 const RECLAIM_ROUNDS: usize = 16;
 
+/// The shared connection and what is known of its health. While Redis is down every
+/// command fails at once with the cause, and one background task probes until it is back:
+/// requests never queue up behind a dead connection.
+struct Link {
+    client: ::redis::Client,
+    conn: OnceLock<ConnectionManager>,
+    down: AtomicBool,
+    cause: std::sync::Mutex<String>,
+    wake: Notify,
+}
+
+impl Link {
+    fn mark_down(&self, cause: String) {
+        *self.cause.lock().unwrap_or_else(|p| p.into_inner()) = cause;
+        if !self.down.swap(true, Ordering::SeqCst) {
+            tracing::warn!(cause = %self.cause(), "redis is down; commands fail fast until it answers again");
+            self.wake.notify_one();
+        }
+    }
+
+    fn cause(&self) -> String {
+        self.cause.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn down_error(&self) -> StoreError {
+        StoreError::Unavailable(format!("redis: {}", self.cause()))
+    }
+
+    /// Turns a command error into a store error, and marks the link down when the error
+    /// says the server, not the command, is the problem.
+    fn fail(&self, e: ::redis::RedisError) -> StoreError {
+        let cause = describe(&e);
+        if server_level(&e) {
+            self.mark_down(cause.clone());
+        }
+        StoreError::Unavailable(format!("redis: {cause}"))
+    }
+}
+
+/// Keeps the link up: connects the first time, then probes while it is marked down.
+/// Ends when the store is dropped.
+async fn maintain(link: Weak<Link>) {
+    loop {
+        let Some(l) = link.upgrade() else { return };
+        match l.conn.get() {
+            None => match manager(&l.client, COMMAND_TIMEOUT).await {
+                Ok(m) => {
+                    let _ = l.conn.set(m);
+                    l.down.store(false, Ordering::SeqCst);
+                    tracing::info!("redis connected");
+                }
+                Err(e) => l.mark_down(describe(&e)),
+            },
+            Some(m) if l.down.load(Ordering::SeqCst) => {
+                let mut m = m.clone();
+                let pong: ::redis::RedisResult<String> =
+                    ::redis::cmd("PING").query_async(&mut m).await;
+                match pong {
+                    Ok(_) => {
+                        l.down.store(false, Ordering::SeqCst);
+                        tracing::info!("redis answers again");
+                    }
+                    Err(e) => *l.cause.lock().unwrap_or_else(|p| p.into_inner()) = describe(&e),
+                }
+            }
+            Some(_) => {
+                // Holds the link for at most a second, so the task ends soon after the
+                // store; `notify_one` keeps a wake-up that comes before this wait.
+                let _ = tokio::time::timeout(Duration::from_secs(1), l.wake.notified()).await;
+                continue;
+            }
+        }
+        drop(l);
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+async fn manager(
+    client: &::redis::Client,
+    response_timeout: Duration,
+) -> ::redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(response_timeout)
+        .set_number_of_retries(1)
+        .set_max_delay(500);
+    ConnectionManager::new_with_config(client.clone(), config).await
+}
+
+/// A short, secret-free account of why Redis did not answer, for logs and `/readyz`.
+fn describe(e: &::redis::RedisError) -> String {
+    use ::redis::ErrorKind;
+    if e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH") | Some("WRONGPASS"))
+    {
+        "authentication failed (check the password in the store URL)".into()
+    } else if e.is_connection_refusal() {
+        "connection refused".into()
+    } else if e.is_timeout() {
+        "no answer in time".into()
+    } else if e.kind() == ErrorKind::BusyLoadingError {
+        "still loading its data set".into()
+    } else {
+        e.to_string()
+    }
+}
+
+/// Whether an error is about the server or the connection rather than one command.
+fn server_level(e: &::redis::RedisError) -> bool {
+    use ::redis::ErrorKind;
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(
+            e.kind(),
+            ErrorKind::AuthenticationFailed | ErrorKind::BusyLoadingError | ErrorKind::MasterDown
+        )
+        || matches!(e.code(), Some("NOAUTH") | Some("WRONGPASS"))
+}
+
 /// Store on a Redis server (or a managed Redis).
 pub struct RedisStore {
-    client: ::redis::Client,
+    link: Arc<Link>,
     prefix: String,
     audit_cap: u64,
-    /// Short commands; pipelined by the manager.
-    conn: OnceCell<ConnectionManager>,
     /// Blocking reads get their own connection so they never hold up other commands.
     blocking: OnceCell<ConnectionManager>,
     /// When delayed jobs were last promoted and stale ones reclaimed: that housekeeping
@@ -52,54 +182,66 @@ fn stream_id_ms(id: &str) -> i64 {
         .unwrap_or(0)
 }
 
-fn unavailable(e: ::redis::RedisError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
 impl RedisStore {
-    /// Prepares a store for `url`; connecting is attempted now and again on every use
-    /// until it succeeds, so the service can start while Redis is still down.
+    /// Prepares a store for `url` and tries to connect once; when Redis is down the
+    /// service still starts, commands fail at once with the cause, and a background task
+    /// keeps trying.
     pub async fn connect(url: &str, prefix: &str, audit_cap: u64) -> StoreResult<Self> {
-        let client = ::redis::Client::open(url).map_err(unavailable)?;
-        let store = Self {
+        let client =
+            ::redis::Client::open(url).map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        let link = Arc::new(Link {
             client,
+            conn: OnceLock::new(),
+            down: AtomicBool::new(true),
+            cause: std::sync::Mutex::new("not connected yet".into()),
+            wake: Notify::new(),
+        });
+        match manager(&link.client, COMMAND_TIMEOUT).await {
+            Ok(m) => {
+                let _ = link.conn.set(m);
+                link.down.store(false, Ordering::SeqCst);
+            }
+            Err(e) => {
+                let cause = describe(&e);
+                tracing::warn!(cause = %cause, "redis not reachable yet; will keep trying");
+                *link.cause.lock().unwrap_or_else(|p| p.into_inner()) = cause;
+            }
+        }
+        tokio::spawn(maintain(Arc::downgrade(&link)));
+        Ok(Self {
+            link,
             prefix: prefix.to_string(),
             audit_cap: audit_cap.max(1),
-            conn: OnceCell::new(),
             blocking: OnceCell::new(),
             housekeeping: std::sync::Mutex::new(None),
             claim_cursor: std::sync::Mutex::new("0-0".into()),
-        };
-        if let Err(e) = store.conn().await {
-            tracing::warn!(error = %e, "redis not reachable yet; will keep trying");
-        }
-        Ok(store)
-    }
-
-    async fn manager(&self, response_timeout: Duration) -> StoreResult<ConnectionManager> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(COMMAND_TIMEOUT)
-            .set_response_timeout(response_timeout)
-            .set_number_of_retries(2)
-            .set_max_delay(2_000);
-        ConnectionManager::new_with_config(self.client.clone(), config)
-            .await
-            .map_err(unavailable)
+        })
     }
 
     async fn conn(&self) -> StoreResult<ConnectionManager> {
-        self.conn
-            .get_or_try_init(|| self.manager(COMMAND_TIMEOUT))
-            .await
-            .cloned()
+        match self.link.conn.get() {
+            Some(c) if !self.link.down.load(Ordering::SeqCst) => Ok(c.clone()),
+            _ => Err(self.link.down_error()),
+        }
     }
 
     async fn blocking_conn(&self) -> StoreResult<ConnectionManager> {
+        if self.link.down.load(Ordering::SeqCst) {
+            return Err(self.link.down_error());
+        }
         // Blocking reads wait at most one second (see fetch), plus the usual margin.
         self.blocking
-            .get_or_try_init(|| self.manager(COMMAND_TIMEOUT + Duration::from_secs(1)))
+            .get_or_try_init(|| {
+                manager(&self.link.client, COMMAND_TIMEOUT + Duration::from_secs(1))
+            })
             .await
             .cloned()
+            .map_err(|e| self.fail(e))
+    }
+
+    /// See [`Link::fail`].
+    fn fail(&self, e: ::redis::RedisError) -> StoreError {
+        self.link.fail(e)
     }
 
     fn key(&self, rest: &str) -> String {
@@ -111,9 +253,12 @@ impl RedisStore {
         &self.prefix
     }
 
-    /// A connection for commands outside the [`Store`] trait (backups).
+    /// A connection of its own for commands outside the [`Store`] trait (backups), with
+    /// room for commands that move whole values.
     pub(crate) async fn connection(&self) -> StoreResult<ConnectionManager> {
-        self.conn().await
+        manager(&self.link.client, BULK_TIMEOUT)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis: {}", describe(&e))))
     }
 
     fn queue(&self) -> String {
@@ -141,7 +286,7 @@ impl RedisStore {
         match res {
             Ok(()) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(unavailable(e)),
+            Err(e) => Err(self.fail(e)),
         }
     }
 
@@ -230,7 +375,7 @@ impl RedisStore {
             .arg(now_ms())
             .invoke_async(conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -290,7 +435,7 @@ impl RedisStore {
             .ignore()
             .query_async(c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 }
@@ -306,7 +451,7 @@ impl Store for RedisStore {
         let _: String = ::redis::cmd("PING")
             .query_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -334,11 +479,11 @@ impl Store for RedisStore {
                 .arg(ttl.as_millis() as u64)
                 .query_async(&mut c)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| self.fail(e))?;
             if set.is_some() {
                 return Ok(Reservation::Reserved);
             }
-            let existing: Option<String> = c.get(&k).await.map_err(unavailable)?;
+            let existing: Option<String> = c.get(&k).await.map_err(|e| self.fail(e))?;
             if let Some(existing) = existing {
                 let record = serde_json::from_str(&existing)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -365,7 +510,7 @@ impl Store for RedisStore {
                 ttl.as_millis() as u64,
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -374,7 +519,7 @@ impl Store for RedisStore {
         let _: i64 = c
             .del(self.key(&format!("idem:{key}")))
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -388,7 +533,7 @@ impl Store for RedisStore {
             .arg(ttl.as_millis() as u64)
             .query_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(set.is_some())
     }
 
@@ -400,7 +545,7 @@ impl Store for RedisStore {
                 let _: String = c
                     .xadd(self.queue(), "*", &[("job", json)])
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(|e| self.fail(e))?;
                 Ok(EnqueueOutcome::Enqueued)
             }
             Some(d) => {
@@ -418,7 +563,7 @@ impl Store for RedisStore {
                     .arg(json)
                     .invoke_async(&mut c)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(|e| self.fail(e))?;
                 Ok(if added == 1 {
                     EnqueueOutcome::Enqueued
                 } else {
@@ -459,7 +604,7 @@ impl Store for RedisStore {
                         self.ensure_group(&mut c).await?;
                         break;
                     }
-                    Err(e) => return Err(unavailable(e)),
+                    Err(e) => return Err(self.fail(e)),
                 }
             }
         }
@@ -482,7 +627,7 @@ impl Store for RedisStore {
                 self.ensure_group(&mut c).await?;
                 None
             }
-            Err(e) => return Err(unavailable(e)),
+            Err(e) => return Err(self.fail(e)),
         };
         if let Some(reply) = reply {
             for key in reply.keys {
@@ -503,7 +648,7 @@ impl Store for RedisStore {
             .ignore()
             .query_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -526,7 +671,7 @@ impl Store for RedisStore {
             .ignore()
             .query_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -541,7 +686,7 @@ impl Store for RedisStore {
         let reply: ::redis::streams::StreamRangeReply = c
             .xrevrange_count(self.dead(), "+", "-", DEAD_CAP)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         for sid in reply.ids {
             let raw: String = sid.get("letter").unwrap_or_default();
             let Ok(letter) = serde_json::from_str::<DeadLetter>(&raw) else {
@@ -565,7 +710,7 @@ impl Store for RedisStore {
                 .arg(letter.job.replayed().to_json())
                 .invoke_async(&mut c)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| self.fail(e))?;
             return Ok(moved == 1);
         }
         Ok(false)
@@ -576,7 +721,7 @@ impl Store for RedisStore {
         let reply: ::redis::streams::StreamRangeReply = c
             .xrevrange_count(self.dead(), "+", "-", limit)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         reply
             .ids
             .into_iter()
@@ -599,13 +744,13 @@ impl Store for RedisStore {
             .xlen(self.dead())
             .query_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         let pending: ::redis::RedisResult<::redis::streams::StreamPendingReply> =
             c.xpending(self.queue(), GROUP).await;
         let in_flight = match pending {
             Ok(p) => p.count() as u64,
             Err(e) if e.code() == Some("NOGROUP") => 0,
-            Err(e) => return Err(unavailable(e)),
+            Err(e) => return Err(self.fail(e)),
         };
         Ok(QueueDepth {
             ready: len.saturating_sub(in_flight),
@@ -625,7 +770,7 @@ impl Store for RedisStore {
             .arg(ttl.as_millis() as u64)
             .query_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(set.is_some())
     }
 
@@ -642,7 +787,7 @@ impl Store for RedisStore {
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(ok == 1)
     }
 
@@ -658,7 +803,7 @@ impl Store for RedisStore {
             .arg(token)
             .invoke_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(ok == 1)
     }
 
@@ -672,13 +817,15 @@ impl Store for RedisStore {
             .ignore()
             .query_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
     async fn map_get(&self, ns: &str, from: Side, id: &str) -> StoreResult<Option<String>> {
         let mut c = self.conn().await?;
-        c.get(self.map_key(ns, from, id)).await.map_err(unavailable)
+        c.get(self.map_key(ns, from, id))
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     async fn map_delete(&self, ns: &str, from: Side, id: &str) -> StoreResult<()> {
@@ -697,7 +844,7 @@ impl Store for RedisStore {
             .arg(other_prefix)
             .invoke_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -712,7 +859,7 @@ impl Store for RedisStore {
                 &[("entry", json)],
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -721,7 +868,7 @@ impl Store for RedisStore {
         let reply: ::redis::streams::StreamRangeReply = c
             .xrevrange_count(self.key("audit"), "+", "-", limit)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         reply
             .ids
             .into_iter()
@@ -757,7 +904,7 @@ impl Store for RedisStore {
             .arg(cap.max(1))
             .invoke_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(added == 1)
     }
 
@@ -773,7 +920,7 @@ impl Store for RedisStore {
                 limit as isize - 1,
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -782,7 +929,7 @@ impl Store for RedisStore {
             .arg(&ids)
             .query_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(values.into_iter().flatten().collect())
     }
 
@@ -790,7 +937,7 @@ impl Store for RedisStore {
         let mut c = self.conn().await?;
         c.get(self.key(&format!("kv:{key}")))
             .await
-            .map_err(unavailable)
+            .map_err(|e| self.fail(e))
     }
 
     async fn kv_put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()> {
@@ -800,7 +947,7 @@ impl Store for RedisStore {
             Some(t) => c.pset_ex(k, value, t.as_millis() as u64).await,
             None => c.set(k, value).await,
         }
-        .map_err(unavailable)?;
+        .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -809,7 +956,7 @@ impl Store for RedisStore {
         let n: i64 = c
             .del(self.key(&format!("kv:{key}")))
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(n > 0)
     }
 
@@ -820,7 +967,7 @@ impl Store for RedisStore {
         let strip = self.key("kv:").len();
         let mut keys = Vec::new();
         let mut iter: ::redis::AsyncIter<String> =
-            c.scan_match(pattern).await.map_err(unavailable)?;
+            c.scan_match(pattern).await.map_err(|e| self.fail(e))?;
         while let Some(k) = iter.next_item().await {
             keys.push(k[strip..].to_string());
         }
@@ -833,7 +980,7 @@ impl Store for RedisStore {
         let _: i64 = c
             .sadd(self.key(&format!("set:{name}")), member)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -842,7 +989,7 @@ impl Store for RedisStore {
         let _: i64 = c
             .srem(self.key(&format!("set:{name}")), member)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -851,7 +998,7 @@ impl Store for RedisStore {
         let mut members: Vec<String> = c
             .smembers(self.key(&format!("set:{name}")))
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         members.sort();
         Ok(members)
     }
@@ -872,7 +1019,7 @@ impl Store for RedisStore {
             .arg(ttl.map_or(0, |t| t.as_millis() as u64))
             .invoke_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(v.max(0) as u64)
     }
 }

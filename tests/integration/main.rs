@@ -23,4 +23,5 @@ mod relays;
 mod roundtrip;
 mod spine;
 mod store_contract;
+mod store_outage;
 mod todo_sync;

@@ -127,6 +127,24 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: the server keeps its connections open but answers nothing (a hung Redis).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// A synchronous client connection for inspecting state.
     pub fn client(&self) -> redis::Connection {
         redis::Client::open(self.url())

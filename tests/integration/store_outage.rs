@@ -1,0 +1,173 @@
+//! Redis outages through the running binary: the answer (503 + `Retry-After`, with the
+//! cause) comes at once whatever Redis does — refuse, hang, reject the password — and the
+//! service recovers without a restart.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::{FakeServer, RedisServer, TestApp, error_code, eventually, free_port};
+use serde_json::json;
+
+const TOKEN: &str = "echo-token-for-tests";
+
+/// Generous bound that still tells the fixed behaviour (well under 1 s on an idle
+/// machine) from the old one (5–54 s).
+const PROMPT: Duration = Duration::from_secs(2);
+
+fn echo_env<'a>(target: &'a str, store: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("DINGBRIDGE_ECHO_TARGET_URL", target),
+        ("DINGBRIDGE_ECHO_TOKEN", TOKEN),
+        ("DINGBRIDGE_STORE_URL", store),
+    ]
+}
+
+async fn post_echo(app: &TestApp, event_id: &str) -> (reqwest::Response, Duration) {
+    let started = Instant::now();
+    let resp = app
+        .http
+        .post(app.url("/webhooks/echo"))
+        .header("X-Echo-Token", TOKEN)
+        .json(&json!({ "event_id": event_id }))
+        .send()
+        .await
+        .expect("request");
+    (resp, started.elapsed())
+}
+
+async fn readyz_error(app: &TestApp) -> String {
+    let resp = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert!(resp.headers().contains_key("retry-after"));
+    let (status, _, body) = error_code(resp).await;
+    assert_eq!(status, 503, "{body}");
+    body["error"]["details"]["checks"]["store"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_while_redis_is_down_the_port_opens_at_once_and_every_request_gets_a_prompt_503() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let target = FakeServer::ok();
+    let (url, target_url) = (redis.url(), target.url("/sink"));
+    let started = Instant::now();
+    let app = TestApp::spawn(&echo_env(&target_url, &url));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the port opened after {:?}",
+        started.elapsed()
+    );
+    let cause = readyz_error(&app).await;
+    assert!(
+        cause.contains("refused"),
+        "/readyz names the cause: {cause}"
+    );
+
+    let answers = futures::future::join_all((0..8).map(|i| {
+        let app = &app;
+        async move { post_echo(app, &format!("cold-{i}")).await }
+    }))
+    .await;
+    for (resp, took) in answers {
+        assert!(took < PROMPT, "503 after {took:?}");
+        assert!(resp.headers().contains_key("retry-after"));
+        let (status, code, _) = error_code(resp).await;
+        assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    }
+
+    redis.start_again();
+    let accepted = eventually(Duration::from_secs(15), || async {
+        let (resp, _) = post_echo(&app, "cold-0").await;
+        (resp.status() == 202).then_some(())
+    })
+    .await;
+    assert!(accepted.is_some(), "recovers without a restart");
+    eventually(Duration::from_secs(15), || async {
+        (!target.requests().is_empty()).then_some(())
+    })
+    .await
+    .expect("and the event is delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_gets_a_prompt_503_and_the_service_recovers_when_it_answers_again() {
+    let redis = RedisServer::start();
+    let target = FakeServer::ok();
+    let (url, target_url) = (redis.url(), target.url("/sink"));
+    let app = TestApp::spawn(&echo_env(&target_url, &url));
+    let (resp, _) = post_echo(&app, "before").await;
+    assert_eq!(resp.status(), 202);
+
+    redis.pause();
+    for i in 0..3 {
+        let (resp, took) = post_echo(&app, &format!("hung-{i}")).await;
+        assert!(took < PROMPT, "503 after {took:?}");
+        let (status, code, _) = error_code(resp).await;
+        assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    }
+    let started = Instant::now();
+    let _ = readyz_error(&app).await;
+    assert!(
+        started.elapsed() < PROMPT,
+        "/readyz after {:?}",
+        started.elapsed()
+    );
+
+    redis.resume();
+    let accepted = eventually(Duration::from_secs(15), || async {
+        let (resp, _) = post_echo(&app, "hung-0").await;
+        (resp.status() == 202).then_some(())
+    })
+    .await;
+    assert!(accepted.is_some(), "recovers without a restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_redis_password_reads_as_an_authentication_failure_in_readyz() {
+    common::ensure_redis_server();
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--requirepass", "right-password", "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    eventually(Duration::from_secs(10), || async {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    })
+    .await
+    .expect("redis listens");
+    let url = format!("redis://:wrong-password@127.0.0.1:{port}");
+    let app = TestApp::spawn(&[("DINGBRIDGE_STORE_URL", url.as_str())]);
+    let cause = readyz_error(&app).await;
+    assert!(cause.contains("authentication failed"), "{cause}");
+    assert!(
+        !cause.contains("wrong-password"),
+        "no secret in the answer: {cause}"
+    );
+    assert!(
+        app.logs().iter().all(|l| !l.contains("wrong-password")),
+        "no secret in the log"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
