@@ -3,6 +3,8 @@
 //! slow happens here (Graph allows 3 s): rich-token validation, decryption and fetching
 //! the changed item are the worker's job.
 
+use std::collections::{BTreeMap, HashMap};
+
 use serde_json::json;
 
 use super::{
@@ -29,7 +31,16 @@ pub struct Checked {
     pub ignored: usize,
 }
 
-/// Parses a notification POST and keeps the items whose `clientState` matches.
+/// Most notifications one POST may carry. Graph batches a few dozen at most; the cap
+/// keeps an unauthenticated request from costing thousands of store reads.
+pub const MAX_NOTIFICATIONS: usize = 1_000;
+/// Most distinct subscriptions one POST may name: Graph only batches notifications of our
+/// own subscriptions, a handful per route.
+pub const MAX_SUBSCRIPTIONS: usize = 64;
+
+/// Parses a notification POST and keeps the items whose `clientState` matches. Each
+/// subscription is looked up once per request and ignored items make one summary log
+/// line, so a forged batch costs little.
 pub async fn check(store: &dyn Store, body: &[u8], lifecycle: bool) -> Result<Checked, ApiError> {
     let collection: NotificationCollection = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
@@ -37,10 +48,40 @@ pub async fn check(store: &dyn Store, body: &[u8], lifecycle: bool) -> Result<Ch
             format!("not a Graph notification collection: {e}"),
         )
     })?;
+    if collection.value.len() > MAX_NOTIFICATIONS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "{} notifications in one request; at most {MAX_NOTIFICATIONS} are accepted",
+                collection.value.len()
+            ),
+        ));
+    }
+    let mut names: Vec<&str> = collection
+        .value
+        .iter()
+        .map(|n| n.subscription_id.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.len() > MAX_SUBSCRIPTIONS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "{} subscriptions named in one request; at most {MAX_SUBSCRIPTIONS} are accepted",
+                names.len()
+            ),
+        ));
+    }
+    let mut records = HashMap::with_capacity(names.len());
+    for name in names {
+        records.insert(name.to_string(), subscriptions::load(store, name).await?);
+    }
     let mut checked = Checked::default();
+    let mut ignored: BTreeMap<&'static str, usize> = BTreeMap::new();
     let tokens = collection.validation_tokens.clone().unwrap_or_default();
     for item in collection.value {
-        let record = subscriptions::load(store, &item.subscription_id).await?;
+        let record = records.get(&item.subscription_id).cloned().flatten();
         let reason = match &record {
             None => Some("unknown_subscription"),
             Some(r) if !client_state_matches(&r.client_state, item.client_state.as_deref()) => {
@@ -49,8 +90,7 @@ pub async fn check(store: &dyn Store, body: &[u8], lifecycle: bool) -> Result<Ch
             Some(_) => None,
         };
         if let Some(reason) = reason {
-            metrics::counter!("graph_notifications_ignored_total", "reason" => reason).increment(1);
-            tracing::warn!(subscription = %item.subscription_id, reason, "graph notification ignored");
+            *ignored.entry(reason).or_default() += 1;
             checked.ignored += 1;
             continue;
         }
@@ -61,7 +101,7 @@ pub async fn check(store: &dyn Store, body: &[u8], lifecycle: bool) -> Result<Ch
         };
         checked.events.push(VerifiedEvent {
             source: "graph",
-            event_id: Some(item.dedupe_id()),
+            event_id: item.dedupe_id(),
             kind: kind.to_string(),
             payload: json!({
                 "notification": item,
@@ -69,6 +109,17 @@ pub async fn check(store: &dyn Store, body: &[u8], lifecycle: bool) -> Result<Ch
                 "validation_tokens": tokens,
             }),
         });
+    }
+    for (reason, n) in &ignored {
+        metrics::counter!("graph_notifications_ignored_total", "reason" => *reason)
+            .increment(*n as u64);
+    }
+    if !ignored.is_empty() {
+        tracing::warn!(
+            ?ignored,
+            accepted = checked.events.len(),
+            "graph notifications ignored"
+        );
     }
     Ok(checked)
 }

@@ -90,18 +90,48 @@ impl ChangeNotification {
         Some(inner.to_string())
     }
 
-    /// A stable id for deduplicating redeliveries of this notification.
-    pub fn dedupe_id(&self) -> String {
-        match &self.id {
-            Some(id) => id.clone(),
-            None => format!(
-                "{}:{}:{}:{}",
-                self.subscription_id,
-                self.lifecycle_event.as_deref().unwrap_or(""),
-                self.change_type.as_deref().unwrap_or(""),
-                self.item_id().unwrap_or_default()
-            ),
+    /// The changed item's version: `resourceData.@odata.etag`, or for rich notifications
+    /// the signature of the encrypted content (the same on a redelivery, new per change).
+    pub fn version(&self) -> Option<&str> {
+        self.resource_data
+            .as_ref()
+            .and_then(|d| d.get("@odata.etag"))
+            .and_then(Value::as_str)
+            .or_else(|| {
+                self.encrypted_content
+                    .as_ref()
+                    .map(|c| c.data_signature.as_str())
+            })
+    }
+
+    /// A stable id for deduplicating redeliveries of this notification, `None` when
+    /// nothing tells a redelivery from a new change. Graph marks `id` optional; without
+    /// it the key must carry the item's version, or every later `updated` notification
+    /// of an item (a mail read hours after it arrived) would be dropped as a repeat of
+    /// the first. Lifecycle events carry the subscription's expiry instead, which moves
+    /// on at each renewal.
+    pub fn dedupe_id(&self) -> Option<String> {
+        if let Some(id) = &self.id {
+            return Some(id.clone());
         }
+        let change = self.change_type.as_deref().unwrap_or("");
+        let version = match &self.lifecycle_event {
+            Some(_) => self.subscription_expiration_date_time.as_deref(),
+            None => self.version(),
+        };
+        if version.is_none() && self.lifecycle_event.is_none() && change == "updated" {
+            // Processing an update twice is harmless (the worker compares state); losing
+            // one is not.
+            return None;
+        }
+        Some(format!(
+            "{}:{}:{}:{}:{}",
+            self.subscription_id,
+            self.lifecycle_event.as_deref().unwrap_or(""),
+            change,
+            self.item_id().unwrap_or_default(),
+            version.unwrap_or("")
+        ))
     }
 }
 
@@ -270,6 +300,54 @@ pub(crate) mod tests {
 
     type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 
+    fn without_id(change: &str, etag: Option<&str>) -> ChangeNotification {
+        let mut data =
+            serde_json::json!({"@odata.type": "#Microsoft.Graph.Message", "id": "AAMk1"});
+        if let Some(e) = etag {
+            data["@odata.etag"] = e.into();
+        }
+        ChangeNotification {
+            subscription_id: "sub-1".into(),
+            change_type: Some(change.into()),
+            resource: Some("Users/u1/Messages/AAMk1".into()),
+            resource_data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_version_of_an_item_is_a_new_notification_and_a_redelivery_is_not() {
+        let ids: Vec<_> = ["W/\"1\"", "W/\"2\"", "W/\"3\""]
+            .iter()
+            .map(|v| without_id("updated", Some(v)).dedupe_id())
+            .collect();
+        assert!(ids.iter().all(Option::is_some));
+        assert_ne!(ids[0], ids[1]);
+        assert_ne!(ids[1], ids[2]);
+        assert_eq!(
+            without_id("updated", Some("W/\"2\"")).dedupe_id(),
+            ids[1],
+            "a redelivery keeps its key"
+        );
+    }
+
+    #[test]
+    fn an_update_without_id_or_version_is_never_dropped_as_a_repeat() {
+        assert_eq!(without_id("updated", None).dedupe_id(), None);
+        assert!(without_id("created", None).dedupe_id().is_some());
+    }
+
+    #[test]
+    fn a_lifecycle_event_after_a_renewal_is_not_a_repeat_of_the_one_before() {
+        let mut first = without_id("", None);
+        first.lifecycle_event = Some("reauthorizationRequired".into());
+        first.subscription_expiration_date_time = Some("2026-12-03T00:00:00Z".into());
+        let mut later = first.clone();
+        later.subscription_expiration_date_time = Some("2026-12-06T00:00:00Z".into());
+        assert_ne!(first.dedupe_id(), later.dedupe_id());
+        assert_eq!(first.dedupe_id(), first.clone().dedupe_id());
+    }
+
     #[test]
     fn the_encryption_certificate_must_hold_the_decryption_key() {
         let dir = env!("CARGO_MANIFEST_DIR");
@@ -334,7 +412,7 @@ pub(crate) mod tests {
         }]});
         let c: NotificationCollection = serde_json::from_value(body).expect("parse");
         assert_eq!(c.value[0].item_id().as_deref(), Some("AAMk1"));
-        assert_eq!(c.value[0].dedupe_id(), "n1");
+        assert_eq!(c.value[0].dedupe_id().as_deref(), Some("n1"));
         assert_eq!(c.value[1].lifecycle_event.as_deref(), Some("missed"));
         let mut no_data = c.value[0].clone();
         no_data.resource_data = None;

@@ -151,3 +151,64 @@ async fn malformed_notifications_get_400_and_a_store_outage_gets_503() {
     let (status, code, _) = error_code(resp).await;
     assert_eq!((status, code.as_str()), (503, "store_unavailable"));
 }
+
+fn get_calls(redis: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.client())
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Anyone can POST to the notification URL: a forged batch must cost one store read per
+/// subscription it names, one log line, and nothing at all past a cap no Graph batch nears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_notification_batch_costs_one_read_per_subscription_and_one_log_line() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let app = TestApp::spawn(&[("DINGBRIDGE_STORE_URL", url.as_str())]);
+    seed_subscription(&redis, "sub-1", "state-secret");
+    let item = |sub: &str, n: usize| {
+        let mut v = notification(sub, "made-up", &format!("forged-{n}"))["value"][0].clone();
+        v["resourceData"]["id"] = json!(format!("AAMk{n}"));
+        v
+    };
+    let post = |value: Vec<serde_json::Value>| {
+        app.http
+            .post(app.url("/webhooks/graph"))
+            .json(&json!({ "value": value }))
+            .send()
+    };
+
+    let before = get_calls(&redis);
+    let batch: Vec<_> = (0..600)
+        .map(|n| item(["sub-1", "sub-x", "sub-y"][n % 3], n))
+        .collect();
+    let r = post(batch).await.expect("post");
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.expect("json")["ignored"],
+        600
+    );
+    let reads = get_calls(&redis) - before;
+    assert!(reads <= 10, "{reads} store reads for 3 subscriptions");
+    let lines = app
+        .logs()
+        .iter()
+        .filter(|l| l.contains("graph notification"))
+        .count();
+    assert_eq!(lines, 1, "one summary line");
+
+    let too_many: Vec<_> = (0..1_001).map(|n| item("sub-1", n)).collect();
+    let (status, code, _) = error_code(post(too_many).await.expect("post")).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_input"));
+    let made_up: Vec<_> = (0..100).map(|n| item(&format!("sub-{n}"), n)).collect();
+    let before = get_calls(&redis);
+    let (status, code, _) = error_code(post(made_up).await.expect("post")).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_input"));
+    assert!(get_calls(&redis) - before <= 5, "refused before any read");
+}

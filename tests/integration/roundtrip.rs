@@ -388,3 +388,63 @@ async fn completing_the_dingtalk_todo_marks_the_outlook_mail_read_once() {
     assert!(results.contains(&json!("marked_read")), "{results:?}");
     w.graph.assert_no_violations();
 }
+
+/// Graph marks a notification's `id` optional. Without one, each change of an item is
+/// told apart by the item's version (`@odata.etag`), so a mail changed on arrival and
+/// read later still has its read state relayed; a redelivery of a version is a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_changed_three_times_under_notifications_without_ids_still_has_its_reading_relayed()
+{
+    let w = World::new(r#"["message", "mail", "todo"]"#);
+    let app = w.spawn(true);
+    let sub_id = w.message_subscription(&app).await;
+    let notify = |change: &str, id: &str, version: &str| {
+        let mut body = w.graph.notification_body(&sub_id, change, id, None);
+        let item = &mut body["value"][0];
+        item.as_object_mut().expect("object").remove("id");
+        item["resourceData"]["@odata.etag"] = json!(format!("W/\"{version}\""));
+        let (app, body) = (&app, body);
+        async move {
+            let r = app
+                .http
+                .post(app.url("/webhooks/graph"))
+                .json(&body)
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(r.status(), 202);
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let id = w.graph.put_message(MAILBOX, "inbox", mail("Urgent change"));
+    assert_eq!(notify("created", &id, "v1").await["accepted"], 1);
+    let todo = wait_for(&app, "the read-state todo", Duration::from_secs(20), || {
+        w.todos().into_iter().next()
+    })
+    .await;
+    let task_id = todo["id"].as_str().expect("id").to_string();
+
+    // Categorised on arrival (still unread), then read hours later.
+    w.graph
+        .update_message(MAILBOX, &id, json!({"categories": ["Customs"]}));
+    assert_eq!(notify("updated", &id, "v2").await["accepted"], 1);
+    w.graph
+        .update_message(MAILBOX, &id, json!({"isRead": true}));
+    assert_eq!(
+        notify("updated", &id, "v3").await["accepted"],
+        1,
+        "a later version is a new change"
+    );
+    assert_eq!(
+        notify("updated", &id, "v3").await["duplicates"],
+        1,
+        "a redelivered version is not"
+    );
+    wait_for(&app, "the todo done", Duration::from_secs(20), || {
+        (w.dt.todos.lock().expect("todos")[&task_id]["done"] == true).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(w.todo_writes("PUT"), 1, "the todo updated once");
+    w.graph.assert_no_violations();
+}
