@@ -843,17 +843,12 @@ impl GraphClient {
         mut message: Value,
         source_id: &str,
     ) -> Result<Created, GraphError> {
-        if let Some(id) = self
-            .find_by_bridge_origin(mailbox, Collection::Messages, source_id)
-            .await?
-        {
-            return Ok(Created { id, existed: true });
-        }
         push_extended_property(&mut message, ORIGIN_PROPERTY_ID, source_id)?;
-        let id = self
-            .create_message_in_folder(mailbox, folder_id, message)
-            .await?;
-        Ok(Created { id, existed: false })
+        self.create_once(
+            || self.find_by_bridge_origin(mailbox, Collection::Messages, source_id),
+            || self.create_message_in_folder(mailbox, folder_id, message.clone()),
+        )
+        .await
     }
 
     /// Creates the event of `source_id` unless it exists; adds the origin marker and a
@@ -864,17 +859,13 @@ impl GraphClient {
         mut event: Value,
         source_id: &str,
     ) -> Result<Created, GraphError> {
-        if let Some(id) = self
-            .find_by_bridge_origin(mailbox, Collection::Events, source_id)
-            .await?
-        {
-            return Ok(Created { id, existed: true });
-        }
         push_extended_property(&mut event, ORIGIN_PROPERTY_ID, source_id)?;
-        let id = self
-            .create_event(mailbox, event, &event_transaction_id(source_id))
-            .await?;
-        Ok(Created { id, existed: false })
+        let transaction = event_transaction_id(source_id);
+        self.create_once(
+            || self.find_by_bridge_origin(mailbox, Collection::Events, source_id),
+            || self.create_event(mailbox, event.clone(), &transaction),
+        )
+        .await
     }
 
     /// Creates the contact of `source_id` unless it exists; adds the origin marker.
@@ -884,15 +875,12 @@ impl GraphClient {
         mut contact: Value,
         source_id: &str,
     ) -> Result<Created, GraphError> {
-        if let Some(id) = self
-            .find_by_bridge_origin(mailbox, Collection::Contacts, source_id)
-            .await?
-        {
-            return Ok(Created { id, existed: true });
-        }
         push_extended_property(&mut contact, ORIGIN_PROPERTY_ID, source_id)?;
-        let id = self.create_contact(mailbox, contact).await?;
-        Ok(Created { id, existed: false })
+        self.create_once(
+            || self.find_by_bridge_origin(mailbox, Collection::Contacts, source_id),
+            || self.create_contact(mailbox, contact.clone()),
+        )
+        .await
     }
 
     /// Creates the task unless one in the list already links `link.external_id`.
@@ -903,14 +891,48 @@ impl GraphClient {
         task: Value,
         link: &LinkedResource,
     ) -> Result<Created, GraphError> {
-        if let Some(id) = self
-            .find_task_by_external_id(mailbox, list_id, &link.external_id)
-            .await?
-        {
+        self.create_once(
+            || self.find_task_by_external_id(mailbox, list_id, &link.external_id),
+            || self.create_task(mailbox, list_id, task.clone(), link),
+        )
+        .await
+    }
+
+    /// Looks the item up, creates it when absent, and after an answer that leaves open
+    /// whether the create was applied (503/504, a connection broken after sending) looks
+    /// it up again before creating again: never a second item for one source.
+    async fn create_once<L, LF, C, CF>(&self, lookup: L, create: C) -> Result<Created, GraphError>
+    where
+        L: Fn() -> LF,
+        LF: std::future::Future<Output = Result<Option<String>, GraphError>>,
+        C: Fn() -> CF,
+        CF: std::future::Future<Output = Result<String, GraphError>>,
+    {
+        if let Some(id) = lookup().await? {
             return Ok(Created { id, existed: true });
         }
-        let id = self.create_task(mailbox, list_id, task, link).await?;
-        Ok(Created { id, existed: false })
+        let policy = &self.inner.policy;
+        let mut attempt = 0u32;
+        loop {
+            let error = match create().await {
+                Ok(id) => return Ok(Created { id, existed: false }),
+                Err(e) if e.is_ambiguous() => e,
+                Err(e) => return Err(e),
+            };
+            attempt += 1;
+            let wait = error
+                .retry_after()
+                .unwrap_or_else(|| backoff(policy.backoff_base, attempt));
+            if attempt > policy.max_retries || wait > policy.max_wait {
+                // The job retries later, and its first step is the lookup.
+                return Err(error);
+            }
+            tracing::info!(error = %error, wait_ms = wait.as_millis() as u64, "a create may have been applied; looking it up before trying again");
+            tokio::time::sleep(wait).await;
+            if let Some(id) = lookup().await? {
+                return Ok(Created { id, existed: false });
+            }
+        }
     }
 
     // ----- lookups -----------------------------------------------------------------------
@@ -1307,6 +1329,11 @@ impl GraphClient {
                 });
             }
             let mut error = parse_error(status.as_u16(), &body, request_id, &client_request_id);
+            // A POST answered 503/504 may have been applied (a gateway that timed out
+            // after Graph stored the item): repeating it here could create a second
+            // item, so the caller decides (the `*_once` creates look the item up first).
+            // 429 is Graph refusing before doing anything, safe to repeat.
+            let repeatable = call.method != Method::POST || status.as_u16() == 429;
             if matches!(status.as_u16(), 429 | 503 | 504) {
                 let said = headers
                     .get(reqwest::header::RETRY_AFTER)
@@ -1317,7 +1344,7 @@ impl GraphClient {
                     // Everyone using this mailbox waits, not just this call.
                     gate.block(wait);
                 }
-                if retries < policy.max_retries && wait <= policy.max_wait {
+                if repeatable && retries < policy.max_retries && wait <= policy.max_wait {
                     retries += 1;
                     tracing::info!(
                         status = status.as_u16(),
@@ -1333,7 +1360,9 @@ impl GraphClient {
                 if let GraphError::Api { retry_after, .. } = &mut error {
                     *retry_after = Some(wait);
                 }
-                tracing::warn!(error = %error, retry_after_ms = wait.as_millis() as u64, "Graph still throttling; giving the job back");
+                if repeatable {
+                    tracing::warn!(error = %error, retry_after_ms = wait.as_millis() as u64, "Graph still throttling; giving the job back");
+                }
                 return Err(error);
             }
             if status == StatusCode::UNAUTHORIZED && call.bearer && !token_renewed {

@@ -124,6 +124,17 @@ impl GraphError {
         self.status() == Some(404)
     }
 
+    /// True when a write may have been applied although it failed: a gateway's 502/503/504,
+    /// or a connection that broke (this client cannot tell before from after sending).
+    /// Repeat such a create only after looking the item up.
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            GraphError::Api { status, .. } => matches!(status, 500 | 502 | 503 | 504),
+            GraphError::Transport(_) => true,
+            _ => false,
+        }
+    }
+
     /// True when trying again later can succeed (throttling, outages, network, token).
     pub fn is_transient(&self) -> bool {
         match self {

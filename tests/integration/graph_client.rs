@@ -373,14 +373,31 @@ async fn throttling_without_retry_after_backs_off_and_503_is_retried() {
         },
     );
     let started = Instant::now();
-    let id = graph
-        .create_contact(MAILBOX, json!({"givenName": "Li"}))
+    graph
+        .update_contact(MAILBOX, "c1", json!({"givenName": "Li"}))
         .await
         .expect("third try");
-    assert_eq!(id, "c1");
     // 50..100 ms then 100..200 ms.
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(graph_requests(&fake).len(), 3);
+}
+
+#[tokio::test]
+async fn a_create_answered_504_is_not_repeated_blindly_but_handed_back_as_ambiguous() {
+    let fake = graph_fake(|_| FakeReply::status(504));
+    let graph = client_with(
+        &fake,
+        RetryPolicy {
+            backoff_base: Duration::from_millis(10),
+            ..RetryPolicy::default()
+        },
+    );
+    let err = graph
+        .create_contact(MAILBOX, json!({"givenName": "Li"}))
+        .await
+        .expect_err("504");
+    assert!(err.is_ambiguous(), "{err:?}");
+    assert_eq!(graph_requests(&fake).len(), 1, "sent once");
 }
 
 #[tokio::test]

@@ -704,6 +704,78 @@ async fn calendar_events_and_todos_relay_with_their_fields_updates_patch_and_del
     assert_no_secrets(&app, &graph);
 }
 
+/// A gateway can store a create and still answer 504, or the connection can break after
+/// the request went out: the bridge cannot know, so it looks the item up before trying
+/// again. One item per source, for every kind, whichever way the answer was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_stored_then_answered_504_or_cut_off_makes_exactly_one_item_of_every_kind() {
+    for failure in [
+        Failure::ApplyThenStatus { status: 504 },
+        Failure::ApplyThenDrop,
+    ] {
+        let redis = RedisServer::start();
+        let graph = GraphFake::start_default();
+        let dt = DingTalk::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes())).spawn();
+        for path in ["/messages", "/events", "/contacts", "/tasks"] {
+            graph.fail_next(Some("POST"), path, 1, failure.clone());
+        }
+        dt.events.lock().expect("events").insert(
+            "cal-1".into(),
+            json!({"id": "cal-1", "summary": "Customs inspection",
+                "start": {"dateTime": "2026-12-01T10:00:00+08:00", "timeZone": "Asia/Shanghai"},
+                "end": {"dateTime": "2026-12-01T11:00:00+08:00", "timeZone": "Asia/Shanghai"}}),
+        );
+        dt.todos.lock().expect("todos").insert(
+            "task-1".into(),
+            json!({"id": "task-1", "subject": "Send invoice", "done": false}),
+        );
+        push(
+            &app,
+            &group_message("msg-amb-1", CONVERSATION, "Papers ready"),
+        )
+        .await;
+        push(&app, &calendar_push("ev-amb-1", "create")).await;
+        push(&app, &todo_push("todo_task_create", "tev-amb-1")).await;
+        push(
+            &app,
+            &json!({"EventType": "user_add_org", "eventId": "u-amb-1", "userId": ["user-7"]}),
+        )
+        .await;
+        let done = |action: &str| !relay_results(&redis, action).is_empty();
+        wait_for(&app, "every kind relayed", Duration::from_secs(30), || {
+            (done("relay.message.created")
+                && done("relay.calendar_event.created")
+                && done("relay.todo.created")
+                && done("relay.contact.created"))
+            .then_some(())
+        })
+        .await;
+        let posts = |part: &str| {
+            graph
+                .requests()
+                .iter()
+                .filter(|r| r.method == "POST" && r.path.ends_with(part))
+                .count()
+        };
+        assert!(
+            posts("/messages") >= 1 && posts("/contacts") >= 1,
+            "{failure:?}"
+        );
+        assert_eq!(
+            graph.messages(MAILBOX, "DingTalk").len(),
+            1,
+            "{failure:?}: mail"
+        );
+        assert_eq!(graph.events(MAILBOX).len(), 1, "{failure:?}: event");
+        assert_eq!(graph.all_tasks(MAILBOX).len(), 1, "{failure:?}: task");
+        assert_eq!(graph.contacts(MAILBOX).len(), 1, "{failure:?}: contact");
+        assert_eq!(dead_letters(&redis), 0, "{failure:?}");
+        graph.assert_no_violations();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_relays_to_one_mailbox_wait_out_throttling_and_never_exceed_four_in_flight() {
     let redis = RedisServer::start();

@@ -216,6 +216,11 @@ pub enum Failure {
     /// Apply the request normally, then hold the answer for `delay` (the write happened,
     /// the client may never learn it).
     ApplyThenHang { delay: Duration },
+    /// Apply the request normally, then answer `status` instead (a gateway that timed
+    /// out after Graph stored the item).
+    ApplyThenStatus { status: u16 },
+    /// Apply the request normally, then break the connection in the middle of the answer.
+    ApplyThenDrop,
 }
 
 impl Failure {
@@ -914,6 +919,8 @@ struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     body: Option<Value>,
+    /// Break the connection after the status line instead of sending the body.
+    dropped: bool,
 }
 
 impl Reply {
@@ -922,6 +929,7 @@ impl Reply {
             status,
             headers: vec![],
             body: Some(body),
+            dropped: false,
         }
     }
     fn empty(status: u16) -> Self {
@@ -929,6 +937,7 @@ impl Reply {
             status,
             headers: vec![],
             body: None,
+            dropped: false,
         }
     }
     fn header(mut self, k: &str, v: String) -> Self {
@@ -1025,6 +1034,13 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     for (k, v) in &reply.headers {
         builder.insert_header((k.as_str(), v.as_str()));
     }
+    if reply.dropped {
+        // A body stream that fails makes actix abort the connection mid-answer.
+        let broken = futures::stream::once(async {
+            Err::<web::Bytes, std::io::Error>(std::io::Error::other("dropped (fake)"))
+        });
+        return builder.content_type("application/json").streaming(broken);
+    }
     match reply.body {
         Some(b) => builder.content_type("application/json").body(b.to_string()),
         None => builder.finish(),
@@ -1071,7 +1087,9 @@ async fn apply_failure(ctx: &Ctx, failure: &Failure) -> Option<Reply> {
                 "Injected failure after a hang (fake).",
             ))
         }
-        Failure::ApplyThenHang { .. } => None,
+        Failure::ApplyThenHang { .. }
+        | Failure::ApplyThenStatus { .. }
+        | Failure::ApplyThenDrop => None,
     }
 }
 
@@ -1217,8 +1235,23 @@ async fn dispatch(ctx: &Ctx, shared: &Shared) -> Reply {
         return r;
     }
     let reply = resource(ctx, shared, &mailbox, &segs[3..]);
-    if let Some(Failure::ApplyThenHang { delay }) = failure {
-        tokio::time::sleep(delay).await;
+    match failure {
+        Some(Failure::ApplyThenHang { delay }) => tokio::time::sleep(delay).await,
+        Some(Failure::ApplyThenStatus { status }) => {
+            return graph_error(
+                ctx,
+                status,
+                "UnknownError",
+                "Injected failure after the write (fake).",
+            );
+        }
+        Some(Failure::ApplyThenDrop) => {
+            return Reply {
+                dropped: true,
+                ..reply
+            };
+        }
+        _ => {}
     }
     reply
 }
