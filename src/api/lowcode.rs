@@ -12,7 +12,7 @@ use crate::{
     apikeys::{Authenticated, Scope},
     config::Config,
     error::{ApiError, ErrorCode},
-    hooks::{self, Hook},
+    hooks::{self, Hook, Viewer},
     triggers,
 };
 
@@ -28,7 +28,7 @@ pub fn routes(t: &mut Vec<RouteEntry>) {
     });
     t.push(RouteEntry {
         path: "/v1/hooks/{id}",
-        methods: vec![on(Method::DELETE, delete_hook)],
+        methods: vec![on(Method::GET, get_hook), on(Method::DELETE, delete_hook)],
     });
     t.push(RouteEntry {
         path: "/v1/triggers/{event}",
@@ -71,15 +71,23 @@ fn hook_view(h: &Hook) -> Value {
     json!({
         "id": h.id, "target_url": h.target_url, "event": h.event,
         "created_at": h.created_at,
+        "created_by": (!h.created_by.is_empty()).then_some(&h.created_by),
     })
+}
+
+/// Whose hooks the caller may see: `admin` every hook, a `triggers` key its own.
+fn hook_viewer(auth: &Authenticated) -> Result<Viewer<'_>, ApiError> {
+    if auth.0.scopes.contains(&Scope::Admin) {
+        return Ok(Viewer::Admin);
+    }
+    Ok(Viewer::Key(&auth.require(Scope::Triggers)?.id))
 }
 
 async fn list_hooks(
     auth: Authenticated,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require(Scope::Triggers)?;
-    let hooks = hooks::all(state.store.as_ref()).await?;
+    let hooks = hooks::all_for(state.store.as_ref(), hook_viewer(&auth)?).await?;
     let view: Vec<Value> = hooks
         .iter()
         .filter(|h| h.status == hooks::HookStatus::Active)
@@ -118,9 +126,9 @@ async fn create_hook(
         .validate(&target_url)
         .await
         .map_err(|why| ApiError::invalid_field("target_url", why))?;
-    let hook = Hook::new(url.as_str(), &event, &caller.id);
+    let hook = Hook::new(url.as_str(), &event, &caller.id, &caller.name);
     hooks::save(state.store.as_ref(), &hook).await?;
-    tracing::info!(hook_id = %hook.id, event = %hook.event, "hook subscribed");
+    tracing::info!(hook_id = %hook.id, event = %hook.event, key_id = %caller.id, "hook subscribed");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/hooks/{}", hook.id)))
         .json(json!({
@@ -129,17 +137,34 @@ async fn create_hook(
         })))
 }
 
+/// One hook of the caller's (any hook for `admin`); another key's is a 404 like an
+/// absent one, so that ids do not reveal which hooks exist.
+async fn get_hook(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    match hooks::get_for(state.store.as_ref(), &id, hook_viewer(&auth)?).await? {
+        Some(hook) => Ok(HttpResponse::Ok().json(hook_view(&hook))),
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no hook `{id}` for this API key"),
+        )),
+    }
+}
+
 async fn delete_hook(
     auth: Authenticated,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require(Scope::Triggers)?;
     let id = path.into_inner();
     // 2xx even when already gone: Zapier's unsubscribe and n8n's delete() treat a 404
-    // as a failure, and the wanted state (no such hook) holds either way.
-    let existed = hooks::delete(state.store.as_ref(), &id).await?;
-    tracing::info!(hook_id = %id, existed, "hook unsubscribed");
+    // as a failure, and the wanted state (no such hook) holds either way. Another key's
+    // hook gets the same answer and stays: to this caller it does not exist.
+    let deleted = hooks::delete_for(state.store.as_ref(), &id, hook_viewer(&auth)?).await?;
+    tracing::info!(hook_id = %id, deleted, key_id = %auth.0.id, "hook unsubscribed");
     Ok(HttpResponse::NoContent().finish())
 }
 

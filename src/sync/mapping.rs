@@ -251,12 +251,22 @@ pub fn contact_from_dingtalk(user: &Value, origin_value: &str) -> Value {
         "givenName": name,
         "singleValueExtendedProperties": [{ "id": ORIGIN_PROPERTY, "value": origin_value }],
     });
-    let emails: Vec<Value> = ["email", "org_email"]
+    // DingTalk often has the same address as `email` and `org_email`; mail addresses
+    // compare without case in practice, so the first spelling is kept, once.
+    let mut seen: Vec<String> = Vec::new();
+    let mut emails: Vec<Value> = Vec::new();
+    for e in ["email", "org_email"]
         .iter()
         .filter_map(|k| user.get(*k).and_then(Value::as_str))
+        .map(str::trim)
         .filter(|e| e.contains('@'))
-        .map(|e| json!({ "address": e, "name": name }))
-        .collect();
+    {
+        let folded = e.to_lowercase();
+        if !seen.contains(&folded) {
+            seen.push(folded);
+            emails.push(json!({ "address": e, "name": name }));
+        }
+    }
     if !emails.is_empty() {
         body["emailAddresses"] = Value::Array(emails);
     }
@@ -275,6 +285,16 @@ pub fn contact_from_dingtalk(user: &Value, origin_value: &str) -> Value {
         body["jobTitle"] = json!(t);
     }
     body
+}
+
+/// `t` as wall time in `zone` (Windows or IANA name) and the zone's name to print beside
+/// it: `zone` when its offset is fixed, otherwise UTC and `"UTC"` (zones with daylight
+/// saving time are not converted, as everywhere in this module).
+pub fn in_zone(t: DateTime<Utc>, zone: &str) -> (DateTime<FixedOffset>, &str) {
+    match fixed_offset_minutes(iana_time_zone(zone)).and_then(|m| FixedOffset::east_opt(m * 60)) {
+        Some(offset) => (t.with_timezone(&offset), zone),
+        None => (t.fixed_offset(), "UTC"),
+    }
 }
 
 /// What a relayed DingTalk message needs.
@@ -309,11 +329,11 @@ pub fn mail_from_chat(msg: &ChatMessage, mailbox: &str, origin_value: &str, zone
         .chars()
         .take(60)
         .collect();
-    let sent: DateTime<FixedOffset> = Utc
+    let sent: DateTime<Utc> = Utc
         .timestamp_millis_opt(msg.sent_at_ms)
         .single()
-        .unwrap_or_else(Utc::now)
-        .fixed_offset();
+        .unwrap_or_else(Utc::now);
+    let (local, zone) = in_zone(sent, zone);
     let link = msg
         .link
         .as_deref()
@@ -328,7 +348,7 @@ pub fn mail_from_chat(msg: &ChatMessage, mailbox: &str, origin_value: &str, zone
         "<p><b>{}</b> in <b>{}</b> at {} ({zone})</p><p>{}</p>{link}",
         escape_html(&msg.sender),
         escape_html(&msg.conversation),
-        sent.to_rfc3339(),
+        local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         escape_html(&msg.text).replace('\n', "<br>"),
     );
     json!({
@@ -336,8 +356,8 @@ pub fn mail_from_chat(msg: &ChatMessage, mailbox: &str, origin_value: &str, zone
         "body": { "contentType": "html", "content": html },
         "from": { "emailAddress": { "name": format!("{} (DingTalk)", msg.sender), "address": mailbox } },
         "toRecipients": [{ "emailAddress": { "address": mailbox } }],
-        "receivedDateTime": sent.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        "sentDateTime": sent.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "receivedDateTime": sent.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "sentDateTime": sent.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         "singleValueExtendedProperties": [{ "id": ORIGIN_PROPERTY, "value": origin_value }],
     })
 }
@@ -501,6 +521,68 @@ mod tests {
             "Hello world"
         );
         assert_eq!(text_preview("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn a_chat_message_time_is_printed_in_the_routes_zone() {
+        let m = ChatMessage {
+            sender: "王五".into(),
+            conversation: "报关".into(),
+            sent_at_ms: 1_764_547_200_000, // 2025-12-01T00:00:00Z
+            text: "hi".into(),
+            link: None,
+        };
+        let html = |zone: &str| {
+            let body = mail_from_chat(&m, "ops@contoso.com", "o", zone);
+            assert_eq!(body["receivedDateTime"], "2025-12-01T00:00:00Z");
+            body["body"]["content"].as_str().expect("html").to_string()
+        };
+        assert!(
+            html("Asia/Shanghai").contains("at 2025-12-01T08:00:00+08:00 (Asia/Shanghai)"),
+            "{}",
+            html("Asia/Shanghai")
+        );
+        // Routes name their zone the Windows way by default.
+        assert!(
+            html("China Standard Time")
+                .contains("at 2025-12-01T08:00:00+08:00 (China Standard Time)")
+        );
+        assert!(
+            html("Tokyo Standard Time")
+                .contains("at 2025-12-01T09:00:00+09:00 (Tokyo Standard Time)")
+        );
+        // A zone with daylight saving time has no fixed offset here: the time stays in
+        // UTC and says so, rather than wearing the route's name.
+        let berlin = html("Europe/Berlin");
+        assert!(
+            berlin.contains("at 2025-12-01T00:00:00+00:00 (UTC)"),
+            "{berlin}"
+        );
+        assert!(!berlin.contains("Europe/Berlin"), "{berlin}");
+    }
+
+    #[test]
+    fn a_contact_lists_an_address_once_when_email_and_org_email_match() {
+        let same = json!({"name": "李四", "email": "Li.Si@Example.com", "org_email": " li.si@example.COM"});
+        let c = contact_from_dingtalk(&same, "dingtalk:contact:u1");
+        assert_eq!(
+            c["emailAddresses"],
+            json!([{"address": "Li.Si@Example.com", "name": "李四"}])
+        );
+        let two =
+            json!({"name": "李四", "email": "li@home.example", "org_email": "li@corp.example"});
+        let c = contact_from_dingtalk(&two, "dingtalk:contact:u1");
+        let addresses: Vec<&str> = c["emailAddresses"]
+            .as_array()
+            .expect("addresses")
+            .iter()
+            .filter_map(|a| a["address"].as_str())
+            .collect();
+        assert_eq!(
+            addresses,
+            ["li@home.example", "li@corp.example"],
+            "in order"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod graph_in;
 mod graph_latency;
 mod graph_sync;
 mod graph_validation_tokens;
+mod hook_owners;
 mod integrations;
 mod lowcode;
 mod openapi;
