@@ -15,6 +15,7 @@ mod graph_in;
 mod graph_latency;
 mod graph_sync;
 mod graph_validation_tokens;
+mod http_hardening;
 mod integrations;
 mod lowcode;
 mod openapi;
