@@ -99,7 +99,9 @@ async fn a_body_trickled_one_byte_every_two_seconds_is_answered_408_within_the_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_answers_while_slow_clients_outnumber_the_open_file_limit() {
     // 300 trickling clients against 256 open files: without a body deadline and a
-    // connection cap, the process runs out of descriptors and nothing gets in.
+    // connection cap, the process runs out of descriptors and nothing gets in for as long
+    // as they trickle (40 s). With them, at most 128 are served at once and each is cut
+    // after 1 s (plus actix's 1 s linger), so /healthz gets in behind two such waves.
     let app = TestApp::spawn_with_open_files(&[("DINGBRIDGE_BODY_TIMEOUT_MS", "1000")], 256);
     let mut clients = JoinSet::new();
     let mut connected = 0;
@@ -109,13 +111,13 @@ async fn healthz_answers_while_slow_clients_outnumber_the_open_file_limit() {
         };
         connected += 1;
         let head = "POST /webhooks/graph HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{".to_string();
-        clients.spawn(trickle(stream, head, 15, false));
+        clients.spawn(trickle(stream, head, 20, false));
     }
     assert_eq!(connected, 300, "the listen queue takes every client");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(15))
         .build()
         .expect("client");
     let healthy = http.get(app.url("/healthz")).send().await;
