@@ -26,6 +26,12 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
+    /// A request body not received in full within this many milliseconds is answered
+    /// 408 (the header phase has its own 5 s limit in actix).
+    pub body_timeout_ms: u64,
+    /// Client connections served at once by this instance; further ones wait in the
+    /// listen queue. Lowered at start-up to fit the open-file limit.
+    pub max_connections: usize,
     /// How long idempotency records live, in seconds.
     pub idempotency_ttl_secs: u64,
     /// How long inbound-event dedupe marks live, in seconds.
@@ -567,6 +573,8 @@ impl Default for Config {
             key_prefix: "dingbridge:".into(),
             public_url: None,
             body_limit_bytes: 1024 * 1024,
+            body_timeout_ms: 10_000,
+            max_connections: 4_096,
             idempotency_ttl_secs: 24 * 3600,
             dedupe_ttl_secs: 7 * 24 * 3600,
             audit_max_entries: 100_000,
@@ -684,6 +692,15 @@ impl Config {
                 "body_limit_bytes",
                 "must be at least 1024",
             ));
+        }
+        if !(100..=600_000).contains(&self.body_timeout_ms) {
+            return Err(ConfigError::new(
+                "body_timeout_ms",
+                "must be 100..=600000 (a body that takes longer is a slow-client attack or a broken link)",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(ConfigError::new("max_connections", "must be 1..=1000000"));
         }
         if !matches!(self.log_format.as_str(), "json" | "pretty") {
             return Err(ConfigError::new("log_format", "must be `json` or `pretty`"));
@@ -917,6 +934,11 @@ impl Config {
     /// Retention of dedupe marks.
     pub fn dedupe_ttl(&self) -> Duration {
         Duration::from_secs(self.dedupe_ttl_secs)
+    }
+
+    /// Deadline of reading one request body.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
     }
 }
 

@@ -39,6 +39,8 @@ pub enum ErrorCode {
     IdempotencyKeyInFlight,
     /// The body exceeds the configured limit.
     PayloadTooLarge,
+    /// The body did not arrive in full within the configured deadline.
+    RequestTimeout,
     /// This idempotency key was used with another request body.
     IdempotencyKeyReused,
     /// Too many requests (here or upstream); retry after the given delay.
@@ -73,6 +75,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StoreUnavailable => "store_unavailable",
@@ -99,6 +102,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -335,6 +339,7 @@ mod tests {
             ErrorCode::InvalidCiphertext,
             ErrorCode::OwnerKeyMismatch,
             ErrorCode::PayloadTooLarge,
+            ErrorCode::RequestTimeout,
         ];
         for c in all {
             assert!(c.status().is_client_error(), "{c:?}");

@@ -13,6 +13,7 @@ pub mod graph;
 pub mod hooks;
 pub mod ingest;
 pub mod leader;
+pub mod limits;
 pub mod metrics;
 pub mod outbound;
 pub mod store;
@@ -40,6 +41,48 @@ use crate::{
 
 /// Product name and version, sent as `User-Agent` upstream.
 pub const USER_AGENT: &str = concat!("dingbridge/", env!("CARGO_PKG_VERSION"));
+
+/// Connections beyond the cap wait in the kernel's listen queue, this long at most.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// The HTTP server: the routes behind the request context and the body deadline, serving
+/// at most `max_connections` clients at once (lowered to fit the open-file limit).
+fn http_server(
+    config: &Config,
+    state: web::Data<AppState>,
+) -> anyhow::Result<(Server, SocketAddr)> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let open_files = limits::open_files_soft_limit();
+    let cap = limits::connection_cap(config.max_connections, open_files);
+    if cap < config.max_connections {
+        tracing::warn!(
+            configured = config.max_connections,
+            cap,
+            open_files,
+            "max_connections lowered to {cap} to fit the open-file limit with room for the store and upstream calls; raise the limit (ulimit -n, LimitNOFILE) to serve more"
+        );
+    }
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(api::body::deadline))
+            .wrap(from_fn(telemetry::request_context))
+            .configure(api::configure)
+            .default_service(web::to(api::not_found))
+    })
+    .workers(workers)
+    // actix counts per worker.
+    .max_connections((cap / workers).max(1))
+    .backlog(LISTEN_BACKLOG)
+    .shutdown_timeout(config.shutdown_timeout_secs)
+    .bind(config.listen_addr()?)?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("the HTTP server bound no address"))?;
+    Ok((server.run(), addr))
+}
 
 /// Indexes hooks and Graph subscriptions written by versions that kept no index, before
 /// anything lists them; while the store is unreachable, keeps trying in the background.
@@ -267,18 +310,7 @@ impl Application {
             graph: graph.clone(),
             dingtalk: dingtalk_client.clone(),
         });
-        let listener = std::net::TcpListener::bind(config.listen_addr()?)?;
-        let addr = listener.local_addr()?;
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .wrap(from_fn(telemetry::request_context))
-                .configure(api::configure)
-                .default_service(web::to(api::not_found))
-        })
-        .shutdown_timeout(config.shutdown_timeout_secs)
-        .listen(listener)?
-        .run();
+        let (server, addr) = http_server(&config, state)?;
 
         let backfill = match (&dingtalk_client, &push_crypto) {
             (Some(client), Some(_)) if dt.backfill_interval_secs > 0 => {

@@ -122,6 +122,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve => {
             telemetry::init(&config.log_format, &config.log_level);
+            dingbridge::limits::raise_open_files_and_log();
             serve(config)
         }
         Command::Sign { what } => sign(&config, what),

@@ -2,6 +2,7 @@
 
 use std::{sync::OnceLock, time::Duration};
 
+use actix_web::http::Method;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::store::QueueDepth;
@@ -60,8 +61,28 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     }
 }
 
-/// Counts one served request and its latency.
-pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration) {
+/// The `method` label of a request: a standard method's name, or `other` for any
+/// extension token (a client can send any token, and each would be a new series kept for
+/// the life of the process).
+pub fn method_label(method: &Method) -> &'static str {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ]
+    .iter()
+    .find(|m| *m == method)
+    .map_or("other", |m| m.as_str())
+}
+
+/// Counts one served request and its latency; `method` comes from [`method_label`].
+pub fn record_request(route: &str, method: &'static str, status: u16, elapsed: Duration) {
     let labels = [
         ("route", route.to_string()),
         ("method", method.to_string()),
@@ -69,6 +90,12 @@ pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration)
     ];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+}
+
+/// Counts a connection actix closed on an error: a malformed request, a head too large,
+/// a timeout or a broken connection (`reason`).
+pub fn record_connection_error(reason: &'static str) {
+    metrics::counter!("http_connection_errors_total", "reason" => reason).increment(1);
 }
 
 /// Counts a job outcome (`completed`, `retried`, `dead_lettered`) for its kind.
@@ -109,4 +136,19 @@ pub fn set_queue_depth(depth: &QueueDepth) {
 /// Prometheus text exposition of everything recorded.
 pub fn render() -> String {
     handle().map(|h| h.render()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_are_metric_labels() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::CONNECT), "CONNECT");
+        let custom = Method::from_bytes(b"X7QZ").expect("a token");
+        assert_eq!(method_label(&custom), "other");
+        let lower = Method::from_bytes(b"get").expect("a token");
+        assert_eq!(method_label(&lower), "other");
+    }
 }

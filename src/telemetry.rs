@@ -11,8 +11,11 @@ use actix_web::{
     http::header::{HeaderName, HeaderValue},
     middleware::Next,
 };
-use tracing::Instrument;
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing::{
+    Event, Instrument, Level, Metadata, Subscriber,
+    field::{Field, Visit},
+};
+use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, fmt, layer::Context, prelude::*};
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -26,25 +29,92 @@ pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(|id| id.clone()).ok()
 }
 
+/// Target of actix-http's HTTP/1 dispatcher, which logs every malformed request and every
+/// broken or timed-out connection at ERROR ("stream error: …"): anyone can produce those,
+/// so they are counted and logged at debug instead (see [`ConnectionErrors`]).
+const DISPATCHER_TARGET: &str = "actix_http::h1::dispatcher";
+
+fn is_dispatcher_error(meta: &Metadata<'_>) -> bool {
+    *meta.level() == Level::ERROR && meta.target() == DISPATCHER_TARGET
+}
+
 /// Installs the global subscriber once (`json` or `pretty`, filtered by `level` unless
 /// `RUST_LOG` is set); later calls are no-ops.
 pub fn init(format: &str, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let result = if format == "pretty" {
-        fmt().with_env_filter(filter).try_init()
+    let output = if format == "pretty" {
+        fmt::layer().boxed()
     } else {
-        fmt()
+        fmt::layer()
             .json()
-            .with_env_filter(filter)
             .with_current_span(true)
             .with_span_list(false)
             .flatten_event(true)
-            .try_init()
+            .boxed()
     };
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(output.with_filter(filter_fn(|meta| !is_dispatcher_error(meta))))
+        .with(ConnectionErrors)
+        .try_init();
     // A second init (tests) keeps the first subscriber.
     let _ = result;
+}
+
+/// Takes the dispatcher's ERROR lines out of the log: each is counted in
+/// `http_connection_errors_total{reason}` and logged again under `dingbridge::http`, at
+/// debug when a client caused it, at warn otherwise. Outermost layer, so that its own
+/// event is dispatched after the output layer has finished with the current one.
+struct ConnectionErrors;
+
+impl<S: Subscriber> Layer<S> for ConnectionErrors {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        if !is_dispatcher_error(event.metadata()) {
+            return;
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        let reason = connection_error_reason(&message.0);
+        crate::metrics::record_connection_error(reason);
+        if reason == "other" {
+            tracing::warn!(target: "dingbridge::http", reason, error = %message.0, "HTTP connection error");
+        } else {
+            tracing::debug!(target: "dingbridge::http", reason, error = %message.0, "malformed request or broken connection");
+        }
+    }
+}
+
+/// The `message` field of an event.
+struct Message(String);
+
+impl Visit for Message {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+/// The metric label of one of the dispatcher's error lines (`stream error: <DispatchError>`).
+fn connection_error_reason(message: &str) -> &'static str {
+    let error = message.strip_prefix("stream error: ").unwrap_or(message);
+    if error.starts_with("request parse error: message head is too large") {
+        "head_too_large"
+    } else if error.starts_with("request parse error") {
+        "malformed"
+    } else if error.starts_with("request did not complete within")
+        || error.starts_with("connection shutdown timeout")
+    {
+        "timeout"
+    } else if error.starts_with("I/O error") {
+        "io"
+    } else if error.starts_with("handler dropped payload") {
+        "unread_body"
+    } else {
+        "other"
+    }
 }
 
 fn usable_request_id(value: &HeaderValue) -> Option<String> {
@@ -71,6 +141,7 @@ pub async fn request_context(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().to_string();
+    let method_label = crate::metrics::method_label(req.method());
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let started = Instant::now();
     let result = REQUEST_ID
@@ -83,7 +154,7 @@ pub async fn request_context(
     };
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
-    crate::metrics::record_request(&route, &method, status, elapsed);
+    crate::metrics::record_request(&route, method_label, status, elapsed);
     span.in_scope(|| {
         tracing::info!(
             status,
@@ -96,4 +167,35 @@ pub async fn request_context(
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatcher_errors_are_told_apart() {
+        for (line, reason) in [
+            (
+                "stream error: request parse error: invalid Header provided",
+                "malformed",
+            ),
+            (
+                "stream error: request parse error: message head is too large",
+                "head_too_large",
+            ),
+            (
+                "stream error: request did not complete within the specified timeout",
+                "timeout",
+            ),
+            ("stream error: I/O error: Connection reset by peer", "io"),
+            (
+                "stream error: handler dropped payload before reading EOF",
+                "unread_body",
+            ),
+            ("write zero; closing", "other"),
+        ] {
+            assert_eq!(connection_error_reason(line), reason, "{line}");
+        }
+    }
 }

@@ -20,7 +20,7 @@ use actix_web::{
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{AppState, LimitedBody, RouteEntry, on};
+use super::{AppState, JsonBody, RouteEntry, on};
 use crate::{
     apikeys::{Authenticated, Scope},
     error::{ApiError, ErrorCode},
@@ -74,7 +74,7 @@ async fn run_action(
     req: HttpRequest,
     auth: Authenticated,
     path: web::Path<String>,
-    body: LimitedBody,
+    body: JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth.require(Scope::Actions)?.clone();

@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, LimitedBody, RouteEntry, on};
+use super::{AppState, JsonBody, RouteEntry, on};
 use crate::{
     actions::Fields,
     apikeys::{Authenticated, Scope},
@@ -98,7 +98,7 @@ async fn list_hooks(
 
 async fn create_hook(
     auth: Authenticated,
-    body: LimitedBody,
+    body: JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth.require(Scope::Triggers)?;

@@ -4,12 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use actix_web::{
-    FromRequest, Handler, HttpRequest, HttpResponse, Responder, Route,
-    dev::Payload,
-    http::{Method, header},
-    web,
+    FromRequest, Handler, HttpRequest, HttpResponse, Responder, Route, http::Method, web,
 };
-use futures::StreamExt;
 
 use crate::{
     actions::Actions,
@@ -22,10 +18,13 @@ use crate::{
 };
 
 pub mod actions;
+pub mod body;
 pub mod docs;
 pub mod health;
 pub mod lowcode;
 pub mod webhooks;
+
+pub use body::{JsonBody, LimitedBody, require_json};
 
 /// Everything handlers share.
 pub struct AppState {
@@ -149,49 +148,6 @@ pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiErr
 /// A resource whose other methods answer 405 in the error shape.
 pub fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-/// The request body, read up to the configured limit (413 beyond it).
-pub struct LimitedBody(pub web::Bytes);
-
-impl FromRequest for LimitedBody {
-    type Error = ApiError;
-    type Future = futures::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<web::Data<AppState>>()
-            .map(|s| s.config.body_limit_bytes)
-            .unwrap_or(1024 * 1024);
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let mut payload = payload.take();
-        Box::pin(async move {
-            let too_large = || {
-                ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("request body exceeds the {limit}-byte limit"),
-                )
-            };
-            if declared.is_some_and(|n| n > limit) {
-                return Err(too_large());
-            }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| {
-                    ApiError::new(ErrorCode::InvalidInput, format!("cannot read body: {e}"))
-                })?;
-                if body.len() + chunk.len() > limit {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(LimitedBody(body.freeze()))
-        })
-    }
 }
 
 /// `202 Accepted` with the ingest report.

@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use actix_web::http::Method;
 
-use super::{AppState, LimitedBody, RouteEntry, accepted, on};
+use super::{AppState, JsonBody, LimitedBody, RouteEntry, accepted, on, require_json};
 use crate::{
     dingtalk,
     error::{ApiError, ErrorCode},
@@ -37,7 +37,7 @@ pub fn routes(t: &mut Vec<RouteEntry>) {
 /// DingTalk HTTP push: answered with the encrypted `success` once queued.
 async fn dingtalk_events(
     req: HttpRequest,
-    body: LimitedBody,
+    body: JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let verifier = state.dingtalk_push.as_deref().ok_or_else(|| {
@@ -61,7 +61,7 @@ async fn dingtalk_events(
 /// DingTalk robot callback: answered with "no reply" once queued.
 async fn dingtalk_robot(
     req: HttpRequest,
-    body: LimitedBody,
+    body: JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let verifier = state.dingtalk_robot.as_deref().ok_or_else(|| {
@@ -98,8 +98,9 @@ async fn graph_lifecycle(
     graph(req, body, state, true).await
 }
 
-/// Graph's handshake comes first (before any JSON parsing); then notifications are
-/// checked, queued and acknowledged with 202.
+/// Graph's handshake comes first (before any JSON parsing; Graph sends it as
+/// `text/plain`); then notifications, which must be JSON, are checked, queued and
+/// acknowledged with 202.
 async fn graph(
     req: HttpRequest,
     body: LimitedBody,
@@ -111,6 +112,7 @@ async fn graph(
             .content_type("text/plain; charset=utf-8")
             .body(token));
     }
+    require_json(&req)?;
     let checked = graph::inbound::check(state.store.as_ref(), &body.0, lifecycle).await?;
     let report = accept(state.store.as_ref(), state.dedupe_ttl(), checked.events).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({
@@ -120,7 +122,7 @@ async fn graph(
     })))
 }
 
-fn inbound<'a>(req: &'a HttpRequest, body: &'a LimitedBody) -> InboundRequest<'a> {
+fn inbound<'a>(req: &'a HttpRequest, body: &'a JsonBody) -> InboundRequest<'a> {
     InboundRequest {
         headers: req.headers(),
         query: req.query_string(),
@@ -130,7 +132,7 @@ fn inbound<'a>(req: &'a HttpRequest, body: &'a LimitedBody) -> InboundRequest<'a
 
 async fn echo(
     req: HttpRequest,
-    body: LimitedBody,
+    body: JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let verifier = state.echo.as_deref().ok_or_else(|| {

@@ -47,7 +47,11 @@ async fn every_acknowledged_event_reaches_the_target_once_through_a_crash_and_a_
 
     // Every id once, 30 % of them a second time, in random order.
     let mut sends: Vec<String> = (0..unique).map(|i| format!("ev-{i}")).collect();
-    sends.extend((0..unique).filter(|i| i % 10 < 3).map(|i| format!("ev-{i}")));
+    sends.extend(
+        (0..unique)
+            .filter(|i| i % 10 < 3)
+            .map(|i| format!("ev-{i}")),
+    );
     sends.shuffle(&mut rand::thread_rng());
     let total = sends.len() as u64;
     let queue = Arc::new(Mutex::new(VecDeque::from(sends)));
@@ -147,7 +151,10 @@ async fn every_acknowledged_event_reaches_the_target_once_through_a_crash_and_a_
                 continue;
             }
             deliveries += 1;
-            let id = r.json()["event_id"].as_str().unwrap_or_default().to_string();
+            let id = r.json()["event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let key = r.header("idempotency-key").unwrap_or_default().to_string();
             keys.entry(id).or_default().insert(key);
         }
@@ -155,7 +162,10 @@ async fn every_acknowledged_event_reaches_the_target_once_through_a_crash_and_a_
     };
     let all_in = eventually(Duration::from_secs(180), || {
         let (keys, _) = delivered();
-        let missing = acknowledged.iter().filter(|id| !keys.contains_key(*id)).count();
+        let missing = acknowledged
+            .iter()
+            .filter(|id| !keys.contains_key(*id))
+            .count();
         std::future::ready((missing == 0).then_some(()))
     })
     .await;
@@ -183,8 +193,15 @@ async fn every_acknowledged_event_reaches_the_target_once_through_a_crash_and_a_
             "send_secs": sent_in.as_secs_f64(),
         }),
     );
-    assert_eq!(acknowledged.len() as u64, unique, "every event acknowledged in the end");
-    assert!(all_in.is_some(), "acknowledged but never delivered: {missing:?}");
+    assert_eq!(
+        acknowledged.len() as u64,
+        unique,
+        "every event acknowledged in the end"
+    );
+    assert!(
+        all_in.is_some(),
+        "acknowledged but never delivered: {missing:?}"
+    );
     assert!(twice.is_empty(), "delivered under two keys: {twice:?}");
     assert!(
         t.slowest_503 < Duration::from_secs(1),

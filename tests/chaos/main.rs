@@ -27,7 +27,10 @@ pub fn env_or(name: &str, default: u64) -> u64 {
 
 /// Prints one line of figures for RELIABILITY.md.
 pub fn report(part: &str, figures: serde_json::Value) {
-    println!("chaos-report {}", serde_json::json!({ "part": part, "figures": figures }));
+    println!(
+        "chaos-report {}",
+        serde_json::json!({ "part": part, "figures": figures })
+    );
 }
 
 /// The echo relay's settings for a test instance posting to `target`.
@@ -36,7 +39,10 @@ pub fn echo_env(store: &str, target: &str) -> Vec<(String, String)> {
         ("DINGBRIDGE_STORE_URL", store),
         ("DINGBRIDGE_ECHO_TARGET_URL", target),
         ("DINGBRIDGE_ECHO_TOKEN", ECHO_TOKEN),
-        ("DINGBRIDGE_LOG_LEVEL", "warn,dingbridge=info,dingbridge::telemetry=warn"),
+        (
+            "DINGBRIDGE_LOG_LEVEL",
+            "warn,dingbridge=info,dingbridge::telemetry=warn",
+        ),
         ("DINGBRIDGE_WORKERS_BACKOFF_BASE_MS", "50"),
         ("DINGBRIDGE_WORKERS_BACKOFF_MAX_MS", "500"),
         ("DINGBRIDGE_WORKERS_MAX_ATTEMPTS", "50"),

@@ -16,6 +16,7 @@ mod graph_latency;
 mod graph_sync;
 mod graph_validation_tokens;
 mod hook_owners;
+mod http_hardening;
 mod integrations;
 mod lowcode;
 mod openapi;

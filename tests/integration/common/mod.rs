@@ -171,8 +171,24 @@ impl TestApp {
     /// Starts the binary with these extra environment variables and waits until it listens.
     pub fn spawn(env: &[(&str, &str)]) -> TestApp {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dingbridge"));
-        cmd.arg("serve")
-            .env_clear()
+        cmd.arg("serve");
+        Self::spawn_command(cmd, env)
+    }
+
+    /// Same as [`TestApp::spawn`] under an open-file limit of `limit` (soft and hard, so
+    /// that the service cannot raise it).
+    pub fn spawn_with_open_files(env: &[(&str, &str)], limit: u64) -> TestApp {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {limit} && exec \"$0\" serve"),
+            env!("CARGO_BIN_EXE_dingbridge"),
+        ]);
+        Self::spawn_command(cmd, env)
+    }
+
+    fn spawn_command(mut cmd: Command, env: &[(&str, &str)]) -> TestApp {
+        cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DINGBRIDGE_LISTEN", "127.0.0.1:0")
             .env("DINGBRIDGE_LOG_LEVEL", "info")
