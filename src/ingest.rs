@@ -105,6 +105,11 @@ fn check_readable(events: &[VerifiedEvent]) -> Result<(), ApiError> {
     }
 }
 
+/// Longest wait for the store per event: a sender (Graph allows 3 s) must get its 503 and
+/// `Retry-After` promptly whatever the store does. An enqueue cut off here may still land;
+/// the sender's retry is then a duplicate, which the dedupe marker catches.
+pub const STORE_DEADLINE: Duration = Duration::from_millis(800);
+
 /// Dedupes and durably enqueues already-verified events.
 pub async fn accept(
     store: &dyn Store,
@@ -121,7 +126,15 @@ pub async fn accept(
             event_id: id,
             ttl: dedupe_ttl,
         });
-        match store.enqueue(&job, dedupe).await {
+        let outcome = tokio::time::timeout(STORE_DEADLINE, store.enqueue(&job, dedupe))
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::store::StoreError::Unavailable(format!(
+                    "the store did not answer within {} ms",
+                    STORE_DEADLINE.as_millis()
+                )))
+            });
+        match outcome {
             Ok(EnqueueOutcome::Enqueued) => {
                 report.enqueued += 1;
                 crate::metrics::record_ingest(event.source, "enqueued", 1);

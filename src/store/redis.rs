@@ -115,8 +115,9 @@ async fn manager(
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(CONNECT_TIMEOUT)
         .set_response_timeout(response_timeout)
-        .set_number_of_retries(1)
-        .set_max_delay(500);
+        // One attempt per reconnect: commands wait on it, and the link's own probe keeps
+        // trying while Redis is down.
+        .set_number_of_retries(0);
     ConnectionManager::new_with_config(client.clone(), config).await
 }
 
