@@ -38,6 +38,10 @@ pub struct Config {
     pub dedupe_ttl_secs: u64,
     /// Maximum number of entries kept in the audit stream.
     pub audit_max_entries: u64,
+    /// Embedded store only: most jobs held at once; further events get 503.
+    pub memory_queue_max: u64,
+    /// Embedded store only: most dedupe marks kept (the oldest are forgotten first).
+    pub memory_dedupe_max: u64,
     /// Seconds graceful shutdown waits for in-flight requests and jobs.
     pub shutdown_timeout_secs: u64,
     /// Log format: `json` (default) or `pretty`.
@@ -578,6 +582,8 @@ impl Default for Config {
             idempotency_ttl_secs: 24 * 3600,
             dedupe_ttl_secs: 7 * 24 * 3600,
             audit_max_entries: 100_000,
+            memory_queue_max: crate::store::memory::DEFAULT_QUEUE_MAX,
+            memory_dedupe_max: crate::store::memory::DEFAULT_DEDUPE_MAX,
             shutdown_timeout_secs: 30,
             log_format: "json".into(),
             log_level: "info".into(),
@@ -698,6 +704,14 @@ impl Config {
                 "body_timeout_ms",
                 "must be 100..=600000 (a body that takes longer is a slow-client attack or a broken link)",
             ));
+        }
+        for (name, value) in [
+            ("memory_queue_max", self.memory_queue_max),
+            ("memory_dedupe_max", self.memory_dedupe_max),
+        ] {
+            if !(1..=100_000_000).contains(&value) {
+                return Err(ConfigError::new(name, "must be 1..=100000000"));
+            }
         }
         if !(1..=1_000_000).contains(&self.max_connections) {
             return Err(ConfigError::new("max_connections", "must be 1..=1000000"));

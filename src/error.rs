@@ -227,7 +227,12 @@ impl ResponseError for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::warn!(error = %e, "store error");
-        ApiError::store_unavailable()
+        match e {
+            crate::store::StoreError::Full(message) => {
+                Self::new(ErrorCode::StoreUnavailable, message).with_retry_after(5)
+            }
+            _ => ApiError::store_unavailable(),
+        }
     }
 }
 

@@ -17,7 +17,16 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     notify: Notify,
     audit_cap: usize,
+    /// Most jobs held at once (ready, delayed and running); more are refused with 503.
+    queue_max: usize,
+    /// Most dedupe marks kept; past it the oldest are forgotten.
+    dedupe_max: usize,
 }
+
+/// Default of [`MemoryStore::bounded`]'s queue bound.
+pub const DEFAULT_QUEUE_MAX: u64 = 10_000;
+/// Default of [`MemoryStore::bounded`]'s dedupe-mark bound.
+pub const DEFAULT_DEDUPE_MAX: u64 = 100_000;
 
 #[derive(Default)]
 struct Inner {
@@ -30,6 +39,8 @@ struct Inner {
     audit: VecDeque<AuditEntry>,
     feeds: HashMap<String, Feed>,
     sets: HashMap<String, std::collections::BTreeSet<String>>,
+    /// Dedupe mark keys, oldest first, to forget the oldest past the bound.
+    seen_order: VecDeque<String>,
     next_id: u64,
     writes: u64,
 }
@@ -77,6 +88,24 @@ impl Inner {
         true
     }
 
+    /// Sets a dedupe mark unless one exists; keeps at most `max` marks.
+    fn mark_seen(&mut self, key: String, ttl: Duration, max: usize) -> bool {
+        if !self.set_nx(&key, "1".into(), Some(ttl)) {
+            return false;
+        }
+        self.seen_order.push_back(key);
+        while self.seen_order.len() > max {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.values.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn jobs_held(&self) -> usize {
+        self.ready.len() + self.delayed.len() + self.in_flight.len()
+    }
+
     fn push_ready(&mut self, job: Job) {
         self.next_id += 1;
         let id = self.next_id;
@@ -102,7 +131,18 @@ impl MemoryStore {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
             audit_cap: usize::try_from(audit_cap).unwrap_or(usize::MAX).max(1),
+            queue_max: usize::try_from(DEFAULT_QUEUE_MAX).unwrap_or(usize::MAX),
+            dedupe_max: usize::try_from(DEFAULT_DEDUPE_MAX).unwrap_or(usize::MAX),
         }
+    }
+
+    /// Bounds what the store holds in memory: at most `queue_max` jobs (new events are
+    /// then refused with 503 and `Retry-After`, nothing accepted is dropped) and
+    /// `dedupe_max` dedupe marks (the oldest are forgotten first).
+    pub fn bounded(mut self, queue_max: u64, dedupe_max: u64) -> Self {
+        self.queue_max = usize::try_from(queue_max).unwrap_or(usize::MAX).max(1);
+        self.dedupe_max = usize::try_from(dedupe_max).unwrap_or(usize::MAX).max(1);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -209,9 +249,10 @@ impl Store for MemoryStore {
     }
 
     async fn seen(&self, source: &str, event_id: &str, ttl: Duration) -> StoreResult<bool> {
+        let max = self.dedupe_max;
         Ok(self
             .lock()
-            .set_nx(&format!("seen:{source}:{event_id}"), "1".into(), Some(ttl)))
+            .mark_seen(format!("seen:{source}:{event_id}"), ttl, max))
     }
 
     async fn enqueue(&self, job: &Job, dedupe: Option<Dedupe<'_>>) -> StoreResult<EnqueueOutcome> {
@@ -219,9 +260,19 @@ impl Store for MemoryStore {
             let mut inner = self.lock();
             if let Some(d) = dedupe {
                 let key = format!("seen:{}:{}", d.source, d.event_id);
-                if !inner.set_nx(&key, "1".into(), Some(d.ttl)) {
+                if inner.get(&key).is_some() {
                     return Ok(EnqueueOutcome::Duplicate);
                 }
+            }
+            if inner.jobs_held() >= self.queue_max {
+                return Err(StoreError::Full(format!(
+                    "the embedded store holds its maximum of {} jobs (memory_queue_max); nothing was accepted, retry later, or use Redis for a larger queue",
+                    self.queue_max
+                )));
+            }
+            if let Some(d) = dedupe {
+                let key = format!("seen:{}:{}", d.source, d.event_id);
+                inner.mark_seen(key, d.ttl, self.dedupe_max);
             }
             inner.push_ready(job.clone());
         }

@@ -23,6 +23,9 @@ pub enum StoreError {
     /// The backend answered with data this version cannot read.
     #[error("store data corrupt: {0}")]
     Corrupt(String),
+    /// The store holds all it may (the embedded store's bounds); retry later.
+    #[error("{0}")]
+    Full(String),
 }
 
 /// Shorthand for store results.
@@ -319,7 +322,10 @@ pub async fn open(config: &crate::config::Config) -> Result<SharedStore, StoreEr
         .store_kind()
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     Ok(match kind {
-        StoreKind::Memory => Arc::new(memory::MemoryStore::new(config.audit_max_entries)),
+        StoreKind::Memory => Arc::new(
+            memory::MemoryStore::new(config.audit_max_entries)
+                .bounded(config.memory_queue_max, config.memory_dedupe_max),
+        ),
         StoreKind::Redis(url) => Arc::new(
             redis::RedisStore::connect(&url, &config.key_prefix, config.audit_max_entries).await?,
         ),

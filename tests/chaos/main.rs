@@ -13,6 +13,7 @@
 mod common;
 
 mod exactly_once;
+mod hostile_http;
 mod soak;
 
 use std::time::Duration;

@@ -16,7 +16,7 @@ use crate::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_after_ten_drained_bursts_stays_within_ten_percent_of_the_first() {
-    let per_burst = env_or("CHAOS_SOAK_EVENTS", 10_000);
+    let per_burst = env_or("CHAOS_SOAK_EVENTS", 15_000);
     let bursts = env_or("CHAOS_SOAK_BURSTS", 10);
     let redis = RedisServer::start();
     let delivered = Arc::new(AtomicU64::new(0));

@@ -171,3 +171,69 @@ async fn a_wrong_redis_password_reads_as_an_authentication_failure_in_readyz() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// The embedded store holds a bounded queue: past it, new events get a prompt 503 with
+/// `Retry-After`, and nothing accepted before is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_store_refuses_events_past_its_bound_with_503_and_loses_none_it_took() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let target = FakeServer::start(move |_| {
+        if gate.load(Ordering::SeqCst) {
+            common::FakeReply::status(200)
+        } else {
+            common::FakeReply::status(503)
+        }
+    });
+    let target_url = target.url("/sink");
+    let app = TestApp::spawn(&[
+        ("DINGBRIDGE_ECHO_TARGET_URL", target_url.as_str()),
+        ("DINGBRIDGE_ECHO_TOKEN", TOKEN),
+        ("DINGBRIDGE_MEMORY_QUEUE_MAX", "5"),
+        ("DINGBRIDGE_WORKERS_BACKOFF_BASE_MS", "200"),
+        ("DINGBRIDGE_WORKERS_BACKOFF_MAX_MS", "500"),
+        ("DINGBRIDGE_WORKERS_MAX_ATTEMPTS", "100"),
+    ]);
+    for i in 0..5 {
+        let (resp, _) = post_echo(&app, &format!("held-{i}")).await;
+        assert_eq!(resp.status(), 202);
+    }
+    let (resp, took) = post_echo(&app, "one-too-many").await;
+    assert!(took < PROMPT, "503 after {took:?}");
+    assert!(resp.headers().contains_key("retry-after"));
+    let (status, code, body) = error_code(resp).await;
+    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("maximum of 5 jobs"),
+        "{body}"
+    );
+    open.store(true, Ordering::SeqCst);
+    let delivered = eventually(Duration::from_secs(20), || async {
+        let ids: std::collections::HashSet<String> = target
+            .requests()
+            .iter()
+            .filter(|r| !r.body.is_empty())
+            .filter_map(|r| r.json()["event_id"].as_str().map(str::to_string))
+            .collect();
+        (ids.len() == 5).then_some(ids)
+    })
+    .await
+    .expect("all five held events delivered");
+    assert!(!delivered.contains("one-too-many"));
+    // Room comes back as the delivered jobs are acknowledged; the refused event was not
+    // marked seen, so it is taken then, not called a duplicate.
+    let taken = eventually(Duration::from_secs(10), || async {
+        let (resp, _) = post_echo(&app, "one-too-many").await;
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        (body["accepted"] == 1).then_some(())
+    })
+    .await;
+    assert!(taken.is_some(), "taken once there is room");
+}
