@@ -176,10 +176,25 @@ impl OutlookBackend {
             "ccRecipients": recipients(&i.cc),
             "bccRecipients": recipients(&i.bcc),
         });
-        self.graph
-            .send_mail(&mailbox, message, i.save_to_sent_items)
-            .await
-            .map_err(|e| graph_error(e, None))?;
+        // With a key (a Zap's retries reuse it) and a copy in Sent Items, send through a
+        // marked draft that a retry can find; otherwise `sendMail`, which cannot be found.
+        let sent = match ctx.idempotency_key {
+            Some(_) if i.save_to_sent_items => {
+                self.graph
+                    .send_mail_once(
+                        &mailbox,
+                        message,
+                        &upstream_handle(ctx, "outlook.send_mail"),
+                    )
+                    .await
+            }
+            _ => {
+                self.graph
+                    .send_mail(&mailbox, message, i.save_to_sent_items)
+                    .await
+            }
+        };
+        sent.map_err(|e| graph_error(e, None))?;
         Ok(json!({
             "id": upstream_handle(ctx, "outlook.send_mail"),
             "mailbox": mailbox,

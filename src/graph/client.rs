@@ -851,6 +851,119 @@ impl GraphClient {
         .await
     }
 
+    /// Sends `message` from `mailbox` once for `source_id`: a draft carrying the origin
+    /// marker, then its `send`. `sendMail` cannot be looked up, so a repeat after a lost
+    /// answer could send twice; here a repeat finds the draft (and sends it) or the sent
+    /// copy (and stops). Two requests instead of one, and the copy lands in Sent Items.
+    pub async fn send_mail_once(
+        &self,
+        mailbox: &str,
+        mut message: Value,
+        source_id: &str,
+    ) -> Result<(), GraphError> {
+        let id = match self.message_by_origin(mailbox, source_id).await? {
+            Some((_, false)) => return Ok(()),
+            Some((id, true)) => id,
+            None => {
+                push_extended_property(&mut message, ORIGIN_PROPERTY_ID, source_id)?;
+                self.create_once(
+                    || self.find_by_bridge_origin(mailbox, Collection::Messages, source_id),
+                    || self.create_draft(mailbox, message.clone()),
+                )
+                .await?
+                .id
+            }
+        };
+        let policy = &self.inner.policy;
+        let mut attempt = 0u32;
+        loop {
+            let error = match self.send_draft(mailbox, &id).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_ambiguous() => e,
+                Err(e) => return Err(e),
+            };
+            attempt += 1;
+            let wait = error
+                .retry_after()
+                .unwrap_or_else(|| backoff(policy.backoff_base, attempt));
+            if attempt > policy.max_retries || wait > policy.max_wait {
+                return Err(error);
+            }
+            tokio::time::sleep(wait).await;
+            if let Some((_, false)) = self.message_by_origin(mailbox, source_id).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The message carrying the bridge's origin marker `source_id`, and whether it is
+    /// still a draft.
+    async fn message_by_origin(
+        &self,
+        mailbox: &str,
+        source_id: &str,
+    ) -> Result<Option<(String, bool)>, GraphError> {
+        let filter = format!(
+            "singleValueExtendedProperties/Any(ep: ep/id eq {} and ep/value eq {})",
+            odata_string(ORIGIN_PROPERTY_ID),
+            odata_string(source_id)
+        );
+        let answer = self
+            .call_json(
+                mailbox,
+                Method::GET,
+                &["messages"],
+                &[
+                    ("$filter", &filter),
+                    ("$select", "id,isDraft"),
+                    ("$top", "1"),
+                ],
+                None,
+                true,
+            )
+            .await?
+            .json()?;
+        let first = answer
+            .get("value")
+            .and_then(Value::as_array)
+            .and_then(|v| v.first());
+        Ok(first.and_then(|m| {
+            let id = m.get("id")?.as_str()?.to_string();
+            Some((
+                id,
+                m.get("isDraft").and_then(Value::as_bool).unwrap_or(true),
+            ))
+        }))
+    }
+
+    /// Creates a draft in Drafts; returns its immutable id.
+    async fn create_draft(&self, mailbox: &str, message: Value) -> Result<String, GraphError> {
+        self.call_json(
+            mailbox,
+            Method::POST,
+            &["messages"],
+            &[],
+            Some(&message),
+            true,
+        )
+        .await?
+        .id()
+    }
+
+    /// Sends a draft.
+    async fn send_draft(&self, mailbox: &str, id: &str) -> Result<(), GraphError> {
+        self.call_json(
+            mailbox,
+            Method::POST,
+            &["messages", id, "send"],
+            &[],
+            None,
+            true,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Creates the event of `source_id` unless it exists; adds the origin marker and a
     /// `transactionId` derived from `source_id` ([`event_transaction_id`]).
     pub async fn create_event_once(

@@ -348,7 +348,7 @@ async fn graph_throttling_is_a_429_with_integer_retry_after() {
     let s = spawn(Some(&graph), None);
     graph.fail_next(
         Some("POST"),
-        "/sendMail",
+        "/users/",
         5,
         Failure::Status {
             status: 429,
@@ -553,4 +553,68 @@ async fn every_dingtalk_action_works_against_a_fake() {
     let resp = act(app, "outlook.find_mail", None, &json!({"mailbox": ALICE})).await;
     let (status, code, _) = error_code(resp).await;
     assert_eq!((status, code.as_str()), (404, "not_configured"));
+}
+
+/// A Zap step whose create was stored by Graph but answered 504 (or cut off) is retried
+/// by Zapier under the same Idempotency-Key: each action leaves exactly one item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_retried_after_a_stored_then_lost_answer_leaves_exactly_one_item() {
+    let cases = [
+        (
+            "outlook.send_mail",
+            json!({"mailbox": ALICE, "to": "bob@example.com", "subject": "Once", "body": "b"}),
+        ),
+        (
+            "outlook.create_event",
+            json!({"mailbox": ALICE, "subject": "Once", "start": "2026-03-02T10:00:00Z", "end": "2026-03-02T10:30:00Z"}),
+        ),
+        (
+            "outlook.create_contact",
+            json!({"mailbox": ALICE, "given_name": "Li", "email": "li@example.com"}),
+        ),
+        (
+            "outlook.create_task",
+            json!({"mailbox": ALICE, "title": "Once"}),
+        ),
+    ];
+    for failure in [
+        Failure::ApplyThenStatus { status: 504 },
+        Failure::ApplyThenDrop,
+    ] {
+        let graph = GraphFake::start(GraphFakeConfig::default());
+        let s = spawn(Some(&graph), None);
+        for (action, input) in &cases {
+            // Every create POST of this action fails once after being applied.
+            for path in [
+                "/messages",
+                "/send",
+                "/sendMail",
+                "/events",
+                "/contacts",
+                "/tasks",
+            ] {
+                graph.fail_next(Some("POST"), path, 1, failure.clone());
+            }
+            let key = format!("zap-{action}");
+            let mut answers = Vec::new();
+            for _ in 0..4 {
+                let resp = act(&s.app, action, Some(&key), input).await;
+                answers.push(resp.status().as_u16());
+                if resp.status() == 200 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            assert_eq!(
+                answers.last(),
+                Some(&200),
+                "{action} {failure:?}: {answers:?}"
+            );
+        }
+        assert_eq!(graph.sent_mails(ALICE).len(), 1, "{failure:?}: mails");
+        assert_eq!(graph.events(ALICE).len(), 1, "{failure:?}: events");
+        assert_eq!(graph.contacts(ALICE).len(), 1, "{failure:?}: contacts");
+        assert_eq!(graph.all_tasks(ALICE).len(), 1, "{failure:?}: tasks");
+        graph.assert_no_violations();
+    }
 }
