@@ -1,5 +1,5 @@
-//! The store contract against a real `redis-server` (the memory store runs the same
-//! clauses as unit tests).
+//! The store contract against a real `redis-server` and a real Redis Cluster of three
+//! masters (the memory store runs the same clauses as unit tests).
 
 use crate::common;
 
@@ -11,6 +11,15 @@ use dingbridge::store::{Store, contract, redis::RedisStore};
 async fn redis_store_meets_the_contract() {
     let redis = common::RedisServer::start();
     let store = RedisStore::connect(&redis.url(), "contract:", 1000)
+        .await
+        .expect("store");
+    contract::all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_meets_the_contract() {
+    let cluster = common::RedisCluster::start();
+    let store = RedisStore::connect_cluster(&cluster.urls(), "contract:", 1000)
         .await
         .expect("store");
     contract::all(&store).await;
@@ -52,4 +61,62 @@ async fn redis_store_reports_an_outage_and_recovers_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "the store reconnects by itself");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_fails_fast_while_the_cluster_is_down_and_recovers_without_a_restart() {
+    let mut cluster = common::RedisCluster::start();
+    let store = RedisStore::connect_cluster(&cluster.urls(), "outage:", 1000)
+        .await
+        .expect("store");
+    store.kv_put("k", "v", None).await.expect("up");
+    cluster.stop();
+    assert!(store.ping().await.is_err(), "an outage must be reported");
+    // Once known down, every command fails at once instead of waiting for an answer.
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        assert!(store.kv_get("k").await.is_err());
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    cluster.start_again();
+    let mut recovered = false;
+    for _ in 0..150 {
+        if store.kv_get("k").await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the store reconnects by itself");
+    assert_eq!(store.kv_get("k").await.expect("get").as_deref(), Some("v"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_setting_that_does_not_match_the_server_is_named_in_the_error() {
+    let single = common::RedisServer::start();
+    let store = RedisStore::connect_cluster(&[single.url()], "m:", 1000)
+        .await
+        .expect("store");
+    let err = store.ping().await.expect_err("not a cluster").to_string();
+    assert!(err.contains("store_cluster = false"), "{err}");
+
+    let cluster = common::RedisCluster::start();
+    let store = RedisStore::connect(&cluster.urls()[0], "m:", 1000)
+        .await
+        .expect("store");
+    // Some of these keys hash to slots of other masters, which answer MOVED.
+    let mut errors = Vec::new();
+    for i in 0..20 {
+        if let Err(e) = store.kv_put(&format!("k{i}"), "v", None).await {
+            errors.push(e.to_string());
+        }
+    }
+    assert!(
+        errors.iter().any(|e| e.contains("store_cluster = true")),
+        "{errors:?}"
+    );
 }
