@@ -120,3 +120,145 @@ async fn a_cluster_setting_that_does_not_match_the_server_is_named_in_the_error(
         "{errors:?}"
     );
 }
+
+/// Writes `args` with a plain client, as the previous version laid keys out.
+fn raw(redis: &common::RedisServer, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query(&mut redis.client()).expect("redis command");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_redis_reads_the_keys_the_previous_version_wrote() {
+    use dingbridge::store::{DeadLetter, Dedupe, EnqueueOutcome, Job, Side};
+    use serde_json::json;
+
+    let redis = common::RedisServer::start();
+    let queued = Job::new("echo", json!({ "n": 1 }));
+    let delayed = Job::new("echo", json!({ "n": 2 }));
+    let dead = DeadLetter {
+        job: Job::new("echo", json!({ "n": 3 })),
+        failed_at_ms: 1,
+    };
+    let (queued_json, delayed_json) = (
+        serde_json::to_string(&queued).expect("json"),
+        serde_json::to_string(&delayed).expect("json"),
+    );
+    let dead_json = serde_json::to_string(&dead).expect("json");
+    raw(
+        &redis,
+        &[
+            "XGROUP",
+            "CREATE",
+            "dingbridge:queue",
+            "workers",
+            "0",
+            "MKSTREAM",
+        ],
+    );
+    raw(
+        &redis,
+        &["XADD", "dingbridge:queue", "*", "job", &queued_json],
+    );
+    raw(
+        &redis,
+        &["ZADD", "dingbridge:queue:delayed", "1", &delayed_json],
+    );
+    raw(
+        &redis,
+        &["XADD", "dingbridge:queue:dead", "*", "letter", &dead_json],
+    );
+    raw(
+        &redis,
+        &["SET", "dingbridge:seen:dingtalk:evt-1", "1", "PX", "600000"],
+    );
+    raw(
+        &redis,
+        &["SET", "dingbridge:map:relay:todo:r1:l:dt-1", "graph-1"],
+    );
+    raw(
+        &redis,
+        &["SET", "dingbridge:map:relay:todo:r1:r:graph-1", "dt-1"],
+    );
+    raw(
+        &redis,
+        &["HSET", "dingbridge:feed:trigger:t:items", "i1", "v1"],
+    );
+    raw(
+        &redis,
+        &["ZADD", "dingbridge:feed:trigger:t:order", "1", "i1"],
+    );
+    raw(&redis, &["SET", "dingbridge:feed:trigger:t:seq", "1"]);
+    raw(&redis, &["SET", "dingbridge:kv:hook:h1", "{}"]);
+
+    let store = RedisStore::connect(&redis.url(), "dingbridge:", 1000)
+        .await
+        .expect("store");
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        for d in store
+            .fetch(
+                "c1",
+                10,
+                Duration::from_millis(100),
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("fetch")
+        {
+            ids.push(d.job.id.clone());
+            store.ack(&d).await.expect("ack");
+        }
+        if ids.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ids.sort();
+    let mut want = vec![queued.id.clone(), delayed.id.clone()];
+    want.sort();
+    assert_eq!(ids, want, "the queued job and the due retry both run");
+    let letters = store.dead_letters(10).await.expect("dead letters");
+    assert_eq!(letters, vec![dead]);
+    let mark = Dedupe {
+        source: "dingtalk",
+        event_id: "evt-1",
+        ttl: Duration::from_secs(60),
+    };
+    let again = store
+        .enqueue(&Job::new("echo", json!({})), Some(mark))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        again,
+        EnqueueOutcome::Duplicate,
+        "the old mark still dedupes"
+    );
+    let ns = "relay:todo:r1";
+    assert_eq!(
+        store
+            .map_get(ns, Side::Right, "graph-1")
+            .await
+            .expect("map")
+            .as_deref(),
+        Some("dt-1")
+    );
+    store
+        .map_delete(ns, Side::Left, "dt-1")
+        .await
+        .expect("delete");
+    assert_eq!(
+        store
+            .map_get(ns, Side::Right, "graph-1")
+            .await
+            .expect("map"),
+        None
+    );
+    assert_eq!(
+        store.feed_recent("trigger:t", 10).await.expect("feed"),
+        vec!["v1".to_string()]
+    );
+    assert_eq!(store.kv_keys("hook:").await.expect("keys"), vec!["hook:h1"]);
+}
