@@ -284,7 +284,7 @@ impl RedisStore {
     }
 
     /// How this store names its keys.
-    pub fn layout(&self) -> Layout {
+    pub(crate) fn layout(&self) -> Layout {
         self.layout
     }
 
@@ -579,6 +579,7 @@ impl Store for RedisStore {
             }
             Some(d) => {
                 // Mark and enqueue in one step: a mark without its job would lose the event.
+                // (On a cluster the marks share the queue's hash slot for this; see keys.)
                 static ENQUEUE_ONCE: &str = r"
                     if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
                         redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
@@ -858,6 +859,8 @@ impl Store for RedisStore {
     }
 
     async fn map_delete(&self, ns: &str, from: Side, id: &str) -> StoreResult<()> {
+        // The other key is built in the script from the value; on a cluster it shares
+        // the first key's slot (one tag per namespace, see keys), so it may be touched.
         static DELETE_PAIR: &str = r"
             local other = redis.call('GET', KEYS[1])
             redis.call('DEL', KEYS[1])
