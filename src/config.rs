@@ -18,8 +18,11 @@ const SECTIONS: &[&str] = &["dingtalk", "graph", "workers", "echo", "api", "hook
 pub struct Config {
     /// Address the HTTP server binds to.
     pub listen: String,
-    /// `memory` or a `redis://` / `rediss://` URL.
+    /// `memory` or a `redis://` / `rediss://` URL; with `store_cluster`, one or more
+    /// comma-separated URLs of Redis Cluster nodes.
     pub store_url: String,
+    /// The Redis at `store_url` is a Redis Cluster.
+    pub store_cluster: bool,
     /// Prefix for every key the store writes.
     pub key_prefix: String,
     /// Public base URL through which Graph and DingTalk reach this service.
@@ -574,6 +577,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".into(),
             store_url: "memory".into(),
+            store_cluster: false,
             key_prefix: "dingbridge:".into(),
             public_url: None,
             body_limit_bytes: 1024 * 1024,
@@ -637,6 +641,8 @@ pub enum StoreKind {
     Memory,
     /// Redis at this URL.
     Redis(String),
+    /// A Redis Cluster reached through any of these node URLs.
+    RedisCluster(Vec<String>),
 }
 
 impl Config {
@@ -928,15 +934,43 @@ impl Config {
     pub fn store_kind(&self) -> Result<StoreKind, ConfigError> {
         let url = self.store_url.trim();
         if url == "memory" {
-            return Ok(StoreKind::Memory);
+            return match self.store_cluster {
+                false => Ok(StoreKind::Memory),
+                true => Err(ConfigError::new(
+                    "store_cluster",
+                    "needs store_url to name the cluster's nodes (redis://host:port, comma-separated)",
+                )),
+            };
         }
-        if url.starts_with("redis://") || url.starts_with("rediss://") {
-            url::Url::parse(url).map_err(|e| ConfigError::new("store_url", e.to_string()))?;
-            return Ok(StoreKind::Redis(url.to_string()));
+        let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+        for u in &urls {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                return Err(ConfigError::new(
+                    "store_url",
+                    "must be `memory` or a redis:// / rediss:// URL",
+                ));
+            }
+            url::Url::parse(u).map_err(|e| ConfigError::new("store_url", e.to_string()))?;
         }
-        Err(ConfigError::new(
-            "store_url",
-            "must be `memory` or a redis:// / rediss:// URL",
+        if !self.store_cluster {
+            return match urls.as_slice() {
+                [one] => Ok(StoreKind::Redis(one.to_string())),
+                _ => Err(ConfigError::new(
+                    "store_url",
+                    "several URLs name the nodes of a Redis Cluster: set store_cluster = true",
+                )),
+            };
+        }
+        // Braces in the prefix would change the hash tags that keep the keys of one
+        // script in one slot (see store::redis::keys).
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::new(
+                "key_prefix",
+                "must not contain `{` or `}` on a Redis Cluster",
+            ));
+        }
+        Ok(StoreKind::RedisCluster(
+            urls.into_iter().map(str::to_string).collect(),
         ))
     }
 
@@ -1091,6 +1125,61 @@ mod tests {
         let printed = format!("{c:?}");
         assert!(!printed.contains("very-secret-value"));
         assert!(!printed.contains("graph-secret-value"));
+    }
+
+    #[test]
+    fn a_cluster_is_named_by_its_nodes_and_the_cluster_flag() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                (
+                    "DINGBRIDGE_STORE_URL",
+                    "redis://10.0.0.1:7000, redis://10.0.0.2:7000",
+                ),
+                ("DINGBRIDGE_STORE_CLUSTER", "true"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(
+            c.store_kind().expect("kind"),
+            StoreKind::RedisCluster(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://10.0.0.2:7000".into()
+            ])
+        );
+        let one_seed = env(&[
+            ("DINGBRIDGE_STORE_URL", "rediss://cluster.example:6379"),
+            ("DINGBRIDGE_STORE_CLUSTER", "1"),
+        ]);
+        let err = Config::load_from(None, one_seed).expect_err("not a boolean");
+        assert!(err.key.contains("store_cluster"), "{err}");
+    }
+
+    #[test]
+    fn cluster_settings_that_cannot_work_are_refused_at_start_up() {
+        let several = env(&[(
+            "DINGBRIDGE_STORE_URL",
+            "redis://10.0.0.1:7000,redis://10.0.0.2:7000",
+        )]);
+        let err = Config::load_from(None, several).expect_err("several urls need the flag");
+        assert_eq!(err.key, "store_url");
+        assert!(err.reason.contains("store_cluster = true"), "{err}");
+        let memory = env(&[("DINGBRIDGE_STORE_CLUSTER", "true")]);
+        let err = Config::load_from(None, memory).expect_err("a cluster needs nodes");
+        assert_eq!(err.key, "store_cluster");
+        let braces = env(&[
+            ("DINGBRIDGE_STORE_URL", "redis://10.0.0.1:7000"),
+            ("DINGBRIDGE_STORE_CLUSTER", "true"),
+            ("DINGBRIDGE_KEY_PREFIX", "{tenant}:"),
+        ]);
+        let err = Config::load_from(None, braces).expect_err("braces change hash tags");
+        assert_eq!(err.key, "key_prefix");
+        let bad_node = env(&[
+            ("DINGBRIDGE_STORE_URL", "redis://10.0.0.1:7000,http://x"),
+            ("DINGBRIDGE_STORE_CLUSTER", "true"),
+        ]);
+        let err = Config::load_from(None, bad_node).expect_err("every node is a redis url");
+        assert_eq!(err.key, "store_url");
     }
 
     #[test]

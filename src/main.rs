@@ -182,8 +182,8 @@ where
     F: FnOnce(store::redis::RedisStore) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let url = match config.store_kind() {
-        Ok(StoreKind::Redis(url)) => url,
+    let kind = match config.store_kind() {
+        Ok(kind @ (StoreKind::Redis(_) | StoreKind::RedisCluster(_))) => kind,
         Ok(StoreKind::Memory) => {
             eprintln!(
                 "dingbridge: the embedded memory store lives inside the running service and keeps nothing; there is nothing to back up or restore (set DINGBRIDGE_STORE_URL=redis://…)"
@@ -201,12 +201,16 @@ where
         .map_err(anyhow::Error::from)
         .and_then(|rt| {
             rt.block_on(async {
-                let store = store::redis::RedisStore::connect(
-                    &url,
-                    &config.key_prefix,
-                    config.audit_max_entries,
-                )
-                .await?;
+                let (prefix, cap) = (&config.key_prefix, config.audit_max_entries);
+                let store = match &kind {
+                    StoreKind::RedisCluster(nodes) => {
+                        store::redis::RedisStore::connect_cluster(nodes, prefix, cap).await?
+                    }
+                    StoreKind::Redis(url) => {
+                        store::redis::RedisStore::connect(url, prefix, cap).await?
+                    }
+                    StoreKind::Memory => anyhow::bail!("no Redis is configured"),
+                };
                 dingbridge::store::Store::ping(&store).await?;
                 f(store).await
             })

@@ -6,7 +6,9 @@
 //!
 //! Format (version 1): a header line, one line per key, a trailer with the key count. A
 //! file without its trailer (a cut-off copy) is refused before anything is written. Keys
-//! are stored without the prefix, so a backup can be restored under another prefix.
+//! are stored without the prefix and by their logical names (see [`super::redis::keys`]),
+//! so a backup can be restored under another prefix, and from a single Redis into a Redis
+//! Cluster or back.
 
 use std::collections::HashSet;
 
@@ -148,17 +150,23 @@ fn unavailable(e: ::redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
+    /// Every Redis key under the prefix (on every master of a cluster), sorted.
     async fn keys_under_prefix(&self) -> StoreResult<Vec<String>> {
         let mut c = self.connection().await?;
         let pattern = format!("{}*", glob_escape(self.prefix()));
-        let mut keys = Vec::new();
-        let mut iter: ::redis::AsyncIter<String> =
-            c.scan_match(pattern).await.map_err(unavailable)?;
-        while let Some(k) = iter.next_item().await {
-            keys.push(k);
-        }
+        let mut keys = c.scan(&pattern).await.map_err(unavailable)?;
         keys.sort();
         Ok(keys)
+    }
+
+    /// The logical name (without the prefix) of a Redis key under the prefix.
+    fn relative<'a>(&self, full: &'a str) -> &'a str {
+        self.layout().logical(&full[self.prefix().len()..])
+    }
+
+    /// The Redis key of a logical name from a backup.
+    fn full(&self, relative: &str) -> String {
+        format!("{}{}", self.prefix(), self.layout().physical(relative))
     }
 
     /// Writes a backup of every key under the prefix (leases excepted) to `out`. Keys
@@ -176,7 +184,7 @@ impl RedisStore {
         let mut c = self.connection().await?;
         let mut keys = 0usize;
         for full in self.keys_under_prefix().await? {
-            let relative = &full[self.prefix().len()..];
+            let relative = self.relative(&full);
             if excluded(relative) {
                 continue;
             }
@@ -217,7 +225,7 @@ impl RedisStore {
         let mut summary = RestoreSummary::default();
         let now = now_ms();
         for e in &backup.entries {
-            let full = format!("{}{}", self.prefix(), e.key);
+            let full = self.full(&e.key);
             let ttl = match e.expires_at_ms {
                 Some(at) if at <= now => {
                     summary.expired += 1;
@@ -244,13 +252,10 @@ impl RedisStore {
             }
         }
         if mode.exact {
-            let wanted: HashSet<String> = backup
-                .entries
-                .iter()
-                .map(|e| format!("{}{}", self.prefix(), e.key))
-                .collect();
+            let wanted: HashSet<String> =
+                backup.entries.iter().map(|e| self.full(&e.key)).collect();
             for full in self.keys_under_prefix().await? {
-                if !wanted.contains(&full) && !excluded(&full[self.prefix().len()..]) {
+                if !wanted.contains(&full) && !excluded(self.relative(&full)) {
                     let _: i64 = c.del(&full).await.map_err(unavailable)?;
                     summary.deleted += 1;
                 }

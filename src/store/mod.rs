@@ -329,6 +329,14 @@ pub async fn open(config: &crate::config::Config) -> Result<SharedStore, StoreEr
         StoreKind::Redis(url) => Arc::new(
             redis::RedisStore::connect(&url, &config.key_prefix, config.audit_max_entries).await?,
         ),
+        StoreKind::RedisCluster(nodes) => Arc::new(
+            redis::RedisStore::connect_cluster(
+                &nodes,
+                &config.key_prefix,
+                config.audit_max_entries,
+            )
+            .await?,
+        ),
     })
 }
 

@@ -1,12 +1,12 @@
 //! Redis store: Streams with a consumer group for the queue (XADD / XREADGROUP / XACK,
 //! XAUTOCLAIM for jobs of crashed instances), a sorted set for delayed retries, Lua
 //! scripts wherever two writes must happen as one. Connections reconnect by themselves.
+//! Runs on a single Redis or a Redis Cluster ([`keys`] says how keys are laid out there).
 
 use std::time::Duration;
 
 use ::redis::{
     AsyncCommands, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
     streams::{StreamId, StreamReadOptions, StreamReadReply},
 };
 use async_trait::async_trait;
@@ -16,10 +16,15 @@ use tokio::sync::{Notify, OnceCell};
 
 use super::*;
 
+mod conn;
+pub mod keys;
+
+pub(crate) use conn::Conn;
+use conn::Target;
+use keys::Layout;
+
 const GROUP: &str = "workers";
 const DEAD_CAP: usize = 10_000;
-/// How long a connection attempt may take before Redis counts as down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one short command may wait for its answer: a hung Redis (stopped, swapping,
 /// behind a black-holing firewall) must turn into a prompt 503, not a request that
 /// waits for the client's own timeout.
@@ -35,8 +40,8 @@ const RECLAIM_ROUNDS: usize = 16;
 /// command fails at once with the cause, and one background task probes until it is back:
 /// requests never queue up behind a dead connection.
 struct Link {
-    client: ::redis::Client,
-    conn: OnceLock<ConnectionManager>,
+    target: Target,
+    conn: OnceLock<Conn>,
     down: AtomicBool,
     cause: std::sync::Mutex<String>,
     wake: Notify,
@@ -76,7 +81,7 @@ async fn maintain(link: Weak<Link>) {
     loop {
         let Some(l) = link.upgrade() else { return };
         match l.conn.get() {
-            None => match manager(&l.client, COMMAND_TIMEOUT).await {
+            None => match l.target.connect(COMMAND_TIMEOUT).await {
                 Ok(m) => {
                     let _ = l.conn.set(m);
                     l.down.store(false, Ordering::SeqCst);
@@ -108,19 +113,6 @@ async fn maintain(link: Weak<Link>) {
     }
 }
 
-async fn manager(
-    client: &::redis::Client,
-    response_timeout: Duration,
-) -> ::redis::RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(CONNECT_TIMEOUT)
-        .set_response_timeout(response_timeout)
-        // One attempt per reconnect: commands wait on it, and the link's own probe keeps
-        // trying while Redis is down.
-        .set_number_of_retries(0);
-    ConnectionManager::new_with_config(client.clone(), config).await
-}
-
 /// A short, secret-free account of why Redis did not answer, for logs and `/readyz`.
 fn describe(e: &::redis::RedisError) -> String {
     use ::redis::ErrorKind;
@@ -134,6 +126,10 @@ fn describe(e: &::redis::RedisError) -> String {
         "no answer in time".into()
     } else if e.kind() == ErrorKind::BusyLoadingError {
         "still loading its data set".into()
+    } else if matches!(e.kind(), ErrorKind::Moved | ErrorKind::Ask) {
+        "the server is a Redis Cluster node: set store_cluster = true".into()
+    } else if e.to_string().contains("cluster support disabled") {
+        "the server is not in cluster mode: set store_cluster = false".into()
     } else {
         e.to_string()
     }
@@ -148,7 +144,13 @@ fn server_level(e: &::redis::RedisError) -> bool {
         || e.is_timeout()
         || matches!(
             e.kind(),
-            ErrorKind::AuthenticationFailed | ErrorKind::BusyLoadingError | ErrorKind::MasterDown
+            ErrorKind::AuthenticationFailed
+                | ErrorKind::BusyLoadingError
+                | ErrorKind::MasterDown
+                | ErrorKind::ClusterDown
+                | ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Moved
+                | ErrorKind::Ask
         )
         || matches!(e.code(), Some("NOAUTH") | Some("WRONGPASS"))
 }
@@ -157,9 +159,11 @@ fn server_level(e: &::redis::RedisError) -> bool {
 pub struct RedisStore {
     link: Arc<Link>,
     prefix: String,
+    /// Key names on this target (today's names on a single Redis, hash-tagged on a cluster).
+    layout: Layout,
     audit_cap: u64,
     /// Blocking reads get their own connection so they never hold up other commands.
-    blocking: OnceCell<ConnectionManager>,
+    blocking: OnceCell<Conn>,
     /// When delayed jobs were last promoted and stale ones reclaimed: that housekeeping
     /// runs on a timer, not on every fetch, to keep fetches to one round trip.
     housekeeping: std::sync::Mutex<Option<std::time::Instant>>,
@@ -188,16 +192,37 @@ impl RedisStore {
     /// service still starts, commands fail at once with the cause, and a background task
     /// keeps trying.
     pub async fn connect(url: &str, prefix: &str, audit_cap: u64) -> StoreResult<Self> {
-        let client =
-            ::redis::Client::open(url).map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        let target = Target::single(url).map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        Self::open(target, prefix, audit_cap).await
+    }
+
+    /// Like [`RedisStore::connect`], for a Redis Cluster reached through any of `nodes`
+    /// (`redis://` or `rediss://` URLs). The prefix must hold no `{` or `}`: those would
+    /// change the hash tags that keep each unit's keys in one slot.
+    pub async fn connect_cluster(
+        nodes: &[String],
+        prefix: &str,
+        audit_cap: u64,
+    ) -> StoreResult<Self> {
+        if prefix.contains(['{', '}']) {
+            return Err(StoreError::Unavailable(
+                "on a Redis Cluster the key prefix must not contain `{` or `}`".into(),
+            ));
+        }
+        let target = Target::cluster(nodes).map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        Self::open(target, prefix, audit_cap).await
+    }
+
+    async fn open(target: Target, prefix: &str, audit_cap: u64) -> StoreResult<Self> {
+        let layout = target.layout();
         let link = Arc::new(Link {
-            client,
+            target,
             conn: OnceLock::new(),
             down: AtomicBool::new(true),
             cause: std::sync::Mutex::new("not connected yet".into()),
             wake: Notify::new(),
         });
-        match manager(&link.client, COMMAND_TIMEOUT).await {
+        match link.target.connect(COMMAND_TIMEOUT).await {
             Ok(m) => {
                 let _ = link.conn.set(m);
                 link.down.store(false, Ordering::SeqCst);
@@ -212,6 +237,7 @@ impl RedisStore {
         Ok(Self {
             link,
             prefix: prefix.to_string(),
+            layout,
             audit_cap: audit_cap.max(1),
             blocking: OnceCell::new(),
             housekeeping: std::sync::Mutex::new(None),
@@ -219,21 +245,23 @@ impl RedisStore {
         })
     }
 
-    async fn conn(&self) -> StoreResult<ConnectionManager> {
+    async fn conn(&self) -> StoreResult<Conn> {
         match self.link.conn.get() {
             Some(c) if !self.link.down.load(Ordering::SeqCst) => Ok(c.clone()),
             _ => Err(self.link.down_error()),
         }
     }
 
-    async fn blocking_conn(&self) -> StoreResult<ConnectionManager> {
+    async fn blocking_conn(&self) -> StoreResult<Conn> {
         if self.link.down.load(Ordering::SeqCst) {
             return Err(self.link.down_error());
         }
         // Blocking reads wait at most one second (see fetch), plus the usual margin.
         self.blocking
             .get_or_try_init(|| {
-                manager(&self.link.client, COMMAND_TIMEOUT + Duration::from_secs(1))
+                self.link
+                    .target
+                    .connect(COMMAND_TIMEOUT + Duration::from_secs(1))
             })
             .await
             .cloned()
@@ -245,8 +273,9 @@ impl RedisStore {
         self.link.fail(e)
     }
 
-    fn key(&self, rest: &str) -> String {
-        format!("{}{rest}", self.prefix)
+    /// The Redis key of a logical name (see [`keys`]).
+    fn key(&self, logical: &str) -> String {
+        format!("{}{}", self.prefix, self.layout.physical(logical))
     }
 
     /// The prefix every key of this store starts with.
@@ -254,10 +283,17 @@ impl RedisStore {
         &self.prefix
     }
 
+    /// How this store names its keys.
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
     /// A connection of its own for commands outside the [`Store`] trait (backups), with
     /// room for commands that move whole values.
-    pub(crate) async fn connection(&self) -> StoreResult<ConnectionManager> {
-        manager(&self.link.client, BULK_TIMEOUT)
+    pub(crate) async fn connection(&self) -> StoreResult<Conn> {
+        self.link
+            .target
+            .connect(BULK_TIMEOUT)
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis: {}", describe(&e))))
     }
@@ -281,7 +317,7 @@ impl RedisStore {
         }
     }
 
-    async fn ensure_group(&self, conn: &mut ConnectionManager) -> StoreResult<()> {
+    async fn ensure_group(&self, conn: &mut Conn) -> StoreResult<()> {
         let res: ::redis::RedisResult<()> =
             conn.xgroup_create_mkstream(self.queue(), GROUP, "0").await;
         match res {
@@ -331,11 +367,7 @@ impl RedisStore {
 
     /// Moves entries that can never run to the dead letters (raw text and reason kept)
     /// instead of leaving them pending, where they would be claimed again for ever.
-    async fn bury(
-        &self,
-        conn: &mut ConnectionManager,
-        entries: Vec<Unreadable>,
-    ) -> StoreResult<()> {
+    async fn bury(&self, conn: &mut Conn, entries: Vec<Unreadable>) -> StoreResult<()> {
         for entry in entries {
             tracing::error!(entry = %entry.receipt, reason = %entry.reason, "unreadable queue entry dead-lettered");
             let job = Job::unreadable(&entry.receipt, entry.raw, entry.reason);
@@ -350,11 +382,7 @@ impl RedisStore {
     }
 
     /// Hands over readable entries and dead-letters the others.
-    async fn sort_out(
-        &self,
-        conn: &mut ConnectionManager,
-        ids: Vec<StreamId>,
-    ) -> StoreResult<Vec<Delivery>> {
+    async fn sort_out(&self, conn: &mut Conn, ids: Vec<StreamId>) -> StoreResult<Vec<Delivery>> {
         let (jobs, unreadable) = Self::deliveries(ids);
         if !unreadable.is_empty() {
             self.bury(conn, unreadable).await?;
@@ -362,7 +390,7 @@ impl RedisStore {
         Ok(jobs)
     }
 
-    async fn promote_due(&self, conn: &mut ConnectionManager) -> StoreResult<()> {
+    async fn promote_due(&self, conn: &mut Conn) -> StoreResult<()> {
         static PROMOTE: &str = r"
             local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
             for _, m in ipairs(due) do
@@ -382,7 +410,7 @@ impl RedisStore {
 
     async fn reclaim(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         consumer: &str,
         max: usize,
         visibility: Duration,
@@ -410,7 +438,7 @@ impl RedisStore {
 
     async fn dead_letter_with(
         &self,
-        c: &mut ConnectionManager,
+        c: &mut Conn,
         delivery: &Delivery,
         job: &Job,
     ) -> StoreResult<()> {
@@ -551,6 +579,7 @@ impl Store for RedisStore {
             }
             Some(d) => {
                 // Mark and enqueue in one step: a mark without its job would lose the event.
+                // (On a cluster the marks share the queue's hash slot for this; see keys.)
                 static ENQUEUE_ONCE: &str = r"
                     if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
                         redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
@@ -830,6 +859,8 @@ impl Store for RedisStore {
     }
 
     async fn map_delete(&self, ns: &str, from: Side, id: &str) -> StoreResult<()> {
+        // The other key is built in the script from the value; on a cluster it shares
+        // the first key's slot (one tag per namespace, see keys), so it may be touched.
         static DELETE_PAIR: &str = r"
             local other = redis.call('GET', KEYS[1])
             redis.call('DEL', KEYS[1])
@@ -966,12 +997,13 @@ impl Store for RedisStore {
         let full = self.key(&format!("kv:{prefix}"));
         let pattern = format!("{}*", glob_escape(&full));
         let strip = self.key("kv:").len();
-        let mut keys = Vec::new();
-        let mut iter: ::redis::AsyncIter<String> =
-            c.scan_match(pattern).await.map_err(|e| self.fail(e))?;
-        while let Some(k) = iter.next_item().await {
-            keys.push(k[strip..].to_string());
-        }
+        let mut keys: Vec<String> = c
+            .scan(&pattern)
+            .await
+            .map_err(|e| self.fail(e))?
+            .into_iter()
+            .map(|k| k[strip..].to_string())
+            .collect();
         keys.sort();
         Ok(keys)
     }

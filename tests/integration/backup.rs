@@ -1,21 +1,28 @@
 //! Backup and rollback through the binary against real Redis: `dingbridge export` writes
 //! every key but leases (with their expiry), `dingbridge import` restores it into another
 //! Redis where the service then serves the same hooks and API keys, `--exact` rolls a
-//! store back, and a cut-off backup restores nothing.
+//! store back, a cut-off backup restores nothing, and a backup moves a single Redis into a
+//! Redis Cluster and back.
 
 use crate::{common, lowcode::create_key};
 
-use std::{path::Path, process::Command};
+use std::{path::Path, process::Command, time::Duration};
 
-use common::{RedisServer, TestApp};
+use common::{RedisCluster, RedisServer, TestApp};
+use dingbridge::store::{Dedupe, EnqueueOutcome, Job, Side, Store, redis::RedisStore};
 use serde_json::{Value, json};
 
 /// Runs `dingbridge <args>` on `redis`; (success, stdout, stderr).
 fn cli(redis: &RedisServer, args: &[&str]) -> (bool, String, String) {
+    cli_with(&[("DINGBRIDGE_STORE_URL", &redis.url())], args)
+}
+
+/// Runs `dingbridge <args>` with these settings; (success, stdout, stderr).
+fn cli_with(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dingbridge"))
         .args(args)
         .env_clear()
-        .env("DINGBRIDGE_STORE_URL", redis.url())
+        .envs(env.iter().copied())
         .output()
         .expect("dingbridge runs");
     (
@@ -176,4 +183,115 @@ async fn import_exact_rolls_the_store_back_and_a_cut_off_backup_restores_nothing
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("memory store"));
+}
+
+fn all_keys(redis: &RedisServer) -> Vec<String> {
+    let mut keys: Vec<String> = redis_cmd(redis, &["KEYS", "*"]);
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_moves_a_single_redis_into_a_cluster_and_back_key_for_key() {
+    let single = RedisServer::start();
+    let store = RedisStore::connect(&single.url(), "dingbridge:", 1000)
+        .await
+        .expect("store");
+    let job = Job::new("echo", json!({ "n": 1 }));
+    let mark = Dedupe {
+        source: "dingtalk",
+        event_id: "evt-1",
+        ttl: Duration::from_secs(600),
+    };
+    let queued = store.enqueue(&job, Some(mark)).await.expect("enqueue");
+    assert_eq!(queued, EnqueueOutcome::Enqueued);
+    store
+        .map_put("relay:message:sales", "dt-1", "graph-1")
+        .await
+        .expect("map");
+    store
+        .feed_put("trigger:outlook.mail.received", "i1", "v1", 10)
+        .await
+        .expect("feed");
+    store.kv_put("hook:h1", "{}", None).await.expect("kv");
+    drop(store);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let from_single = dir.path().join("single.jsonl");
+    export(&single, &from_single);
+    let cluster = RedisCluster::start();
+    let cluster_env = [
+        ("DINGBRIDGE_STORE_URL", cluster.url()),
+        ("DINGBRIDGE_STORE_CLUSTER", "true".to_string()),
+    ];
+    let cluster_env: Vec<(&str, &str)> =
+        cluster_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let path = from_single.to_str().expect("path");
+    let (ok, _, err) = cli_with(&cluster_env, &["import", "--file", path]);
+    assert!(ok, "import into the cluster failed: {err}");
+
+    // Back again, from the cluster (scanned master by master) into an empty Redis.
+    let from_cluster = dir.path().join("cluster.jsonl");
+    let path = from_cluster.to_str().expect("path");
+    let (ok, _, err) = cli_with(&cluster_env, &["export", "--out", path]);
+    assert!(ok, "export from the cluster failed: {err}");
+    let again = RedisServer::start();
+    let (ok, _, err) = cli(&again, &["import", "--file", path]);
+    assert!(ok, "import failed: {err}");
+    assert_eq!(
+        all_keys(&again),
+        all_keys(&single),
+        "the same keys, untagged"
+    );
+
+    // The cluster serves what the single Redis held: the queued job (with its consumer
+    // group), its dedupe mark, the id pair both ways, the feed and the record.
+    let store = RedisStore::connect_cluster(&cluster.urls(), "dingbridge:", 1000)
+        .await
+        .expect("cluster store");
+    let again = store
+        .enqueue(&Job::new("echo", json!({ "n": 2 })), Some(mark))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        again,
+        EnqueueOutcome::Duplicate,
+        "the dedupe mark came along"
+    );
+    let got = store
+        .fetch(
+            "c1",
+            10,
+            Duration::from_millis(200),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("fetch");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].job.id, job.id);
+    let ns = "relay:message:sales";
+    assert_eq!(
+        store
+            .map_get(ns, Side::Left, "dt-1")
+            .await
+            .expect("map")
+            .as_deref(),
+        Some("graph-1")
+    );
+    store
+        .map_delete(ns, Side::Right, "graph-1")
+        .await
+        .expect("delete");
+    assert_eq!(
+        store.map_get(ns, Side::Left, "dt-1").await.expect("map"),
+        None
+    );
+    assert_eq!(
+        store
+            .feed_recent("trigger:outlook.mail.received", 10)
+            .await
+            .expect("feed"),
+        vec!["v1".to_string()]
+    );
+    assert_eq!(store.kv_keys("hook:").await.expect("keys"), vec!["hook:h1"]);
 }

@@ -1,11 +1,11 @@
 //! The spine through the running binary: error contract, health, durable ingest,
-//! workers, retries, dead letters, crashes, Redis outages, shutdown.
+//! workers, retries, dead letters, crashes, Redis outages, shutdown, a Redis Cluster.
 
 use crate::common;
 
 use std::{collections::HashSet, time::Duration};
 
-use common::{FakeReply, FakeServer, RedisServer, TestApp, error_code, eventually};
+use common::{FakeReply, FakeServer, RedisCluster, RedisServer, TestApp, error_code, eventually};
 use serde_json::json;
 
 const TOKEN: &str = "echo-token-for-tests";
@@ -200,6 +200,44 @@ async fn the_same_event_sent_50_times_to_3_instances_is_processed_once() {
     .expect("delivered");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(target.requests().len(), 1, "processed exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_events_are_accepted_deduplicated_and_delivered_once() {
+    let cluster = RedisCluster::start();
+    let target = FakeServer::ok();
+    let target_url = target.url("/sink");
+    let url = cluster.url();
+    let mut env = echo_env(&target_url, &url);
+    env.push(("DINGBRIDGE_STORE_CLUSTER", "true"));
+    let apps: Vec<TestApp> = (0..2).map(|_| TestApp::spawn(&env)).collect();
+    let ready = apps[0]
+        .http
+        .get(apps[0].url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let apps = &apps;
+    let sends = (0..10).map(|i| {
+        let event = json!({ "event_id": format!("cluster-{}", i % 2), "n": i % 2 });
+        async move { post_echo(&apps[i % 2], &event).await.status().as_u16() }
+    });
+    let statuses = futures::future::join_all(sends).await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    eventually(Duration::from_secs(10), || async {
+        (target.requests().len() >= 2).then_some(())
+    })
+    .await
+    .expect("delivered");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut delivered: Vec<i64> = target
+        .requests()
+        .iter()
+        .map(|r| r.json()["n"].as_i64().unwrap_or(-1))
+        .collect();
+    delivered.sort();
+    assert_eq!(delivered, vec![0, 1], "each event delivered exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

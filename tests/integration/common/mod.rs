@@ -159,6 +159,176 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis Cluster of three masters (no replicas) owned by one test: three
+/// `redis-server`s in cluster mode on free ports, each with its own temp dir, joined by
+/// `redis-cli --cluster create`. Dropping it stops them.
+pub struct RedisCluster {
+    nodes: Vec<ClusterNode>,
+}
+
+struct ClusterNode {
+    port: u16,
+    bus_port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl ClusterNode {
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--cluster-port",
+                &self.bus_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--dir",
+                self.dir.path().to_str().expect("utf-8 path"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+}
+
+impl RedisCluster {
+    /// Starts three masters and creates the cluster; returns once every node reports
+    /// `cluster_state:ok`.
+    pub fn start() -> RedisCluster {
+        ensure_redis_server();
+        let mut nodes: Vec<ClusterNode> = (0..3)
+            .map(|_| ClusterNode {
+                port: free_port(),
+                bus_port: free_port(),
+                child: None,
+                dir: tempfile::tempdir().expect("tempdir"),
+            })
+            .collect();
+        for n in &mut nodes {
+            n.start();
+        }
+        for n in &nodes {
+            n.wait_listening();
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// The nodes' URLs, comma-separated (the form `DINGBRIDGE_STORE_URL` takes).
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// One `redis://127.0.0.1:<port>` per node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// Kills every node (as an outage would); their cluster config stays in their dirs.
+    pub fn stop(&mut self) {
+        for n in &mut self.nodes {
+            n.stop();
+        }
+    }
+
+    /// Starts every node again on its port; they rejoin from their saved cluster config.
+    pub fn start_again(&mut self) {
+        for n in &mut self.nodes {
+            n.start();
+        }
+        for n in &self.nodes {
+            n.wait_listening();
+        }
+        self.wait_ok();
+    }
+
+    /// A cluster-aware synchronous client for inspecting state.
+    pub fn client(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.urls())
+            .and_then(|c| c.get_connection())
+            .expect("cluster connection")
+    }
+
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let all_ok = self.nodes.iter().all(|n| {
+                redis::Client::open(format!("redis://127.0.0.1:{}", n.port))
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+                    .map(|info| info.contains("cluster_state:ok"))
+                    .unwrap_or(false)
+            });
+            if all_ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// One running `dingbridge serve` process.
 pub struct TestApp {
     pub addr: SocketAddr,
