@@ -45,6 +45,8 @@ pub(crate) struct DingTalk {
     events: Arc<Mutex<HashMap<String, Value>>>,
     pub(crate) todos: Arc<Mutex<HashMap<String, Value>>>,
     files: Arc<Mutex<HashMap<String, Arc<String>>>>,
+    /// Todo creates still to store and then answer 504 (a gateway timing out late).
+    pub(crate) lose_todo_answers: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl DingTalk {
@@ -53,6 +55,8 @@ impl DingTalk {
         let todos: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
         let files: Arc<Mutex<HashMap<String, Arc<String>>>> = Arc::default();
         let (e, t, f) = (events.clone(), todos.clone(), files.clone());
+        let lose_todo_answers: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let lose = lose_todo_answers.clone();
         let server = FakeServer::start(move |r| {
             let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
             match (r.method.as_str(), segs.as_slice()) {
@@ -85,6 +89,16 @@ impl DingTalk {
                     task["id"] = json!(id);
                     task["done"] = json!(false);
                     todos.insert(id, task.clone());
+                    let lost = lose
+                        .fetch_update(
+                            std::sync::atomic::Ordering::SeqCst,
+                            std::sync::atomic::Ordering::SeqCst,
+                            |n| n.checked_sub(1),
+                        )
+                        .is_ok();
+                    if lost {
+                        return FakeReply::status(504);
+                    }
                     FakeReply::json(task)
                 }
                 ("PUT", ["v1.0", "todo", "users", _, "tasks", id]) => {
@@ -144,6 +158,7 @@ impl DingTalk {
             events,
             todos,
             files,
+            lose_todo_answers,
         }
     }
 

@@ -448,3 +448,37 @@ async fn a_mail_changed_three_times_under_notifications_without_ids_still_has_it
     assert_eq!(w.todo_writes("PUT"), 1, "the todo updated once");
     w.graph.assert_no_violations();
 }
+
+/// DingTalk stores a todo and its gateway answers 504: the retried job finds the todo by
+/// its `sourceId` instead of creating a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dingtalk_todo_stored_then_answered_504_is_found_not_created_twice() {
+    use std::sync::atomic::Ordering;
+    let w = World::new(r#"["message", "mail", "todo"]"#);
+    w.dt.lose_todo_answers.store(1, Ordering::SeqCst);
+    let first = w.spawn(true);
+    let second = w.spawn(false);
+    let sub_id = w.message_subscription(&first).await;
+    w.outlook_mail([&first, &second], &sub_id, "Customs papers")
+        .await;
+    let created = |app: &TestApp| {
+        app.logs()
+            .iter()
+            .any(|l| l.contains("DingTalk todo created for an Outlook mail"))
+    };
+    wait_for(
+        &first,
+        "the read-state todo",
+        Duration::from_secs(30),
+        || (created(&first) || created(&second)).then_some(()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        w.dt.lose_todo_answers.load(Ordering::SeqCst),
+        0,
+        "the 504 was given"
+    );
+    assert_eq!(w.todo_writes("POST"), 1, "one create reached DingTalk");
+    assert_eq!(w.todos().len(), 1, "one todo");
+}
