@@ -108,7 +108,7 @@ fn check_readable(events: &[VerifiedEvent]) -> Result<(), ApiError> {
 /// Longest wait for the store per event: a sender (Graph allows 3 s) must get its 503 and
 /// `Retry-After` promptly whatever the store does. An enqueue cut off here may still land;
 /// the sender's retry is then a duplicate, which the dedupe marker catches.
-pub const STORE_DEADLINE: Duration = Duration::from_millis(800);
+pub const STORE_DEADLINE: Duration = Duration::from_millis(500);
 
 /// Dedupes and durably enqueues already-verified events.
 pub async fn accept(

@@ -14,6 +14,7 @@ mod common;
 
 mod exactly_once;
 mod hostile_http;
+mod redis_outage;
 mod soak;
 
 use std::time::Duration;
