@@ -909,7 +909,12 @@ async fn a_changed_public_url_replaces_the_subscription() {
         new["notificationUrl"],
         format!("http://127.0.0.1:{port}/webhooks/graph")
     );
-    assert_eq!(w.graph.subscriptions().len(), 1, "the old one was deleted");
+    // The old one is deleted after the new one exists: wait for it rather than race it.
+    let only_new = eventually(Duration::from_secs(20), || async {
+        (w.graph.subscriptions().len() == 1).then_some(())
+    })
+    .await;
+    assert!(only_new.is_some(), "the old one was deleted");
     w.graph.assert_no_violations();
 }
 
