@@ -634,18 +634,20 @@ impl ConfigError {
     }
 }
 
-/// Which store backend the URL selects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreKind {
-    /// In-process store for a single instance.
-    Memory,
-    /// Redis at this URL.
-    Redis(String),
-    /// A Redis Cluster reached through any of these node URLs.
-    RedisCluster(Vec<String>),
-}
+pub use crate::store::StoreKind;
 
 impl Config {
+    /// What [`crate::store::open`] needs, from the validated settings.
+    pub fn store_settings(&self) -> Result<crate::store::StoreSettings, ConfigError> {
+        Ok(crate::store::StoreSettings {
+            kind: self.store_kind()?,
+            key_prefix: self.key_prefix.clone(),
+            audit_max_entries: self.audit_max_entries,
+            memory_queue_max: self.memory_queue_max,
+            memory_dedupe_max: self.memory_dedupe_max,
+        })
+    }
+
     /// Loads the file (if any) and the process environment, then validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         Self::load_from(path, std::env::vars())
@@ -1061,6 +1063,18 @@ fn apply_env(
         }
     }
     Ok(())
+}
+
+/// Splits an `id|label` option entry of `api.mailboxes` or `api.dingtalk_conversations`
+/// (the label defaults to the id).
+pub fn option_item(entry: &str) -> (String, String) {
+    match entry.split_once('|') {
+        Some((id, label)) if !label.trim().is_empty() => {
+            (id.trim().to_string(), label.trim().to_string())
+        }
+        Some((id, _)) => (id.trim().to_string(), id.trim().to_string()),
+        None => (entry.trim().to_string(), entry.trim().to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -89,7 +89,11 @@ pub async fn run(config: &Config) -> Vec<Check> {
             config.listen
         ),
     )];
-    let store = match store::open(config).await {
+    let opened = match config.store_settings() {
+        Ok(settings) => store::open(&settings).await,
+        Err(e) => Err(store::StoreError::Unavailable(e.to_string())),
+    };
+    let store = match opened {
         Ok(s) => s,
         Err(e) => {
             checks.push(Check::new("store", Status::Fail, e.to_string()));

@@ -124,7 +124,7 @@ impl Application {
     /// Opens the store, binds the listener (port 0 picks a free port) and starts workers.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let config = Arc::new(config);
-        let store: SharedStore = store::open(&config).await?;
+        let store: SharedStore = store::open(&config.store_settings()?).await?;
         if store.backend() == "memory" {
             tracing::warn!(
                 "using the embedded in-memory store: one instance only, nothing survives a restart; set DINGBRIDGE_STORE_URL=redis://… for production"

@@ -295,7 +295,7 @@ fn keys(config: Config, command: KeysCommand) -> ExitCode {
         }
     };
     let result: anyhow::Result<ExitCode> = runtime.block_on(async {
-        let store = store::open(&config).await?;
+        let store = store::open(&config.store_settings()?).await?;
         match command {
             KeysCommand::Create { name, scopes } => {
                 let scopes =

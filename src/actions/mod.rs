@@ -155,7 +155,7 @@ pub fn configured_conversations(config: &Config) -> Vec<String> {
         .api
         .dingtalk_conversations
         .iter()
-        .map(|c| crate::api::lowcode::option_item(c).0)
+        .map(|c| crate::config::option_item(c).0)
         .chain(
             config
                 .routes
@@ -178,7 +178,7 @@ pub fn configured_mailboxes(config: &Config) -> Vec<String> {
         .api
         .mailboxes
         .iter()
-        .map(|m| crate::api::lowcode::option_item(m).0)
+        .map(|m| crate::config::option_item(m).0)
         .chain(config.routes.iter().map(|r| r.mailbox.trim().to_string()));
     for id in ids {
         if !id.is_empty() && !out.iter().any(|o| o.eq_ignore_ascii_case(&id)) {

@@ -209,17 +209,6 @@ async fn poll_trigger(
     Ok(HttpResponse::Ok().json(items))
 }
 
-/// Splits an `id|label` option entry (label defaults to the id).
-pub fn option_item(entry: &str) -> (String, String) {
-    match entry.split_once('|') {
-        Some((id, label)) if !label.trim().is_empty() => {
-            (id.trim().to_string(), label.trim().to_string())
-        }
-        Some((id, _)) => (id.trim().to_string(), id.trim().to_string()),
-        None => (entry.trim().to_string(), entry.trim().to_string()),
-    }
-}
-
 /// Dropdown kinds and the setting each one lists.
 pub const OPTION_KINDS: &[&str] = &[
     "mailboxes",
@@ -247,7 +236,7 @@ fn push_unique(items: &mut Vec<Value>, id: &str, label: &str) {
 fn configured(entries: &[String]) -> Vec<Value> {
     let mut items = Vec::new();
     for e in entries {
-        let (id, label) = option_item(e);
+        let (id, label) = crate::config::option_item(e);
         push_unique(&mut items, &id, &label);
     }
     items

@@ -315,27 +315,45 @@ pub trait Store: Send + Sync + 'static {
 /// A shared handle to the configured store.
 pub type SharedStore = Arc<dyn Store>;
 
-/// Opens the store the configuration names.
-pub async fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
-    use crate::config::StoreKind;
-    let kind = config
-        .store_kind()
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    Ok(match kind {
+/// Which store backend the settings select.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In-process store for a single instance.
+    Memory,
+    /// Redis at this URL.
+    Redis(String),
+    /// A Redis Cluster reached through any of these node URLs.
+    RedisCluster(Vec<String>),
+}
+
+/// The settings a store is opened with (from `Config::store_settings`).
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Backend and where it is.
+    pub kind: StoreKind,
+    /// Prefix of every Redis key.
+    pub key_prefix: String,
+    /// Audit trail cap.
+    pub audit_max_entries: u64,
+    /// Embedded store: most jobs held.
+    pub memory_queue_max: u64,
+    /// Embedded store: most dedupe marks kept.
+    pub memory_dedupe_max: u64,
+}
+
+/// Opens the store the settings name.
+pub async fn open(settings: &StoreSettings) -> Result<SharedStore, StoreError> {
+    let s = settings;
+    Ok(match &s.kind {
         StoreKind::Memory => Arc::new(
-            memory::MemoryStore::new(config.audit_max_entries)
-                .bounded(config.memory_queue_max, config.memory_dedupe_max),
+            memory::MemoryStore::new(s.audit_max_entries)
+                .bounded(s.memory_queue_max, s.memory_dedupe_max),
         ),
-        StoreKind::Redis(url) => Arc::new(
-            redis::RedisStore::connect(&url, &config.key_prefix, config.audit_max_entries).await?,
-        ),
+        StoreKind::Redis(url) => {
+            Arc::new(redis::RedisStore::connect(url, &s.key_prefix, s.audit_max_entries).await?)
+        }
         StoreKind::RedisCluster(nodes) => Arc::new(
-            redis::RedisStore::connect_cluster(
-                &nodes,
-                &config.key_prefix,
-                config.audit_max_entries,
-            )
-            .await?,
+            redis::RedisStore::connect_cluster(nodes, &s.key_prefix, s.audit_max_entries).await?,
         ),
     })
 }

@@ -2,6 +2,7 @@
 //! translations between DingTalk and Graph objects, routes and relays.
 
 pub mod event;
+pub mod keys;
 pub mod mapping;
 pub mod outbound_relay;
 pub mod outlook_triggers;

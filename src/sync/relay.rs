@@ -38,6 +38,7 @@ use serde_json::{Value, json};
 
 use super::{
     Action, EventKind, SyncEvent,
+    keys::{TASK_SOURCE_PREFIX, map_namespace, version_key},
     mapping::{self, ChatMessage},
     routes::{Routes, route_kind},
 };
@@ -49,7 +50,7 @@ use crate::{
         client::{Created, LinkedResource, UPLOAD_SESSION_MAX},
     },
     store::{AuditEntry, Job, SharedStore, Side, StoreError},
-    sync::{outbound_relay, todo_sync},
+    sync::outbound_relay,
     triggers::{self, TriggerEvent},
     worker::{JobFailure, JobHandler},
 };
@@ -66,11 +67,6 @@ pub const MESSAGE_FILE_DOWNLOAD_PATH: &str = "/v1.0/robot/messageFiles/download"
 /// Store key of the echo guard for a Graph item the bridge just wrote.
 pub fn echo_key(graph_id: &str) -> String {
     format!("echo:graph:{graph_id}")
-}
-
-/// Mapping namespace of one kind on one route (`left` = DingTalk id, `right` = Graph id).
-pub fn map_namespace(kind: &str, route: &str) -> String {
-    format!("relay:{kind}:{route}")
 }
 
 fn store_failure(e: StoreError) -> JobFailure {
@@ -701,14 +697,14 @@ impl RelayHandler {
             // was visible): it is the mail's read state, not a To Do task.
             return Ok(Outcome::new(id, mapped, "echo_skipped"));
         }
-        if mapped.is_none() && source.starts_with(todo_sync::TASK_SOURCE_PREFIX) {
+        if mapped.is_none() && source.starts_with(TASK_SOURCE_PREFIX) {
             // Made for an Outlook task by the To Do poller, whose id pair is not visible
             // yet: the task exists already.
             return Ok(Outcome::new(id, mapped, "echo_skipped"));
         }
         let mut body = mapping::task_from_dingtalk(&task, id);
         let version = mapping::task_version(&body);
-        let version_key = |gid: &str| todo_sync::version_key(&route.name, gid);
+        let version_key = |gid: &str| version_key(&route.name, gid);
         if let Some(gid) = &mapped
             && self
                 .store

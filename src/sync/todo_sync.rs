@@ -30,16 +30,14 @@ use crate::{
     graph::GraphClient,
     store::{AuditEntry, SharedStore, Side},
     sync::{
+        keys::{TASK_SOURCE_PREFIX, map_namespace, version_key},
         mapping::{task_version, todo_from_task},
         outlook_triggers,
-        relay::map_namespace,
     },
 };
 
 /// Lease held by the instance that polls.
 pub const LEASE: &str = "graph-todo-poll";
-/// Prefix of the `sourceId` of every DingTalk todo made for an Outlook task.
-pub const TASK_SOURCE_PREFIX: &str = "outlook-task-";
 /// How long the echo guard of a DingTalk todo written here lives.
 const ECHO_TTL: Duration = Duration::from_secs(600);
 /// Safety bound on delta pages per round.
@@ -56,11 +54,6 @@ pub fn polled(route: &RouteConfig) -> bool {
 pub fn task_source_id(route: &str, id: &str) -> String {
     let digest = Sha256::digest(format!("task\n{route}\n{id}").as_bytes());
     format!("{TASK_SOURCE_PREFIX}{}", hex::encode(&digest[..16]))
-}
-
-/// Store key of the content version last relayed for To Do task `id` on `route`.
-pub fn version_key(route: &str, id: &str) -> String {
-    format!("todo-version:{route}:{id}")
 }
 
 fn delta_key(route: &str, list: &str) -> String {
