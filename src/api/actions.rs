@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 
 use super::{AppState, JsonBody, RouteEntry, on};
 use crate::{
-    apikeys::{Authenticated, Scope},
+    api::auth::Authenticated,
+    apikeys::Scope,
     error::{ApiError, ErrorCode},
     store::{IdempotencyRecord, Reservation, StoredResponse},
 };

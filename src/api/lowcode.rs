@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use super::{AppState, JsonBody, RouteEntry, on};
 use crate::{
     actions::Fields,
-    apikeys::{Authenticated, Scope},
+    api::auth::Authenticated,
+    apikeys::Scope,
     config::Config,
     error::{ApiError, ErrorCode},
     hooks::{self, Hook, Viewer},

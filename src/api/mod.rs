@@ -18,6 +18,7 @@ use crate::{
 };
 
 pub mod actions;
+pub mod auth;
 pub mod body;
 pub mod docs;
 pub mod health;
