@@ -874,7 +874,6 @@ impl GraphClient {
                 .id
             }
         };
-        let policy = &self.inner.policy;
         let mut attempt = 0u32;
         loop {
             let error = match self.send_draft(mailbox, &id).await {
@@ -883,12 +882,9 @@ impl GraphClient {
                 Err(e) => return Err(e),
             };
             attempt += 1;
-            let wait = error
-                .retry_after()
-                .unwrap_or_else(|| backoff(policy.backoff_base, attempt));
-            if attempt > policy.max_retries || wait > policy.max_wait {
+            let Some(wait) = self.wait_before_looking(&error, attempt) else {
                 return Err(error);
-            }
+            };
             tokio::time::sleep(wait).await;
             if let Some((_, false)) = self.message_by_origin(mailbox, source_id).await? {
                 return Ok(());
@@ -1011,6 +1007,16 @@ impl GraphClient {
         .await
     }
 
+    /// How long to wait after the `attempt`-th ambiguous failure before looking the item
+    /// up again, or `None` when the policy says to give the job back instead.
+    fn wait_before_looking(&self, error: &GraphError, attempt: u32) -> Option<Duration> {
+        let policy = &self.inner.policy;
+        let wait = error
+            .retry_after()
+            .unwrap_or_else(|| backoff(policy.backoff_base, attempt));
+        (attempt <= policy.max_retries && wait <= policy.max_wait).then_some(wait)
+    }
+
     /// Looks the item up, creates it when absent, and after an answer that leaves open
     /// whether the create was applied (503/504, a connection broken after sending) looks
     /// it up again before creating again: never a second item for one source.
@@ -1024,7 +1030,6 @@ impl GraphClient {
         if let Some(id) = lookup().await? {
             return Ok(Created { id, existed: true });
         }
-        let policy = &self.inner.policy;
         let mut attempt = 0u32;
         loop {
             let error = match create().await {
@@ -1033,13 +1038,10 @@ impl GraphClient {
                 Err(e) => return Err(e),
             };
             attempt += 1;
-            let wait = error
-                .retry_after()
-                .unwrap_or_else(|| backoff(policy.backoff_base, attempt));
-            if attempt > policy.max_retries || wait > policy.max_wait {
+            let Some(wait) = self.wait_before_looking(&error, attempt) else {
                 // The job retries later, and its first step is the lookup.
                 return Err(error);
-            }
+            };
             tracing::info!(error = %error, wait_ms = wait.as_millis() as u64, "a create may have been applied; looking it up before trying again");
             tokio::time::sleep(wait).await;
             if let Some(id) = lookup().await? {
