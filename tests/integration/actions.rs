@@ -618,3 +618,104 @@ async fn an_action_retried_after_a_stored_then_lost_answer_leaves_exactly_one_it
         graph.assert_no_violations();
     }
 }
+
+/// DingTalk's side of the same promise: a todo create stored then answered 504 is found
+/// by its `sourceId` on the retry, and a calendar create repeated with the same
+/// `x-client-token` is the same request for DingTalk (its documented idempotency).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dingtalk_actions_retried_after_a_stored_then_lost_answer_leave_one_item() {
+    use std::{
+        collections::HashMap,
+        sync::{Arc, Mutex},
+    };
+    let todos: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let events: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let lost: Arc<Mutex<Vec<&'static str>>> = Arc::new(Mutex::new(vec!["todo", "event"]));
+    let (t, e, l) = (todos.clone(), events.clone(), lost.clone());
+    let lose = move |what: &str| {
+        let mut l = l.lock().expect("lost");
+        let hit = l.iter().position(|w| *w == what);
+        hit.map(|i| l.remove(i)).is_some()
+    };
+    let dt = FakeServer::start(move |r| {
+        let p = r.path.as_str();
+        match (r.method.as_str(), p) {
+            ("GET", "/gettoken") => FakeReply::json(
+                json!({"errcode": 0, "errmsg": "ok", "access_token": "dt-token", "expires_in": 7200}),
+            ),
+            ("GET", p) if p.contains("/tasks/sources/") => {
+                let source = p.rsplit('/').next().unwrap_or_default();
+                match t
+                    .lock()
+                    .expect("todos")
+                    .iter()
+                    .find(|x| x["sourceId"] == source)
+                {
+                    Some(found) => FakeReply::json(found.clone()),
+                    None => FakeReply {
+                        body: json!({"code": "notFound", "message": "no task"}).to_string(),
+                        ..FakeReply::status(404)
+                    },
+                }
+            }
+            ("POST", p) if p.ends_with("/tasks") => {
+                let mut task = r.json();
+                let mut todos = t.lock().expect("todos");
+                task["id"] = json!(format!("dt-todo-{}", todos.len() + 1));
+                task["createdTime"] = json!(1772420400000i64);
+                todos.push(task.clone());
+                if lose("todo") {
+                    return FakeReply::status(504);
+                }
+                FakeReply::json(task)
+            }
+            ("POST", p) if p.ends_with("/calendars/primary/events") => {
+                let token = r.header("x-client-token").unwrap_or_default().to_string();
+                let mut events = e.lock().expect("events");
+                let n = events.len() + 1;
+                let event = events
+                    .entry(token)
+                    .or_insert_with(|| {
+                        let b = r.json();
+                        json!({"id": format!("dt-event-{n}"), "summary": b["summary"], "start": b["start"], "end": b["end"]})
+                    })
+                    .clone();
+                if lose("event") {
+                    return FakeReply::status(504);
+                }
+                FakeReply::json(event)
+            }
+            _ => FakeReply::status(404),
+        }
+    });
+    let s = spawn(None, Some(&dt));
+    let cases = [
+        (
+            "dingtalk.create_todo",
+            json!({"subject": "Sign the form", "executor_user_ids": ["union-ops"]}),
+        ),
+        (
+            "dingtalk.create_event",
+            json!({"summary": "Customs call", "start": "2026-03-02T10:00:00+08:00", "end": "2026-03-02T11:00:00+08:00"}),
+        ),
+    ];
+    for (action, input) in &cases {
+        let key = format!("zap-{action}");
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            let resp = act(&s.app, action, Some(&key), input).await;
+            answers.push(resp.status().as_u16());
+            if resp.status() == 200 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        assert_eq!(answers.last(), Some(&200), "{action}: {answers:?}");
+    }
+    assert!(
+        lost.lock().expect("lost").is_empty(),
+        "both answers were lost once"
+    );
+    assert_eq!(todos.lock().expect("todos").len(), 1, "one todo");
+    assert_eq!(events.lock().expect("events").len(), 1, "one event");
+}
