@@ -43,8 +43,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/error.rs", "telemetry"),
     ("src/graph/subscriptions.rs", "sync"),
     ("src/triggers.rs", "outbound"),
-    ("src/worker/mod.rs", "graph"),
-    ("src/worker/mod.rs", "outbound"),
 ];
 
 fn layer(module: &str) -> Option<u8> {

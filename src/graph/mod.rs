@@ -14,6 +14,8 @@ pub mod subscriptions;
 
 use std::time::Duration;
 
+use crate::worker::JobFailure;
+
 pub use auth::{AssertionAlg, AuthError, AuthErrorKind, Credential, TokenProvider};
 pub use client::{
     Collection, Created, GraphClient, LinkedResource, RetryPolicy, event_transaction_id,
@@ -168,6 +170,31 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 pub fn whole_seconds(d: Duration) -> u64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     secs.max(1)
+}
+
+/// How long a job waits when Graph refuses the bridge's credentials: long enough not to
+/// hammer Entra ID, short enough that jobs survive until someone fixes the configuration.
+const AUTH_CONFIG_RETRY: Duration = Duration::from_secs(5 * 60);
+
+impl From<GraphError> for JobFailure {
+    fn from(e: GraphError) -> Self {
+        let message = e.to_string();
+        match &e {
+            // A credential problem hits every job alike; keep them queued (not dead-lettered
+            // within minutes) while the configuration is fixed.
+            GraphError::Auth(a) if !a.is_transient() => {
+                JobFailure::transient(message).retry_after(AUTH_CONFIG_RETRY)
+            }
+            _ if e.is_transient() => {
+                let failure = JobFailure::transient(message);
+                match e.retry_after() {
+                    Some(after) => failure.retry_after(after),
+                    None => failure,
+                }
+            }
+            _ => JobFailure::permanent(message),
+        }
+    }
 }
 
 #[cfg(test)]

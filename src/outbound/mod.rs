@@ -85,6 +85,12 @@ fn store_failure(e: crate::store::StoreError) -> JobFailure {
 
 #[async_trait]
 impl JobHandler for HookDeliverer {
+    /// A hook delivery is not a relay: its failure must not publish `sync.failed`
+    /// (which would be delivered, and could fail, in turn).
+    fn publishes_failures(&self) -> bool {
+        false
+    }
+
     async fn handle(&self, job: &Job) -> Result<(), JobFailure> {
         let hook_id = job.payload["hook_id"].as_str().unwrap_or_default();
         let event = &job.payload["event"];

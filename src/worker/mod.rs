@@ -52,37 +52,17 @@ impl JobFailure {
     }
 }
 
-/// How long a job waits when Graph refuses the bridge's credentials: long enough not to
-/// hammer Entra ID, short enough that jobs survive until someone fixes the configuration.
-const AUTH_CONFIG_RETRY: Duration = Duration::from_secs(5 * 60);
-
-impl From<crate::graph::GraphError> for JobFailure {
-    fn from(e: crate::graph::GraphError) -> Self {
-        use crate::graph::GraphError;
-        let message = e.to_string();
-        match &e {
-            // A credential problem hits every job alike; keep them queued (not dead-lettered
-            // within minutes) while the configuration is fixed.
-            GraphError::Auth(a) if !a.is_transient() => {
-                JobFailure::transient(message).retry_after(AUTH_CONFIG_RETRY)
-            }
-            _ if e.is_transient() => {
-                let failure = JobFailure::transient(message);
-                match e.retry_after() {
-                    Some(after) => failure.retry_after(after),
-                    None => failure,
-                }
-            }
-            _ => JobFailure::permanent(message),
-        }
-    }
-}
-
 /// Runs jobs of one kind.
 #[async_trait]
 pub trait JobHandler: Send + Sync {
     /// Performs the job; must be safe to run again for the same job (at-least-once).
     async fn handle(&self, job: &Job) -> Result<(), JobFailure>;
+
+    /// Whether a dead-lettered job of this kind publishes `sync.failed`. Deliveries to
+    /// hooks say no: a failed `sync.failed` delivery must not publish another.
+    fn publishes_failures(&self) -> bool {
+        true
+    }
 }
 
 /// Handlers by job kind.
@@ -269,9 +249,10 @@ async fn run_one(
                 );
                 match store.dead_letter(&delivery, &next).await {
                     Ok(()) => {
-                        // Deliveries to hooks are not relays: a failed `sync.failed`
-                        // delivery must not publish another `sync.failed`.
-                        if next.kind != crate::outbound::KIND {
+                        if registry
+                            .get(&next.kind)
+                            .is_none_or(|h| h.publishes_failures())
+                        {
                             let event = crate::triggers::sync_failed(&next);
                             if let Err(e) = crate::triggers::publish(store.as_ref(), &event).await {
                                 tracing::warn!(error = %e, "could not publish sync.failed");
