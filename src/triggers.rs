@@ -16,6 +16,9 @@ use crate::{
     store::{Dedupe, Job, Store, StoreError, StoreResult},
 };
 
+/// Job kind of one delivery of an event to one hook (run by `outbound`).
+pub const DELIVERY_KIND: &str = "hook.deliver";
+
 /// A DingTalk message reached a group or user the bridge watches.
 pub const DINGTALK_MESSAGE_RECEIVED: &str = "dingtalk.message.received";
 /// A DingTalk calendar event was created, changed or cancelled.
@@ -159,7 +162,7 @@ pub async fn publish(store: &dyn Store, event: &TriggerEvent) -> StoreResult<Pub
     for hook in hooks::active_for(store, &event.event).await? {
         let dedupe_id = format!("{}:{}", hook.id, event.id);
         let job = Job::new(
-            crate::outbound::KIND,
+            DELIVERY_KIND,
             serde_json::json!({ "hook_id": hook.id, "event": payload }),
         );
         let outcome = store

@@ -42,7 +42,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/error.rs", "graph"),
     ("src/error.rs", "telemetry"),
     ("src/graph/subscriptions.rs", "sync"),
-    ("src/triggers.rs", "outbound"),
 ];
 
 fn layer(module: &str) -> Option<u8> {

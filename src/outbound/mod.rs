@@ -21,8 +21,8 @@ use crate::{
 pub mod sign;
 pub mod target;
 
-/// Job kind of deliveries.
-pub const KIND: &str = "hook.deliver";
+/// Job kind of deliveries (queued by [`crate::triggers::publish`], which owns the name).
+pub const KIND: &str = crate::triggers::DELIVERY_KIND;
 
 /// The delivery client: no redirects, guarded DNS, bounded time.
 pub fn client(
