@@ -148,8 +148,6 @@ impl GraphError {
     }
 }
 
-pub use crate::retry_after::{parse as parse_retry_after, whole_seconds};
-
 #[cfg(test)]
 mod tests {
     use super::*;
