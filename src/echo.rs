@@ -105,12 +105,7 @@ pub async fn classify(resp: reqwest::Response) -> Result<(), JobFailure> {
     if status.is_success() {
         return Ok(());
     }
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = crate::retry_after::of(resp.headers());
     let body = resp.text().await.unwrap_or_default();
     let snippet: String = body.chars().take(200).collect();
     let message = format!("target answered {}: {snippet}", status.as_u16());

@@ -241,7 +241,7 @@ impl From<crate::graph::GraphError> for ApiError {
     /// and timeouts → `upstream_unavailable`; anything else → `upstream_error`. Graph's
     /// status, `code` and `request-id` stay in `details` for support.
     fn from(e: crate::graph::GraphError) -> Self {
-        use crate::graph::{GraphError, whole_seconds};
+        use crate::{graph::GraphError, retry_after::whole_seconds};
         let message = e.to_string();
         match &e {
             GraphError::Api {
@@ -303,7 +303,7 @@ impl From<crate::dingtalk::client::DingTalkError> for ApiError {
         if e.retry_after.is_some() || e.status == 429 {
             let secs = e
                 .retry_after
-                .map(crate::graph::whole_seconds)
+                .map(crate::retry_after::whole_seconds)
                 .unwrap_or(1)
                 .max(1);
             return ApiError::rate_limited(format!("DingTalk is throttling: {e}"), secs)

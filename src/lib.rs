@@ -16,6 +16,7 @@ pub mod leader;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;
+pub mod retry_after;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
@@ -275,6 +276,7 @@ impl Application {
         // The Graph and DingTalk clients run the actions; without them the actions
         // answer 404 `not_configured`.
         let mut actions = actions::Actions::standard();
+        actions.set_store(store.clone());
         if let Some(g) = &graph {
             actions.set_backend(
                 actions::Family::Outlook,

@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     ("error", 1),
     ("store", 1),
+    ("retry_after", 1),
 ];
 
 /// Upward uses that exist today (file, module reached); see ARCHITECTURE.md for the way

@@ -15,6 +15,7 @@ use crate::{
     apikeys::Principal,
     config::Config,
     error::{ApiError, ErrorCode},
+    store::SharedStore,
 };
 
 pub mod catalog;
@@ -70,6 +71,8 @@ pub struct ActionContext<'a> {
     /// The request's `Idempotency-Key`, when given (pass it on as the upstream
     /// idempotency handle: Graph `transactionId`, DingTalk `msgUuid`, …).
     pub idempotency_key: Option<&'a str>,
+    /// The store (shared budgets such as a custom robot's 20 messages a minute).
+    pub store: &'a SharedStore,
     backends: &'a Backends,
 }
 
@@ -251,14 +254,17 @@ struct Backends {
 pub struct Actions {
     map: BTreeMap<&'static str, Box<dyn DynAction>>,
     backends: Backends,
+    store: SharedStore,
 }
 
 impl Actions {
-    /// Every action of the product, no backend set.
+    /// Every action of the product, no backend set, budgets kept in this process until
+    /// [`Actions::set_store`].
     pub fn standard() -> Actions {
         let mut a = Actions {
             map: BTreeMap::new(),
             backends: Backends::default(),
+            store: Arc::new(crate::store::memory::MemoryStore::new(0)),
         };
         a.register(SendMail);
         a.register(CreateOutlookEvent);
@@ -284,6 +290,12 @@ impl Actions {
             Family::Outlook => self.backends.outlook = Some(backend),
             Family::DingTalk => self.backends.dingtalk = Some(backend),
         }
+    }
+
+    /// Keeps shared budgets (a custom robot's messages a minute) in `store`, which the
+    /// relays and other instances use too.
+    pub fn set_store(&mut self, store: SharedStore) {
+        self.store = store;
     }
 
     /// Names and kinds, sorted.
@@ -314,6 +326,7 @@ impl Actions {
             http,
             caller,
             idempotency_key,
+            store: &self.store,
             backends: &self.backends,
         };
         action.call(&ctx, input).await

@@ -1,17 +1,15 @@
 //! DingTalk server API client: one cached app access token, DingTalk's idempotency handles
 //! on every write (`x-client-token` for calendar, `sourceId` for todos, `msgUuid` for
 //! robot sends), and its limits respected by waiting rather than dropping: 20 calls/s per
-//! app per API and 20 messages/min per custom robot (shared by all instances through the
-//! store), plus a monthly call budget counted for Standard-edition organisations.
+//! app per API, plus a monthly call budget counted for Standard-edition organisations.
+//! Custom (webhook) robots have their own sender and budget: [`super::custom_robot`].
 
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::{
-    dingtalk::sign,
     store::{SharedStore, now_ms},
     worker::JobFailure,
 };
@@ -20,9 +18,6 @@ use crate::{
 pub const DEFAULT_API_BASE: &str = "https://api.dingtalk.com";
 /// Default base URL of the old-style API.
 pub const DEFAULT_OAPI_BASE: &str = "https://oapi.dingtalk.com";
-
-/// Messages per minute a custom robot accepts before DingTalk blocks it for 10 minutes.
-pub const CUSTOM_ROBOT_PER_MINUTE: u64 = 20;
 
 /// A failed DingTalk call, with what a retry needs to know.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -43,7 +38,8 @@ pub struct DingTalkError {
 }
 
 impl DingTalkError {
-    fn transport(e: reqwest::Error) -> Self {
+    /// The call did not get an answer.
+    pub(crate) fn transport(e: reqwest::Error) -> Self {
         Self {
             status: 0,
             code: "transport".into(),
@@ -642,62 +638,6 @@ impl DingTalkClient {
             None,
         )
         .await
-    }
-}
-
-/// Sends to a custom group robot's webhook: signed when it has a `SEC…` secret, with
-/// `msgUuid` so a retried send is not posted twice, and at most 20 per minute per robot
-/// across all instances (beyond that the job waits for the next minute).
-pub async fn send_custom_robot(
-    http: &reqwest::Client,
-    store: &SharedStore,
-    webhook_url: &str,
-    secret: Option<&str>,
-    message: &Value,
-    msg_uuid: &str,
-) -> Result<Value, DingTalkError> {
-    let robot = hex::encode(&Sha256::digest(webhook_url.as_bytes())[..8]);
-    let now = now_ms();
-    let minute = now / 60_000;
-    let used = store
-        .incr(
-            &format!("dingtalk:robot:{robot}:{minute}"),
-            1,
-            Some(Duration::from_secs(120)),
-        )
-        .await
-        .unwrap_or(0);
-    if used > CUSTOM_ROBOT_PER_MINUTE {
-        let wait = (60_000 - now.rem_euclid(60_000)) as u64 + 250;
-        return Err(DingTalkError {
-            status: 429,
-            code: "robot_minute_budget".into(),
-            message: "this robot already sent 20 messages this minute".into(),
-            request_id: None,
-            retry_after: Some(Duration::from_millis(wait)),
-            permanent: false,
-        });
-    }
-    let mut url = webhook_url.to_string();
-    if let Some(secret) = secret {
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&sign::robot_send_query(secret, now));
-    }
-    let mut body = message.clone();
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert("msgUuid".into(), Value::String(msg_uuid.to_string()));
-    }
-    let resp = http
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(DingTalkError::transport)?;
-    let status = resp.status().as_u16();
-    let value: Value = resp.json().await.unwrap_or(Value::Null);
-    match classify(status, &value) {
-        None => Ok(value),
-        Some(e) => Err(e),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod backfill;
 pub mod client;
 pub mod crypto;
+pub mod custom_robot;
 pub mod events;
 pub mod push;
 pub mod robot;

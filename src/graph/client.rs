@@ -26,7 +26,6 @@ use tokio::sync::Semaphore;
 use super::{
     DEFAULT_AUTHORITY_URL, DEFAULT_BASE_URL, GraphError, ORIGIN_PROPERTY_ID,
     auth::{CertificateCredential, Credential, TokenProvider},
-    parse_retry_after,
 };
 use crate::config::{ConfigError, GraphConfig};
 
@@ -1450,10 +1449,7 @@ impl GraphClient {
             // 429 is Graph refusing before doing anything, safe to repeat.
             let repeatable = call.method != Method::POST || status.as_u16() == 429;
             if matches!(status.as_u16(), 429 | 503 | 504) {
-                let said = headers
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
+                let said = crate::retry_after::of(&headers);
                 let wait = said.unwrap_or_else(|| backoff(policy.backoff_base, retries + 1));
                 if said.is_some() {
                     // Everyone using this mailbox waits, not just this call.

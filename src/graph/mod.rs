@@ -150,28 +150,6 @@ impl GraphError {
     }
 }
 
-/// Parses `Retry-After`: delta-seconds (Graph sends fractions such as `2.128`) or an
-/// HTTP date. Absurd values are capped at one hour.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    const CAP: Duration = Duration::from_secs(3600);
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        if !secs.is_finite() || secs < 0.0 {
-            return None;
-        }
-        return Some(Duration::from_secs_f64(secs.min(CAP.as_secs_f64())));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let wait = at.signed_duration_since(chrono::Utc::now());
-    Some(wait.to_std().unwrap_or(Duration::ZERO).min(CAP))
-}
-
-/// Whole seconds for a `Retry-After` answered to our own clients (rounded up, at least 1).
-pub fn whole_seconds(d: Duration) -> u64 {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    secs.max(1)
-}
-
 /// How long a job waits when Graph refuses the bridge's credentials: long enough not to
 /// hammer Entra ID, short enough that jobs survive until someone fixes the configuration.
 const AUTH_CONFIG_RETRY: Duration = Duration::from_secs(5 * 60);
@@ -200,37 +178,6 @@ impl From<GraphError> for JobFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_accepts_integer_fractional_and_http_date() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after(" 2.128 "),
-            Some(Duration::from_millis(2128))
-        );
-        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("soon"), None);
-        assert_eq!(
-            parse_retry_after("99999999"),
-            Some(Duration::from_secs(3600))
-        );
-        let past = parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT");
-        assert_eq!(past, Some(Duration::ZERO));
-        let future = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let d = parse_retry_after(&future).expect("http date");
-        assert!(
-            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
-            "{d:?}"
-        );
-    }
-
-    #[test]
-    fn whole_seconds_round_up() {
-        assert_eq!(whole_seconds(Duration::from_millis(2128)), 3);
-        assert_eq!(whole_seconds(Duration::from_secs(4)), 4);
-        assert_eq!(whole_seconds(Duration::ZERO), 1);
-    }
 
     #[test]
     fn origin_marker_is_a_named_string_property() {

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     config::{RouteConfig, RouteKind},
-    dingtalk::client::{DingTalkClient, send_custom_robot},
+    dingtalk::{client::DingTalkClient, custom_robot},
     graph::{
         GraphClient,
         inbound::{LIFECYCLE_KIND, NOTIFICATION_KIND},
@@ -949,7 +949,7 @@ impl OutlookRelay {
         let d = &route.dingtalk;
         if let Some(webhook) = &d.robot_webhook {
             let body = json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}});
-            send_custom_robot(
+            custom_robot::send(
                 &self.http,
                 &self.store,
                 webhook.expose_secret(),
@@ -987,7 +987,7 @@ impl OutlookRelay {
                     .map_err(|e| JobFailure::transient(e.to_string()))?
         {
             let body = json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}});
-            send_custom_robot(&self.http, &self.store, &url, None, &body, uuid).await?;
+            custom_robot::send(&self.http, &self.store, &url, None, &body, uuid).await?;
             return Ok(format!("session:{uuid}"));
         }
         Err(JobFailure::permanent(format!(

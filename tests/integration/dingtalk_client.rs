@@ -6,7 +6,10 @@ use std::{sync::Arc, time::Duration};
 
 use common::{FakeReply, FakeServer};
 use dingbridge::{
-    dingtalk::client::{DingTalkClient, DingTalkSettings, send_custom_robot},
+    dingtalk::{
+        client::{DingTalkClient, DingTalkSettings},
+        custom_robot,
+    },
     store::{SharedStore, memory::MemoryStore},
 };
 use serde_json::json;
@@ -104,7 +107,7 @@ async fn custom_robot_sends_are_signed_idempotent_and_held_to_20_a_minute() {
     let secret = "SEC0123456789abcdef";
     let mut throttled = None;
     for i in 0..21 {
-        let r = send_custom_robot(
+        let r = custom_robot::send(
             &http,
             &store,
             &url,

@@ -122,19 +122,26 @@ direction = "to_dingtalk"
 
     /// An instance; the first one listens on the port `public_url` names.
     fn spawn(&self, first: bool) -> TestApp {
+        self.spawn_with(first, &[])
+    }
+
+    /// Like [`World::spawn`], with more `DINGBRIDGE_*` variables.
+    fn spawn_with(&self, first: bool, extra: &[(&str, &str)]) -> TestApp {
         let listen = if first {
             format!("127.0.0.1:{}", self.port)
         } else {
             "127.0.0.1:0".into()
         };
         let url = self.redis.url();
-        TestApp::spawn(&[
+        let mut env = vec![
             ("DINGBRIDGE_CONFIG", self.config.to_str().expect("path")),
             ("DINGBRIDGE_LISTEN", listen.as_str()),
             ("DINGBRIDGE_STORE_URL", url.as_str()),
             ("DINGBRIDGE_WORKERS_BACKOFF_BASE_MS", "100"),
             ("DINGBRIDGE_WORKERS_BACKOFF_MAX_MS", "1000"),
-        ])
+        ];
+        env.extend_from_slice(extra);
+        TestApp::spawn(&env)
     }
 
     async fn message_subscription(&self) -> Value {
@@ -790,27 +797,25 @@ async fn a_rich_route_subscribes_with_its_certificate_and_relays_decrypted_mail_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_the_robots_minute_budget_waits_and_arrives_as_one_digest() {
-    use sha2::Digest;
     let w = World::new("");
     let _app = w.spawn(true);
     let sub = w.message_subscription().await;
     let sub_id = sub["id"].as_str().expect("id");
-    // Not too close to a minute boundary, then use up this minute's 20 sends.
-    let now = chrono::Utc::now().timestamp_millis();
-    if now % 60_000 > 45_000 {
-        tokio::time::sleep(Duration::from_millis((60_000 - now % 60_000 + 200) as u64)).await;
-    }
+    // Use up the robot's budget: its 20 one-minute slots taken just now.
     let webhook = w.robot.url("/robot/send?access_token=robot-token");
-    let robot = hex::encode(&sha2::Sha256::digest(webhook.as_bytes())[..8]);
-    let minute = chrono::Utc::now().timestamp_millis() / 60_000;
+    let robot = dingbridge::dingtalk::custom_robot::robot_id(&webhook);
     let mut c = w.redis.client();
-    let _: () = redis::cmd("SET")
-        .arg(format!("dingbridge:ctr:dingtalk:robot:{robot}:{minute}"))
-        .arg(20)
-        .arg("EX")
-        .arg(120)
-        .query(&mut c)
-        .expect("use up the budget");
+    for slot in 0..20 {
+        let _: () = redis::cmd("SET")
+            .arg(format!(
+                "dingbridge:lease:dingtalk:robot:{robot}:slot:{slot}"
+            ))
+            .arg("test")
+            .arg("PX")
+            .arg(60_000)
+            .query(&mut c)
+            .expect("use up the budget");
+    }
     let subjects: Vec<String> = (1..=5).map(|i| format!("Burst mail {i}")).collect();
     for s in &subjects {
         let id = w.graph.put_message(MAILBOX, "inbox", mail(s));
@@ -840,6 +845,151 @@ async fn a_burst_beyond_the_robots_minute_budget_waits_and_arrives_as_one_digest
         let heading = format!("#### 📧 {s}\n");
         assert_eq!(text.matches(heading.as_str()).count(), 1, "{s} in {text}");
     }
+}
+
+/// Actions answered 429 are sent again after their `Retry-After`, as Zapier and n8n do.
+async fn send_robot_action_until_accepted(
+    http: reqwest::Client,
+    url: String,
+    key: String,
+    text: String,
+) -> Vec<u64> {
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let resp = http
+            .post(&url)
+            .bearer_auth(&key)
+            .header("Idempotency-Key", format!("burst-{text}"))
+            .json(&json!({
+                "target": "robot",
+                "webhook_url": "https://oapi.dingtalk.com/robot/send?access_token=shared-robot",
+                "text": text,
+            }))
+            .send()
+            .await
+            .expect("action");
+        match resp.status().as_u16() {
+            200 => return waits,
+            429 => {
+                let after: u64 = resp.headers()["retry-after"]
+                    .to_str()
+                    .expect("ascii")
+                    .parse()
+                    .expect("whole seconds");
+                let body: Value = resp.json().await.expect("json");
+                assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+                assert!(after <= 61, "waits at most a minute: {after}");
+                waits.push(after);
+                tokio::time::sleep(Duration::from_secs(after)).await;
+            }
+            s => panic!("{text}: {s} {}", resp.text().await.unwrap_or_default()),
+        }
+    }
+    panic!("{text} was never accepted: waited {waits:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_and_relayed_mails_to_one_robot_share_its_20_a_minute_and_none_is_dropped() {
+    // One DingTalk for both paths: the route's robot webhook and the action's oapi base.
+    let dingtalk = FakeServer::start(|r| match r.path.as_str() {
+        "/robot/send" => FakeReply::json(json!({"errcode": 0, "errmsg": "ok"})),
+        "/gettoken" => FakeReply::json(
+            json!({"errcode": 0, "errmsg": "ok", "access_token": "dt-token", "expires_in": 7200}),
+        ),
+        _ => FakeReply::json(json!({})),
+    });
+    let webhook = dingtalk.url("/robot/send?access_token=shared-robot");
+    let w = World::build_with(
+        "",
+        "kinds = [\"mail\"]",
+        &format!("robot_webhook = \"{webhook}\"\nunion_id = \"union-ops\"\n"),
+    );
+    let base = dingtalk.url("");
+    let app = w.spawn_with(true, &[("DINGBRIDGE_DINGTALK_OAPI_BASE_URL", &base)]);
+    let key = crate::lowcode::create_key(&w.redis, "zapier", "actions");
+    let sub = w.message_subscription().await;
+    let sub_id = sub["id"].as_str().expect("id").to_string();
+
+    // 12 actions and 12 relayed mails, all at once: 24 for a robot allowed 20 a minute.
+    let actions: Vec<_> = (1..=12)
+        .map(|i| {
+            tokio::spawn(send_robot_action_until_accepted(
+                app.http.clone(),
+                app.url("/v1/actions/dingtalk.send_message"),
+                key.clone(),
+                format!("Burst action {i}"),
+            ))
+        })
+        .collect();
+    let subjects: Vec<String> = (1..=12).map(|i| format!("Burst mail {i}")).collect();
+    for s in &subjects {
+        let id = w.graph.put_message(MAILBOX, "inbox", mail(s));
+        assert_eq!(w.graph.notify(&sub_id, "created", &id).await, 202);
+    }
+    for a in actions {
+        a.await.expect("action task");
+    }
+    let sends = || {
+        dingtalk
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/robot/send")
+            .collect::<Vec<_>>()
+    };
+    // Every mail arrived (alone or in a digest), every action once.
+    let texts = eventually(Duration::from_secs(90), || async {
+        let texts: Vec<String> = sends()
+            .iter()
+            .map(|r| {
+                let m = r.json();
+                m["markdown"]["text"]
+                    .as_str()
+                    .or(m["text"]["content"].as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        subjects
+            .iter()
+            .all(|s| texts.iter().any(|t| t.contains(&format!("#### 📧 {s}\n"))))
+            .then_some(texts)
+    })
+    .await
+    .unwrap_or_else(|| panic!("not every mail arrived: {:?}", sends().len()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = sends();
+    for i in 1..=12 {
+        let t = format!("Burst action {i}");
+        assert_eq!(
+            texts.iter().filter(|x| **x == t).count(),
+            1,
+            "{t} exactly once"
+        );
+    }
+    for s in &subjects {
+        let heading = format!("#### 📧 {s}\n");
+        let n: usize = texts
+            .iter()
+            .map(|t| t.matches(heading.as_str()).count())
+            .sum();
+        assert_eq!(n, 1, "{s} exactly once");
+    }
+    // Never more than 20 in any 60 s.
+    let mut at: Vec<std::time::Instant> = all.iter().map(|r| r.at).collect();
+    at.sort();
+    for (i, w21) in at.windows(21).enumerate() {
+        let span = w21[20].duration_since(w21[0]);
+        assert!(
+            span >= Duration::from_secs(60),
+            "sends {i}..={} arrived within {span:?}",
+            i + 20
+        );
+    }
+    assert!(
+        at.len() > 20 && at[at.len() - 1].duration_since(at[0]) >= Duration::from_secs(60),
+        "the sends beyond 20 waited for the next minute"
+    );
+    w.graph.assert_no_violations();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

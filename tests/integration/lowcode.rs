@@ -627,6 +627,41 @@ async fn the_robot_action_posts_a_signed_message_to_dingtalk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_dingtalk_throttled_waits_out_its_ten_minute_block_without_calling_again() {
+    let redis = RedisServer::start();
+    let key = create_key(&redis, "zapier", "actions");
+    let dingtalk = FakeServer::start(|_| {
+        FakeReply::json(json!({"errcode": 410100, "errmsg": "send too fast"}))
+    });
+    let base = dingtalk.url("");
+    let app = spawn(
+        &redis,
+        "http://127.0.0.1:9/",
+        &[("DINGBRIDGE_DINGTALK_OAPI_BASE_URL", &base)],
+    );
+    for (attempt, idem) in ["evt_fast_1", "evt_fast_2"].into_iter().enumerate() {
+        let resp = send_robot(&app, &key, Some(idem), &robot_input("too fast")).await;
+        let after: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        let (status, code, body) = error_code(resp).await;
+        assert_eq!((status, code.as_str()), (429, "rate_limited"), "{body}");
+        // DingTalk blocks the robot for 10 minutes (dingtalk.md section 1).
+        assert!(
+            (590..=600).contains(&after),
+            "attempt {attempt}: Retry-After {after}"
+        );
+    }
+    assert_eq!(
+        dingtalk.requests().len(),
+        1,
+        "the blocked robot is not called again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_replays_the_first_response_without_running_again() {
     let redis = RedisServer::start();
     let key = create_key(&redis, "zapier", "actions");
