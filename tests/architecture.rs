@@ -39,8 +39,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/config.rs", "graph"),
     ("src/config.rs", "outbound"),
     ("src/dingtalk/events.rs", "sync"),
-    ("src/error.rs", "dingtalk"),
-    ("src/error.rs", "graph"),
     ("src/error.rs", "telemetry"),
     ("src/graph/subscriptions.rs", "sync"),
 ];

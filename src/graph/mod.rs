@@ -175,6 +175,60 @@ impl From<GraphError> for JobFailure {
     }
 }
 
+impl From<GraphError> for crate::error::ApiError {
+    /// Graph throttling → `rate_limited` with a whole-second `Retry-After`; Graph outages
+    /// and timeouts → `upstream_unavailable`; anything else → `upstream_error`. Graph's
+    /// status, `code` and `request-id` stay in `details` for support.
+    fn from(e: GraphError) -> Self {
+        use crate::{
+            error::{ApiError, ErrorCode},
+            retry_after::whole_seconds,
+        };
+        let message = e.to_string();
+        match &e {
+            GraphError::Api {
+                status,
+                code,
+                request_id,
+                client_request_id,
+                retry_after,
+                ..
+            } => {
+                let (error_code, default_wait) = match status {
+                    429 => (ErrorCode::RateLimited, Some(5)),
+                    503 | 504 => (ErrorCode::UpstreamUnavailable, Some(5)),
+                    _ => (ErrorCode::UpstreamError, None),
+                };
+                let mut api = ApiError::new(error_code, message).with_details(serde_json::json!({
+                    "upstream": "graph",
+                    "status": status,
+                    "graph_code": code,
+                    "request_id": request_id,
+                    "client_request_id": client_request_id,
+                }));
+                if let Some(secs) = retry_after.map(whole_seconds).or(default_wait) {
+                    api = api.with_retry_after(secs);
+                }
+                api
+            }
+            GraphError::Auth(a) => {
+                ApiError::new(ErrorCode::UpstreamError, message).with_details(serde_json::json!({
+                    "upstream": "entra_id",
+                    "kind": a.kind.as_str(),
+                    "aadsts": a.aadsts,
+                }))
+            }
+            GraphError::Transport(_) => {
+                ApiError::new(ErrorCode::UpstreamUnavailable, message).with_retry_after(5)
+            }
+            GraphError::AttachmentTooLarge { .. } => {
+                ApiError::new(ErrorCode::PayloadTooLarge, message)
+            }
+            GraphError::Unexpected(_) => ApiError::new(ErrorCode::UpstreamError, message),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
