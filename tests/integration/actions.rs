@@ -555,6 +555,22 @@ async fn every_dingtalk_action_works_against_a_fake() {
     assert_eq!((status, code.as_str()), (404, "not_configured"));
 }
 
+/// Runs `action` the way Zapier retries a failed step: the same Idempotency-Key, up to
+/// four tries, until it answers 200; the statuses seen.
+async fn retried_like_a_zap(app: &TestApp, action: &str, input: &Value) -> Vec<u16> {
+    let key = format!("zap-{action}");
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let resp = act(app, action, Some(&key), input).await;
+        answers.push(resp.status().as_u16());
+        if resp.status() == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    answers
+}
+
 /// A Zap step whose create was stored by Graph but answered 504 (or cut off) is retried
 /// by Zapier under the same Idempotency-Key: each action leaves exactly one item.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -595,16 +611,7 @@ async fn an_action_retried_after_a_stored_then_lost_answer_leaves_exactly_one_it
             ] {
                 graph.fail_next(Some("POST"), path, 1, failure.clone());
             }
-            let key = format!("zap-{action}");
-            let mut answers = Vec::new();
-            for _ in 0..4 {
-                let resp = act(&s.app, action, Some(&key), input).await;
-                answers.push(resp.status().as_u16());
-                if resp.status() == 200 {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            }
+            let answers = retried_like_a_zap(&s.app, action, input).await;
             assert_eq!(
                 answers.last(),
                 Some(&200),
@@ -700,16 +707,7 @@ async fn dingtalk_actions_retried_after_a_stored_then_lost_answer_leave_one_item
         ),
     ];
     for (action, input) in &cases {
-        let key = format!("zap-{action}");
-        let mut answers = Vec::new();
-        for _ in 0..4 {
-            let resp = act(&s.app, action, Some(&key), input).await;
-            answers.push(resp.status().as_u16());
-            if resp.status() == 200 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        }
+        let answers = retried_like_a_zap(&s.app, action, input).await;
         assert_eq!(answers.last(), Some(&200), "{action}: {answers:?}");
     }
     assert!(
