@@ -271,10 +271,16 @@ pub struct DingTalkConfig {
     pub backfill_interval_secs: u64,
 }
 
-/// Default of `dingtalk.api_base_url`.
+// The real hosts, in one place: every client takes its base URL from the accessors
+// below, and tests point the settings at local fakes.
+/// Default of `dingtalk.api_base_url` (new-style API, also where Stream mode registers).
 pub const DINGTALK_API_BASE_URL: &str = "https://api.dingtalk.com";
-/// Default of `dingtalk.oapi_base_url`.
+/// Default of `dingtalk.oapi_base_url` (old-style API, custom robots, access tokens).
 pub const DINGTALK_OAPI_BASE_URL: &str = "https://oapi.dingtalk.com";
+/// Default of `graph.base_url`.
+pub const GRAPH_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
+/// Default of `graph.authority_url` (Microsoft Entra ID).
+pub const GRAPH_AUTHORITY_URL: &str = "https://login.microsoftonline.com";
 
 impl Default for DingTalkConfig {
     fn default() -> Self {
@@ -482,6 +488,16 @@ pub struct GraphIdentity {
 }
 
 impl GraphConfig {
+    /// Base URL of the Graph API (default [`GRAPH_BASE_URL`]).
+    pub fn base_url(&self) -> &str {
+        self.base_url.as_deref().unwrap_or(GRAPH_BASE_URL)
+    }
+
+    /// The Entra ID authority tokens come from (default [`GRAPH_AUTHORITY_URL`]).
+    pub fn authority_url(&self) -> &str {
+        self.authority_url.as_deref().unwrap_or(GRAPH_AUTHORITY_URL)
+    }
+
     /// `None` when no Graph setting is given at all; otherwise the tenant and client id,
     /// after checking that exactly one credential (a secret, or a certificate and its
     /// key) is configured. Does not read the files (see [`Config::validate`]).

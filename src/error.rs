@@ -5,7 +5,20 @@ use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::telemetry::current_request_id;
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being served, when called inside one.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.clone()).ok()
+}
+
+/// Runs `fut` as request `id`: every [`ApiError`] rendered inside it carries that id.
+// The id lives here, not in telemetry, so the error type needs nothing above layer 1.
+pub async fn with_request_id<F: std::future::Future>(id: String, fut: F) -> F::Output {
+    REQUEST_ID.scope(id, fut).await
+}
 
 /// Stable machine-readable error codes; the table in [`ErrorCode::status`] and
 /// [`ErrorCode::as_str`] is the public contract.

@@ -9,6 +9,7 @@ pub mod dingtalk;
 pub mod doctor;
 pub mod echo;
 pub mod error;
+pub mod event;
 pub mod graph;
 pub mod hooks;
 pub mod ingest;
@@ -221,12 +222,7 @@ impl Application {
                     graph::notifications::load_private_key(path).map_err(anyhow::Error::msg)?;
                 let jwks_url = format!(
                     "{}{}",
-                    config
-                        .graph
-                        .authority_url
-                        .as_deref()
-                        .unwrap_or(graph::DEFAULT_AUTHORITY_URL)
-                        .trim_end_matches('/'),
+                    config.graph.authority_url().trim_end_matches('/'),
                     graph::jwks::DEFAULT_JWKS_PATH
                 );
                 relay = relay.with_rich(

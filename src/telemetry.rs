@@ -17,17 +17,8 @@ use tracing::{
 };
 use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, fmt, layer::Context, prelude::*};
 
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
-
 /// Header carrying the request id both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// The id of the request being served, when called inside one.
-pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(|id| id.clone()).ok()
-}
 
 /// Target of actix-http's HTTP/1 dispatcher, which logs every malformed request and every
 /// broken or timed-out connection at ERROR ("stream error: …"): anyone can produce those,
@@ -144,8 +135,7 @@ pub async fn request_context(
     let method_label = crate::metrics::method_label(req.method());
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let started = Instant::now();
-    let result = REQUEST_ID
-        .scope(id.clone(), next.call(req))
+    let result = crate::error::with_request_id(id.clone(), next.call(req))
         .instrument(span.clone())
         .await;
     let mut res = match result {

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("limits", 2),
     ("config", 1),
     ("error", 1),
+    ("event", 1),
     ("store", 1),
     ("retry_after", 1),
 ];
@@ -38,9 +39,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/config.rs", "dingtalk"),
     ("src/config.rs", "graph"),
     ("src/config.rs", "outbound"),
-    ("src/dingtalk/events.rs", "sync"),
-    ("src/error.rs", "telemetry"),
-    ("src/graph/subscriptions.rs", "sync"),
 ];
 
 fn layer(module: &str) -> Option<u8> {

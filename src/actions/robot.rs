@@ -9,10 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::{ActionContext, DingTalkMessageInput};
 use crate::{
-    dingtalk::{
-        client::{DEFAULT_OAPI_BASE, DingTalkError},
-        custom_robot,
-    },
+    dingtalk::{client::DingTalkError, custom_robot},
     error::{ApiError, ErrorCode},
     retry_after::whole_seconds,
 };
@@ -31,13 +28,7 @@ pub fn msg_uuid(caller_id: &str, idempotency_key: Option<&str>) -> String {
 /// Sends the message through the one custom-robot sender (shared budget and back-off)
 /// and maps DingTalk's answer.
 pub async fn send(ctx: &ActionContext<'_>, i: &DingTalkMessageInput) -> Result<Value, ApiError> {
-    let base = ctx
-        .config
-        .dingtalk
-        .oapi_base_url
-        .as_deref()
-        .unwrap_or(DEFAULT_OAPI_BASE)
-        .trim_end_matches('/');
+    let base = ctx.config.dingtalk.oapi_base_url().trim_end_matches('/');
     let token = i.access_token.as_deref().unwrap_or_default();
     let mut url = url::Url::parse(&format!("{base}/robot/send"))
         .map_err(|e| ApiError::internal(format!("oapi base url: {e}")))?;

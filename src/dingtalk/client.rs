@@ -14,11 +14,6 @@ use crate::{
     worker::JobFailure,
 };
 
-/// Default base URL of the new-style API.
-pub const DEFAULT_API_BASE: &str = "https://api.dingtalk.com";
-/// Default base URL of the old-style API.
-pub const DEFAULT_OAPI_BASE: &str = "https://oapi.dingtalk.com";
-
 /// A failed DingTalk call, with what a retry needs to know.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("DingTalk {status} {code}: {message}")]
@@ -166,14 +161,8 @@ impl DingTalkSettings {
     /// Settings from the configuration; `None` unless app key and secret are both set.
     pub fn from_config(c: &crate::config::DingTalkConfig) -> Option<Self> {
         Some(Self {
-            api_base_url: c
-                .api_base_url
-                .clone()
-                .unwrap_or_else(|| DEFAULT_API_BASE.into()),
-            oapi_base_url: c
-                .oapi_base_url
-                .clone()
-                .unwrap_or_else(|| DEFAULT_OAPI_BASE.into()),
+            api_base_url: c.api_base_url().to_string(),
+            oapi_base_url: c.oapi_base_url().to_string(),
             app_key: c.app_key.clone()?,
             app_secret: c.app_secret.clone()?,
             qps_per_api: c.qps_per_api.max(1),

@@ -11,9 +11,9 @@ use serde_json::{Map, Value};
 
 use crate::{
     error::ApiError,
+    event::{Action, EventKind, Source, SyncEvent},
     ingest::{self, IngestReport, VerifiedEvent},
     store::{Store, now_ms},
-    sync::{Action, EventKind, Source, SyncEvent},
 };
 
 /// Job kind of every normalised DingTalk event.

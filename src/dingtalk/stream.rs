@@ -53,9 +53,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 
-/// DingTalk's production API base, where Stream connections are registered.
-pub const DEFAULT_API_BASE_URL: &str = "https://api.dingtalk.com";
-
 /// Topic of robot messages delivered as CALLBACK frames.
 pub const ROBOT_MESSAGE_TOPIC: &str = "/v1.0/im/bot/messages/get";
 
@@ -96,7 +93,7 @@ impl StreamSettings {
     /// backoff, a ping every 30 s, a connection dropped after 90 s of silence.
     pub fn new(client_id: impl Into<String>, client_secret: SecretString) -> Self {
         Self {
-            api_base_url: DEFAULT_API_BASE_URL.to_string(),
+            api_base_url: crate::config::DINGTALK_API_BASE_URL.to_string(),
             client_id: client_id.into(),
             client_secret,
             subscriptions: vec![

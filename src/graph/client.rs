@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use super::{
-    DEFAULT_AUTHORITY_URL, DEFAULT_BASE_URL, GraphError, ORIGIN_PROPERTY_ID,
+    GraphError, ORIGIN_PROPERTY_ID,
     auth::{CertificateCredential, Credential, TokenProvider},
 };
 use crate::config::{ConfigError, GraphConfig};
@@ -273,19 +273,12 @@ impl GraphClient {
         };
         let auth = TokenProvider::new(
             http.clone(),
-            config
-                .authority_url
-                .as_deref()
-                .unwrap_or(DEFAULT_AUTHORITY_URL),
+            config.authority_url(),
             &settings.tenant_id,
             &settings.client_id,
             credential,
         );
-        Ok(Some(Self::new(
-            http,
-            config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
-            Arc::new(auth),
-        )))
+        Ok(Some(Self::new(http, config.base_url(), Arc::new(auth))))
     }
 
     /// Forgets the cached folder and To Do list ids of `mailbox` (e.g. after a 404 on a

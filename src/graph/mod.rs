@@ -21,10 +21,6 @@ pub use client::{
     Collection, Created, GraphClient, LinkedResource, RetryPolicy, event_transaction_id,
 };
 
-/// Default Graph API base URL.
-pub const DEFAULT_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
-/// Default Entra ID authority.
-pub const DEFAULT_AUTHORITY_URL: &str = "https://login.microsoftonline.com";
 /// The scope of an app-only token for Graph: every admin-consented application permission.
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 

@@ -10,11 +10,13 @@ use rand::{Rng, distributions::Alphanumeric};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{GraphClient, GraphError, notifications::EncryptionCertificate};
+use super::{
+    GraphClient, GraphError, ORIGIN_PROPERTY_ID as ORIGIN_PROPERTY,
+    notifications::EncryptionCertificate,
+};
 use crate::{
     config::{Config, RouteConfig, RouteKind},
     store::{SharedStore, Store, StoreResult},
-    sync::mapping::ORIGIN_PROPERTY,
 };
 
 /// What a subscription watches.

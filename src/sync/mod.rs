@@ -1,7 +1,6 @@
 //! The normalised model every platform's input is turned into ([`SyncEvent`]), the
 //! translations between DingTalk and Graph objects, routes and relays.
 
-pub mod event;
 pub mod keys;
 pub mod mapping;
 pub mod outbound_relay;
@@ -10,4 +9,5 @@ pub mod relay;
 pub mod routes;
 pub mod todo_sync;
 
-pub use event::{Action, EventKind, Source, SyncEvent};
+// The event model sits below the platform modules that produce it (crate::event).
+pub use crate::event::{Action, EventKind, Source, SyncEvent};
