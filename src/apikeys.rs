@@ -9,7 +9,7 @@
 //! the configuration as `api.bootstrap_keys` entries `name:scope+scope:sha256hex` (made by
 //! `dingbridge keys hash`), which hold no usable secret either.
 
-use std::{collections::BTreeSet, fmt, str::FromStr};
+use std::collections::BTreeSet;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -23,65 +23,8 @@ const KV_PREFIX: &str = "apikey:";
 /// Prefix of every key.
 pub const KEY_PREFIX: &str = "dbk_";
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// REST hooks and polling triggers (`/v1/hooks`, `/v1/triggers`).
-    Triggers,
-    /// Actions and searches (`/v1/actions`).
-    Actions,
-    /// Dead letters and the audit trail (`/v1/deliveries`, `/v1/audit`).
-    Admin,
-}
-
-impl Scope {
-    /// Every scope.
-    pub const ALL: [Scope; 3] = [Scope::Triggers, Scope::Actions, Scope::Admin];
-
-    /// The scope's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Triggers => "triggers",
-            Scope::Actions => "actions",
-            Scope::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Scope {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "triggers" => Ok(Scope::Triggers),
-            "actions" => Ok(Scope::Actions),
-            "admin" => Ok(Scope::Admin),
-            other => Err(format!(
-                "unknown scope `{other}`; expected triggers, actions or admin"
-            )),
-        }
-    }
-}
-
-/// Parses `a,b` or `a+b` into a non-empty scope set.
-pub fn parse_scopes(s: &str) -> Result<BTreeSet<Scope>, String> {
-    let scopes = s
-        .split([',', '+'])
-        .filter(|p| !p.trim().is_empty())
-        .map(Scope::from_str)
-        .collect::<Result<BTreeSet<_>, _>>()?;
-    if scopes.is_empty() {
-        return Err("at least one scope is needed (triggers, actions, admin)".into());
-    }
-    Ok(scopes)
-}
+// Scopes and configured keys are setting values, parsed with the configuration.
+pub use crate::config::{BootstrapKey, Scope, parse_scopes};
 
 /// A stored key: everything but the secret.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,44 +39,6 @@ pub struct KeyRecord {
     pub hash: String,
     /// RFC 3339 creation time.
     pub created_at: String,
-}
-
-/// A key accepted from the configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BootstrapKey {
-    /// Label.
-    pub name: String,
-    /// Scopes.
-    pub scopes: BTreeSet<Scope>,
-    /// Hex SHA-256 of the whole key.
-    pub hash: [u8; 32],
-}
-
-impl BootstrapKey {
-    /// Parses `name:scope+scope:sha256hex`.
-    pub fn parse(entry: &str) -> Result<BootstrapKey, String> {
-        let mut parts = entry.trim().splitn(3, ':');
-        let (Some(name), Some(scopes), Some(hash)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(
-                "each entry must read `name:scope+scope:sha256hex` (see `dingbridge keys hash`)"
-                    .into(),
-            );
-        };
-        if name.is_empty() {
-            return Err("the name part is empty".into());
-        }
-        let scopes = parse_scopes(scopes)?;
-        let bytes = hex::decode(hash.trim())
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or("the hash part must be 64 hex characters (a SHA-256)")?;
-        Ok(BootstrapKey {
-            name: name.to_string(),
-            scopes,
-            hash: bytes,
-        })
-    }
 }
 
 /// The caller of a `/v1` request, proven by its key.

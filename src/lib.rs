@@ -109,6 +109,14 @@ async fn index_existing_records(store: SharedStore) {
     });
 }
 
+/// Reads and validates the configuration (file, then `DINGBRIDGE_*` variables), then the
+/// certificate and key files it names, so that every setting fails at start-up.
+pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, config::ConfigError> {
+    let config = Config::load(path)?;
+    graph::check_key_files(&config)?;
+    Ok(config)
+}
+
 /// A built, bound, not yet running service.
 pub struct Application {
     addr: SocketAddr,
@@ -149,7 +157,7 @@ impl Application {
         }
 
         let dt = &config.dingtalk;
-        let push_crypto = dt.push_crypto();
+        let push_crypto = dingtalk::crypto::CallbackCrypto::from_config(dt);
         let dingtalk_client = DingTalkSettings::from_config(dt)
             .map(|s| Arc::new(DingTalkClient::new(http.clone(), s, store.clone())));
         let graph = graph::GraphClient::from_config(&config.graph, http.clone())?.map(Arc::new);
@@ -246,10 +254,9 @@ impl Application {
             Box::new(dingtalk::robot::RobotVerifier::new(s.clone())) as Box<dyn ingest::Verifier>
         });
         // REST hook deliveries: guarded DNS, no redirects.
-        let hook_policy = Arc::new(
-            outbound::target::TargetPolicy::new(&config.hooks.allow_private_targets)
-                .map_err(anyhow::Error::msg)?,
-        );
+        let hook_policy = Arc::new(outbound::target::TargetPolicy::new(
+            &config.hooks.allow_private_targets,
+        ));
         let hook_client = outbound::client(
             hook_policy.clone(),
             Duration::from_secs(config.hooks.timeout_secs),
@@ -285,12 +292,7 @@ impl Application {
                 Arc::new(actions::dingtalk::DingTalkBackend::new(d.clone())),
             );
         }
-        let bootstrap_keys = config
-            .api
-            .bootstrap_keys
-            .iter()
-            .map(|e| apikeys::BootstrapKey::parse(e).map_err(anyhow::Error::msg))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let bootstrap_keys = config.api.bootstrap_keys.clone();
         let openapi_json = Arc::new(api::docs::openapi_json().map_err(anyhow::Error::msg)?);
 
         let _ = metrics::handle();

@@ -112,7 +112,7 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match dingbridge::load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("dingbridge: {e}");
@@ -333,8 +333,8 @@ fn keys(config: Config, command: KeysCommand) -> ExitCode {
                         k.created_at
                     );
                 }
-                for e in &config.api.bootstrap_keys {
-                    if let Ok(b) = apikeys::BootstrapKey::parse(e) {
+                for b in &config.api.bootstrap_keys {
+                    {
                         let scopes: Vec<&str> = b.scopes.iter().map(|s| s.as_str()).collect();
                         println!(
                             "-              {:<20} {:<24} config",

@@ -34,12 +34,7 @@ const LAYERS: &[(&str, u8)] = &[
 
 /// Upward uses that exist today (file, module reached); see ARCHITECTURE.md for the way
 /// out of each. Remove an entry when its use is gone.
-const KNOWN: &[(&str, &str)] = &[
-    ("src/config.rs", "apikeys"),
-    ("src/config.rs", "dingtalk"),
-    ("src/config.rs", "graph"),
-    ("src/config.rs", "outbound"),
-];
+const KNOWN: &[(&str, &str)] = &[];
 
 fn layer(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)
@@ -132,38 +127,39 @@ fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-#[test]
-fn no_module_uses_a_layer_above_its_own() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    sources(&root.join("src"), &mut files);
+/// The top-level module a file under `src/` belongs to (`src/sync/keys.rs` → `sync`).
+fn module_of(rel: &str) -> String {
+    rel.trim_start_matches("src/")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(".rs")
+        .to_string()
+}
+
+/// Every broken rule in `files` (path relative to the crate, text): uses of a layer
+/// above, and modules of one layer that reach each other in a circle.
+fn violations(files: &[(String, String)]) -> Vec<String> {
     let mut broken = Vec::new();
     let mut seen = BTreeSet::new();
-    for path in files {
-        let rel = path
-            .strip_prefix(root)
-            .expect("under the crate")
-            .to_string_lossy()
-            .replace('\\', "/");
-        let module = rel
-            .trim_start_matches("src/")
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches(".rs")
-            .to_string();
+    let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
+    for (rel, text) in files {
+        let module = module_of(rel);
         let Some(own) = layer(&module) else {
             broken.push(format!(
                 "{rel}: module `{module}` has no layer in ARCHITECTURE.md"
             ));
             continue;
         };
-        let text = fs::read_to_string(&path).expect("readable");
-        for (line, target) in crate_uses(&text) {
+        for (line, target) in crate_uses(text) {
             let Some(theirs) = layer(&target) else {
                 continue;
             };
-            if target == module || theirs <= own {
+            if target == module {
+                continue;
+            }
+            if theirs <= own {
+                edges.insert((module.clone(), target));
                 continue;
             }
             if KNOWN.contains(&(rel.as_str(), target.as_str())) {
@@ -175,6 +171,15 @@ fn no_module_uses_a_layer_above_its_own() {
             ));
         }
     }
+    // Within a layer: no module reaches back to one that reaches it.
+    for (a, b) in &edges {
+        if a < b && reaches(&edges, b, a) {
+            broken.push(format!(
+                "`{a}` and `{b}` (layer {}) use each other, directly or through others: modules of one layer may not form a circle (ARCHITECTURE.md)",
+                layer(a).unwrap_or_default()
+            ));
+        }
+    }
     for (file, target) in KNOWN {
         if !seen.contains(&(file.to_string(), target.to_string())) {
             broken.push(format!(
@@ -182,7 +187,74 @@ fn no_module_uses_a_layer_above_its_own() {
             ));
         }
     }
+    broken
+}
+
+/// `true` when `to` can be reached from `from` along `edges`.
+fn reaches(edges: &BTreeSet<(String, String)>, from: &str, to: &str) -> bool {
+    let mut stack = vec![from.to_string()];
+    let mut visited = BTreeSet::new();
+    while let Some(m) = stack.pop() {
+        if m == to {
+            return true;
+        }
+        if visited.insert(m.clone()) {
+            stack.extend(
+                edges
+                    .iter()
+                    .filter(|(a, _)| *a == m)
+                    .map(|(_, b)| b.clone()),
+            );
+        }
+    }
+    false
+}
+
+#[test]
+fn no_module_uses_a_layer_above_its_own() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut paths = Vec::new();
+    sources(&root.join("src"), &mut paths);
+    let files: Vec<(String, String)> = paths
+        .iter()
+        .map(|path| {
+            let rel = path
+                .strip_prefix(root)
+                .expect("under the crate")
+                .to_string_lossy()
+                .replace('\\', "/");
+            (rel, fs::read_to_string(path).expect("readable"))
+        })
+        .collect();
+    let broken = violations(&files);
     assert!(broken.is_empty(), "\n{}", broken.join("\n"));
+}
+
+#[test]
+fn an_upward_import_or_a_circle_in_a_layer_is_reported_with_file_line_and_rule() {
+    let fixture = |rel: &str, text: &str| (rel.to_string(), text.to_string());
+    let broken = violations(&[
+        fixture(
+            "src/store/redis.rs",
+            "use serde::Serialize;\nuse crate::{\n    error::ApiError,\n    api::AppState,\n};\n",
+        ),
+        fixture("src/ingest.rs", "use crate::metrics::record;\n"),
+        fixture("src/metrics.rs", "fn f() { crate::ingest::x(); }\n"),
+        fixture(
+            "src/config/mod.rs",
+            "#[cfg(test)]\nmod tests { use crate::graph::x; }\n",
+        ),
+    ]);
+    assert_eq!(broken.len(), 2, "{broken:#?}");
+    assert_eq!(
+        broken[0],
+        "src/store/redis.rs:4: `store` (layer 1) uses `api` (layer 5); a module may only use its own layer and those below (ARCHITECTURE.md)"
+    );
+    assert!(
+        broken[1].starts_with("`ingest` and `metrics` (layer 2) use each other"),
+        "{}",
+        broken[1]
+    );
 }
 
 #[test]

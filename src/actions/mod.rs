@@ -158,7 +158,7 @@ pub fn configured_conversations(config: &Config) -> Vec<String> {
         .api
         .dingtalk_conversations
         .iter()
-        .map(|c| crate::config::option_item(c).0)
+        .map(|c| c.id.clone())
         .chain(
             config
                 .routes
@@ -181,7 +181,7 @@ pub fn configured_mailboxes(config: &Config) -> Vec<String> {
         .api
         .mailboxes
         .iter()
-        .map(|m| crate::config::option_item(m).0)
+        .map(|m| m.id.clone())
         .chain(config.routes.iter().map(|r| r.mailbox.trim().to_string()));
     for id in ids {
         if !id.is_empty() && !out.iter().any(|o| o.eq_ignore_ascii_case(&id)) {

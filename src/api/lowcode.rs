@@ -234,11 +234,10 @@ fn push_unique(items: &mut Vec<Value>, id: &str, label: &str) {
     }
 }
 
-fn configured(entries: &[String]) -> Vec<Value> {
+fn configured(entries: &[crate::config::OptionItem]) -> Vec<Value> {
     let mut items = Vec::new();
     for e in entries {
-        let (id, label) = crate::config::option_item(e);
-        push_unique(&mut items, &id, &label);
+        push_unique(&mut items, &e.id, &e.label);
     }
     items
 }

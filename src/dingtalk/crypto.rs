@@ -12,8 +12,7 @@ use std::fmt;
 
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, generic_array::GenericArray};
 use base64::Engine as _;
-use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::general_purpose::STANDARD;
 use rand::Rng as _;
 use rand::distributions::Alphanumeric;
 use serde::Serialize;
@@ -21,7 +20,9 @@ use sha1::{Digest as _, Sha1};
 use subtle::ConstantTimeEq as _;
 
 /// Number of characters of a console `aes_key` (Base64 of 32 bytes without its `=`).
-pub const AES_KEY_CHARS: usize = 43;
+pub use crate::config::AES_KEY_CHARS;
+/// The 32-byte key, parsed once with the configuration.
+pub use crate::config::AesKey;
 
 /// AES block size; the ciphertext must be a non-zero multiple of it.
 const AES_BLOCK: usize = 16;
@@ -32,13 +33,6 @@ const PAD_BLOCK: usize = 32;
 const RANDOM_LEN: usize = 16;
 /// Length of the big-endian message-length field after the random prefix.
 const LEN_FIELD: usize = 4;
-
-/// Decoder for the console key: DingTalk keys usually have non-zero trailing bits in the
-/// 43rd character, which Java/Python decoders ignore but the default Rust engine rejects.
-const KEY_ENGINE: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
-);
 
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
@@ -96,50 +90,16 @@ impl CryptoError {
     }
 }
 
-/// The 32-byte AES-256 key decoded from the console's 43-character `aes_key`.
-// No PartialEq: comparing keys is never needed and would not be constant time.
-#[derive(Clone)]
-pub struct AesKey([u8; 32]);
-
-impl AesKey {
-    /// Parses a 43-character `aes_key` (letters and digits) as Base64 of `s + "="`.
-    pub fn parse(s: &str) -> Result<AesKey, CryptoError> {
-        // Count characters, not bytes, so the message is right for non-ASCII input too.
-        let given = s.chars().count();
-        if given != AES_KEY_CHARS {
-            return Err(CryptoError::InvalidAesKey(format!(
-                "{AES_KEY_CHARS} characters are needed, {given} were given"
-            )));
-        }
-        // The console only issues letters and digits; '+' and '/' would be valid Base64
-        // but signal a pasted value of some other kind.
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(CryptoError::InvalidAesKey(
-                "only ASCII letters and digits are allowed".to_owned(),
-            ));
-        }
-        let bytes = KEY_ENGINE
-            .decode(format!("{s}="))
-            .map_err(|_| CryptoError::InvalidAesKey("not decodable as Base64".to_owned()))?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| CryptoError::InvalidAesKey("does not decode to 32 bytes".to_owned()))?;
-        Ok(AesKey(key))
-    }
-
-    /// The CBC IV of the scheme: the first 16 key bytes.
-    fn iv(&self) -> [u8; AES_BLOCK] {
-        let mut iv = [0u8; AES_BLOCK];
-        iv.copy_from_slice(&self.0[..AES_BLOCK]);
-        iv
-    }
+/// Parses a console `aes_key`, as [`AesKey::parse`] with this module's error.
+pub fn parse_key(s: &str) -> Result<AesKey, CryptoError> {
+    AesKey::parse(s).map_err(CryptoError::InvalidAesKey)
 }
 
-impl fmt::Debug for AesKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print key bytes: Debug output ends up in logs and panics.
-        f.write_str("AesKey(<redacted>)")
-    }
+/// The CBC IV of the scheme: the first 16 key bytes.
+fn iv(key: &AesKey) -> [u8; AES_BLOCK] {
+    let mut iv = [0u8; AES_BLOCK];
+    iv.copy_from_slice(&key.bytes()[..AES_BLOCK]);
+    iv
 }
 
 /// Callback crypto bound to one app's token, AES key and owner key.
@@ -226,7 +186,7 @@ fn random_alphanumeric<const N: usize>() -> [u8; N] {
 
 /// AES-256-CBC in place over whole blocks; the caller guarantees a block-multiple length.
 fn cbc_encrypt_in_place(key: &AesKey, buf: &mut [u8]) {
-    let mut enc = Aes256CbcEnc::new((&key.0).into(), (&key.iv()).into());
+    let mut enc = Aes256CbcEnc::new(key.bytes().into(), (&iv(key)).into());
     for block in buf.chunks_exact_mut(AES_BLOCK) {
         enc.encrypt_block_mut(GenericArray::from_mut_slice(block));
     }
@@ -234,7 +194,7 @@ fn cbc_encrypt_in_place(key: &AesKey, buf: &mut [u8]) {
 
 /// AES-256-CBC decryption in place over whole blocks (no library padding handling).
 fn cbc_decrypt_in_place(key: &AesKey, buf: &mut [u8]) {
-    let mut dec = Aes256CbcDec::new((&key.0).into(), (&key.iv()).into());
+    let mut dec = Aes256CbcDec::new(key.bytes().into(), (&iv(key)).into());
     for block in buf.chunks_exact_mut(AES_BLOCK) {
         dec.decrypt_block_mut(GenericArray::from_mut_slice(block));
     }
@@ -265,8 +225,24 @@ impl CallbackCrypto {
     pub fn new(token: &str, aes_key: &str, owner_key: &str) -> Result<Self, CryptoError> {
         Ok(CallbackCrypto {
             token: token.to_owned(),
-            aes_key: AesKey::parse(aes_key)?,
+            aes_key: parse_key(aes_key)?,
             owner_key: owner_key.to_owned(),
+        })
+    }
+
+    /// The HTTP-push crypto of the configuration, when `app_key`, `callback_token` and
+    /// `aes_key` are all set (the key was parsed when the configuration was read).
+    pub fn from_config(c: &crate::config::DingTalkConfig) -> Option<Self> {
+        use secrecy::ExposeSecret;
+        let (Some(app_key), Some(token), Some(aes_key)) =
+            (&c.app_key, &c.callback_token, &c.aes_key)
+        else {
+            return None;
+        };
+        Some(CallbackCrypto {
+            token: token.expose_secret().to_owned(),
+            aes_key: aes_key.clone(),
+            owner_key: app_key.clone(),
         })
     }
 
@@ -471,9 +447,9 @@ mod tests {
     fn parses_vector_key_with_nonzero_trailing_bits_to_expected_bytes_and_iv() {
         let v = vectors();
         let inputs = &v["callback_crypto"]["inputs"];
-        let key = AesKey::parse(s(inputs, "aes_key")).expect("key parses");
-        assert_eq!(hex::encode(key.0), s(inputs, "aes_key_bytes_hex"));
-        assert_eq!(hex::encode(key.iv()), s(inputs, "iv_hex"));
+        let key = parse_key(s(inputs, "aes_key")).expect("key parses");
+        assert_eq!(hex::encode(key.bytes()), s(inputs, "aes_key_bytes_hex"));
+        assert_eq!(hex::encode(iv(&key)), s(inputs, "iv_hex"));
     }
 
     #[test]
@@ -484,7 +460,7 @@ mod tests {
             .expect("values is an object");
         assert_eq!(values.len(), 4);
         for key in values.keys() {
-            assert!(AesKey::parse(key).is_ok(), "key {key} must parse");
+            assert!(parse_key(key).is_ok(), "key {key} must parse");
         }
     }
 
@@ -494,7 +470,7 @@ mod tests {
         let neg = &v["callback_crypto"]["negative_vectors"];
         assert!(s(neg, "aes_key_of_42_chars").starts_with("ERR:900004"));
         let key42 = &s(&v["callback_crypto"]["inputs"], "aes_key")[..42];
-        let err = AesKey::parse(key42).expect_err("42 chars must fail");
+        let err = parse_key(key42).expect_err("42 chars must fail");
         assert_eq!(err.code(), "invalid_aes_key");
         let msg = err.to_string();
         assert!(msg.contains("43"), "{msg}");
@@ -507,22 +483,22 @@ mod tests {
     fn rejects_keys_of_wrong_length_or_with_non_alphanumeric_characters() {
         let good = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
         let too_long = format!("{good}H");
-        assert!(AesKey::parse(&too_long).is_err());
-        assert!(AesKey::parse("").is_err());
+        assert!(parse_key(&too_long).is_err());
+        assert!(parse_key("").is_err());
         for bad in ['+', '/', '=', ' ', '-', '_', 'é', '钉'] {
             let key: String = good.chars().take(42).chain([bad]).collect();
-            let err = AesKey::parse(&key).expect_err("non-alphanumeric must fail");
+            let err = parse_key(&key).expect_err("non-alphanumeric must fail");
             assert!(matches!(err, CryptoError::InvalidAesKey(_)), "{bad:?}");
         }
         // Multi-byte characters are counted as characters in the message.
-        let err = AesKey::parse("钉钉").expect_err("too short");
+        let err = parse_key("钉钉").expect_err("too short");
         assert!(err.to_string().contains("2 were given"), "{err}");
     }
 
     #[test]
     fn debug_output_never_contains_key_material_or_token() {
         let crypto = vector_crypto();
-        let key_hex = hex::encode(crypto.aes_key.0);
+        let key_hex = hex::encode(crypto.aes_key.bytes());
         for out in [format!("{crypto:?}"), format!("{:?}", crypto.aes_key)] {
             assert!(out.contains("redacted"), "{out}");
             assert!(!out.contains("tokenABC123"), "{out}");
@@ -947,7 +923,7 @@ mod tests {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             assert!(crypto.decrypt(&text).is_err());
             let _ = crypto.verify_signature(&text, &text, &text, &text);
-            let _ = AesKey::parse(&text);
+            let _ = parse_key(&text);
             let _ = parse_timestamp_ms(&text);
         }
         // Ciphertexts from another key with valid structure fail somewhere, without panic.

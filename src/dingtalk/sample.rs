@@ -43,7 +43,7 @@ pub fn event_request(
     event_json: &str,
     now_ms: i64,
 ) -> Result<SignedRequest, SampleError> {
-    let crypto = config.push_crypto().ok_or_else(|| {
+    let crypto = super::crypto::CallbackCrypto::from_config(config).ok_or_else(|| {
         SampleError::NotConfigured(
             "set dingtalk.app_key, dingtalk.callback_token and dingtalk.aes_key (DINGBRIDGE_DINGTALK_APP_KEY, DINGBRIDGE_DINGTALK_CALLBACK_TOKEN, DINGBRIDGE_DINGTALK_AES_KEY)".into(),
         )
@@ -131,9 +131,8 @@ mod tests {
         DingTalkConfig {
             app_key: Some("dingxxxxxxxxxxxx".into()),
             callback_token: Some(SecretString::from("tokenABC123")),
-            aes_key: Some(SecretString::from(
-                "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
-            )),
+            aes_key: crate::config::AesKey::parse("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")
+                .ok(),
             robot_app_secret: Some(SecretString::from("appSecretXYZ")),
             ..DingTalkConfig::default()
         }
@@ -209,7 +208,8 @@ mod tests {
         let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
         assert_eq!(q["timestamp"], now.to_string());
         let body: Value = serde_json::from_str(&body).expect("json body");
-        let crypto = config().push_crypto().expect("crypto");
+        let crypto =
+            crate::dingtalk::crypto::CallbackCrypto::from_config(&config()).expect("crypto");
         let plain = crypto
             .decrypt_verified(
                 &q["msg_signature"],

@@ -29,24 +29,14 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Timeout of one token request.
 const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Signature algorithm of the client assertion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum AssertionAlg {
-    /// RSA-PSS with SHA-256 and header `x5t#S256` (Microsoft's current recommendation).
-    #[default]
-    #[serde(rename = "PS256", alias = "ps256")]
-    Ps256,
-    /// RSA PKCS#1 v1.5 with SHA-256 and header `x5t` (SHA-1 thumbprint; older docs, MSAL).
-    #[serde(rename = "RS256", alias = "rs256")]
-    Rs256,
-}
+/// Signature algorithm of the client assertion (a setting, so defined in config).
+pub use crate::config::AssertionAlg;
 
-impl AssertionAlg {
-    fn algorithm(self) -> Algorithm {
-        match self {
-            AssertionAlg::Ps256 => Algorithm::PS256,
-            AssertionAlg::Rs256 => Algorithm::RS256,
-        }
+/// The JWT algorithm of an assertion signature.
+fn algorithm(alg: AssertionAlg) -> Algorithm {
+    match alg {
+        AssertionAlg::Ps256 => Algorithm::PS256,
+        AssertionAlg::Rs256 => Algorithm::RS256,
     }
 }
 
@@ -134,7 +124,7 @@ impl CertificateCredential {
             .map_err(|e| e.message)?;
         let public = DecodingKey::from_rsa_pem(pem::encode(&cert).as_bytes())
             .map_err(|e| format!("the certificate does not hold an RSA public key: {e}"))?;
-        let mut validation = Validation::new(alg.algorithm());
+        let mut validation = Validation::new(algorithm(alg));
         validation.set_audience(&["https://probe.invalid/token"]);
         jsonwebtoken::decode::<Value>(&probe, &public, &validation)
             .map_err(|_| "the private key does not belong to the certificate".to_string())?;
@@ -153,7 +143,7 @@ impl CertificateCredential {
 
     /// A signed assertion for `client_id` addressed to `token_url`.
     pub fn assertion(&self, client_id: &str, token_url: &str) -> Result<String, AuthError> {
-        let mut header = Header::new(self.alg.algorithm());
+        let mut header = Header::new(algorithm(self.alg));
         header.typ = Some("JWT".into());
         match self.alg {
             AssertionAlg::Ps256 => header.x5t_s256 = Some(self.x5t_s256.clone()),

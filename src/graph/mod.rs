@@ -21,6 +21,34 @@ pub use client::{
     Collection, Created, GraphClient, LinkedResource, RetryPolicy, event_transaction_id,
 };
 
+/// Reads the certificate and key files the Graph settings name — readable, PEM, RSA, and
+/// each key belongs to its certificate — so a bad file fails at start-up, not at the
+/// first relay.
+pub fn check_key_files(config: &crate::config::Config) -> Result<(), crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let g = &config.graph;
+    if g.credentials()?.is_some()
+        && let (Some(cert), Some(key)) = (&g.certificate_path, &g.private_key_path)
+    {
+        auth::CertificateCredential::load(cert, key, g.assertion_alg).map_err(|reason| {
+            ConfigError::new(
+                "graph.certificate_path (DINGBRIDGE_GRAPH_CERTIFICATE_PATH)",
+                reason,
+            )
+        })?;
+    }
+    if let Some(p) = &g.notification_private_key_path {
+        let key = notifications::load_private_key(p)
+            .map_err(|reason| ConfigError::new("graph.notification_private_key_path", reason))?;
+        if let Some(c) = &g.notification_certificate_path {
+            notifications::load_certificate(c, &key).map_err(|reason| {
+                ConfigError::new("graph.notification_certificate_path", reason)
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// The scope of an app-only token for Graph: every admin-consented application permission.
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 

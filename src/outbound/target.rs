@@ -14,19 +14,10 @@ use std::{
 use ipnet::IpNet;
 use url::{Host, Url};
 
+use crate::config::AllowedNet;
+
 /// Longest time a name lookup may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Parses an allow-list entry: an address or a CIDR range.
-pub fn parse_allow_entry(entry: &str) -> Result<IpNet, String> {
-    let e = entry.trim();
-    if let Ok(net) = e.parse::<IpNet>() {
-        return Ok(net);
-    }
-    e.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("`{e}` is neither an IP address nor a CIDR range"))
-}
 
 /// `true` for addresses a public webhook target never has.
 pub fn is_restricted(ip: IpAddr) -> bool {
@@ -74,13 +65,10 @@ pub struct TargetPolicy {
 
 impl TargetPolicy {
     /// A policy permitting these otherwise-refused ranges.
-    pub fn new(entries: &[String]) -> Result<Self, String> {
-        Ok(Self {
-            allow: entries
-                .iter()
-                .map(|e| parse_allow_entry(e))
-                .collect::<Result<_, _>>()?,
-        })
+    pub fn new(allowed: &[AllowedNet]) -> Self {
+        Self {
+            allow: allowed.iter().map(|n| n.0).collect(),
+        }
     }
 
     /// `true` when deliveries may go to `ip`.
@@ -225,7 +213,10 @@ mod tests {
 
     #[test]
     fn the_allow_list_permits_listed_ranges_only() {
-        let p = TargetPolicy::new(&["127.0.0.1".into(), "10.0.0.0/8".into()]).expect("policy");
+        let p = TargetPolicy::new(&[
+            AllowedNet::parse("127.0.0.1").expect("address"),
+            AllowedNet::parse("10.0.0.0/8").expect("range"),
+        ]);
         assert!(p.check_syntax("http://127.0.0.1:9/x").is_ok());
         assert!(p.check_syntax("http://10.9.9.9/").is_ok());
         assert!(p.check_syntax("http://127.0.0.2/").is_err());

@@ -6,6 +6,12 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+mod values;
+
+pub use values::{
+    AES_KEY_CHARS, AesKey, AllowedNet, AssertionAlg, BootstrapKey, OptionItem, Scope, parse_scopes,
+};
+
 /// Prefix of every environment variable the service reads.
 pub const ENV_PREFIX: &str = "DINGBRIDGE_";
 
@@ -145,6 +151,14 @@ pub struct RouteConfig {
     pub dingtalk: RouteDingTalk,
 }
 
+impl RouteConfig {
+    /// `true` when the route relays Outlook items Graph notifies about (mail, events,
+    /// contacts) to DingTalk; To Do is polled instead.
+    pub fn wants_notifications(&self) -> bool {
+        self.direction.to_dingtalk() && self.kinds.iter().any(|k| !matches!(k, RouteKind::Todo))
+    }
+}
+
 fn default_folder() -> String {
     "DingTalk".into()
 }
@@ -181,15 +195,15 @@ pub struct ApiConfig {
     /// (the SHA-256 of the whole `dbk_…` key, as printed by `dingbridge keys hash`).
     /// For the embedded memory store, which the `keys create` command cannot reach.
     /// As a variable: `DINGBRIDGE_API_BOOTSTRAP_KEYS`, entries separated by commas.
-    pub bootstrap_keys: Vec<String>,
+    pub bootstrap_keys: Vec<BootstrapKey>,
     /// Mailboxes offered by `GET /v1/options/mailboxes`, each `id` or `id|label`.
-    pub mailboxes: Vec<String>,
+    pub mailboxes: Vec<OptionItem>,
     /// DingTalk conversations offered by `GET /v1/options/dingtalk-conversations`.
-    pub dingtalk_conversations: Vec<String>,
+    pub dingtalk_conversations: Vec<OptionItem>,
     /// Calendars offered by `GET /v1/options/calendars`.
-    pub calendars: Vec<String>,
+    pub calendars: Vec<OptionItem>,
     /// To-do lists offered by `GET /v1/options/todo-lists`.
-    pub todo_lists: Vec<String>,
+    pub todo_lists: Vec<OptionItem>,
 }
 
 /// REST hook delivery settings.
@@ -199,7 +213,7 @@ pub struct HooksConfig {
     /// Private, loopback or link-local targets allowed anyway: IP addresses or CIDR
     /// ranges (e.g. `["10.1.2.0/24"]` for an n8n on the company LAN). Empty by default:
     /// such targets are refused, which blocks server-side request forgery.
-    pub allow_private_targets: Vec<String>,
+    pub allow_private_targets: Vec<AllowedNet>,
     /// A target answering 404 (n8n's answer for an inactive workflow) for longer than
     /// this many seconds without a success in between is disabled.
     pub gone_grace_secs: u64,
@@ -247,9 +261,8 @@ pub struct DingTalkConfig {
     /// Token of the HTTP-push callback signature.
     #[serde(serialize_with = "ser_secret_opt")]
     pub callback_token: Option<SecretString>,
-    /// The 43-character EncodingAESKey.
-    #[serde(serialize_with = "ser_secret_opt")]
-    pub aes_key: Option<SecretString>,
+    /// The 43-character EncodingAESKey, decoded.
+    pub aes_key: Option<AesKey>,
     /// Base URL of the new-style API.
     pub api_base_url: Option<String>,
     /// Base URL of the old-style API.
@@ -302,22 +315,6 @@ impl Default for DingTalkConfig {
 }
 
 impl DingTalkConfig {
-    /// The HTTP-push crypto, when `app_key`, `callback_token` and `aes_key` are set (and valid).
-    pub fn push_crypto(&self) -> Option<crate::dingtalk::crypto::CallbackCrypto> {
-        use secrecy::ExposeSecret;
-        let (Some(app_key), Some(token), Some(aes_key)) =
-            (&self.app_key, &self.callback_token, &self.aes_key)
-        else {
-            return None;
-        };
-        crate::dingtalk::crypto::CallbackCrypto::new(
-            token.expose_secret(),
-            aes_key.expose_secret(),
-            app_key,
-        )
-        .ok()
-    }
-
     /// The secret robot callbacks are signed with: `robot_app_secret`, else `app_secret`.
     pub fn robot_secret(&self) -> Option<&SecretString> {
         self.robot_app_secret.as_ref().or(self.app_secret.as_ref())
@@ -340,18 +337,6 @@ impl DingTalkConfig {
     /// Checks the DingTalk keys belong together and have valid values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         use secrecy::ExposeSecret;
-        if let Some(key) = &self.aes_key {
-            crate::dingtalk::crypto::AesKey::parse(key.expose_secret()).map_err(|e| {
-                let reason = match e {
-                    crate::dingtalk::crypto::CryptoError::InvalidAesKey(r) => r,
-                    other => other.to_string(),
-                };
-                ConfigError::new(
-                    "dingtalk.aes_key (DINGBRIDGE_DINGTALK_AES_KEY)",
-                    format!("the EncodingAESKey from the DingTalk console: {reason}"),
-                )
-            })?;
-        }
         if let Some(token) = &self.callback_token {
             let t = token.expose_secret();
             let len = t.chars().count();
@@ -429,7 +414,7 @@ pub struct GraphConfig {
     pub authority_url: Option<String>,
     /// Signature of the certificate assertion: `PS256` (default, header `x5t#S256`) or
     /// `RS256` (header `x5t`).
-    pub assertion_alg: crate::graph::AssertionAlg,
+    pub assertion_alg: AssertionAlg,
     /// PEM (PKCS#8 or PKCS#1) RSA private key that decrypts rich notifications
     /// (`encryptedContent`); without it rich payloads are not decrypted and the changed
     /// item is fetched instead.
@@ -642,10 +627,27 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An error about the setting `key`.
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             key: key.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// Reads a deserialisation message: the typed values of [`values`] start theirs with
+    /// the setting's name (`api.bootstrap_keys: …`); anything else concerns the file.
+    fn from_value_error(message: &str) -> Self {
+        let dotted = |k: &str| {
+            let name = k.split(" (").next().unwrap_or(k);
+            name.contains('.')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b"._".contains(&b))
+        };
+        match message.split_once(": ") {
+            Some((key, reason)) if dotted(key) => Self::new(key, reason),
+            _ => Self::new("config", message),
         }
     }
 }
@@ -705,7 +707,7 @@ impl Config {
         }
         let config: Config = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::new("config", e.message().to_string()))?;
+            .map_err(|e: toml::de::Error| ConfigError::from_value_error(e.message()))?;
         config.validate()?;
         Ok(config)
     }
@@ -780,14 +782,6 @@ impl Config {
         self.validate_routes()?;
         self.validate_subscriptions()?;
         self.dingtalk.validate()?;
-        for entry in &self.api.bootstrap_keys {
-            crate::apikeys::BootstrapKey::parse(entry)
-                .map_err(|why| ConfigError::new("api.bootstrap_keys", why))?;
-        }
-        for entry in &self.hooks.allow_private_targets {
-            crate::outbound::target::parse_allow_entry(entry)
-                .map_err(|why| ConfigError::new("hooks.allow_private_targets", why))?;
-        }
         if self.hooks.timeout_secs == 0 || self.hooks.timeout_secs > 60 {
             return Err(ConfigError::new("hooks.timeout_secs", "must be 1..=60"));
         }
@@ -807,20 +801,10 @@ impl Config {
                 check_http_url(key, url)?;
             }
         }
-        if self.graph.credentials()?.is_some()
-            && let (Some(cert), Some(key)) =
-                (&self.graph.certificate_path, &self.graph.private_key_path)
-        {
-            // Readable, PEM, RSA, and the key belongs to the certificate: fail at start-up,
-            // not at the first relay.
-            crate::graph::auth::CertificateCredential::load(cert, key, self.graph.assertion_alg)
-                .map_err(|reason| {
-                    ConfigError::new(
-                        "graph.certificate_path (DINGBRIDGE_GRAPH_CERTIFICATE_PATH)",
-                        reason,
-                    )
-                })?;
-        }
+        // Exactly one credential, with tenant and client id. The certificate and key files
+        // themselves are read by `graph::check_key_files` (see `dingbridge::load_config`):
+        // reading PEM is Graph's business, not the configuration's.
+        self.graph.credentials()?;
         Ok(())
     }
 
@@ -864,7 +848,7 @@ impl Config {
             ));
         }
         // To Do is polled, not notified: a todo-only route needs no public URL.
-        let wants = !crate::graph::subscriptions::wanted(&self.routes).is_empty();
+        let wants = self.routes.iter().any(RouteConfig::wants_notifications);
         if wants && g.credentials()?.is_some() {
             let Some(url) = &self.public_url else {
                 return Err(ConfigError::new(
@@ -880,16 +864,7 @@ impl Config {
                 ));
             }
         }
-        if let Some(p) = &g.notification_private_key_path {
-            let key = crate::graph::notifications::load_private_key(p).map_err(|reason| {
-                ConfigError::new("graph.notification_private_key_path", reason)
-            })?;
-            if let Some(c) = &g.notification_certificate_path {
-                crate::graph::notifications::load_certificate(c, &key).map_err(|reason| {
-                    ConfigError::new("graph.notification_certificate_path", reason)
-                })?;
-            }
-        } else if g.notification_certificate_path.is_some() {
+        if g.notification_private_key_path.is_none() && g.notification_certificate_path.is_some() {
             return Err(ConfigError::new(
                 "graph.notification_certificate_path",
                 "needs graph.notification_private_key_path (the key that decrypts what Graph encrypts with it)",
@@ -1079,18 +1054,6 @@ fn apply_env(
         }
     }
     Ok(())
-}
-
-/// Splits an `id|label` option entry of `api.mailboxes` or `api.dingtalk_conversations`
-/// (the label defaults to the id).
-pub fn option_item(entry: &str) -> (String, String) {
-    match entry.split_once('|') {
-        Some((id, label)) if !label.trim().is_empty() => {
-            (id.trim().to_string(), label.trim().to_string())
-        }
-        Some((id, _)) => (id.trim().to_string(), id.trim().to_string()),
-        None => (entry.trim().to_string(), entry.trim().to_string()),
-    }
 }
 
 #[cfg(test)]
@@ -1286,7 +1249,7 @@ mod tests {
             ]),
         )
         .expect("complete push config");
-        assert!(ok.dingtalk.push_crypto().is_some());
+        assert!(crate::dingtalk::crypto::CallbackCrypto::from_config(&ok.dingtalk).is_some());
         assert_eq!(ok.dingtalk.timestamp_window_secs, 60);
         assert_eq!(ok.dingtalk.backfill_interval_secs, 300);
     }
@@ -1350,10 +1313,13 @@ mod tests {
             ]),
         )
         .expect("load");
-        assert_eq!(
-            c.hooks.allow_private_targets,
-            vec!["127.0.0.1".to_string(), "10.0.0.0/8".to_string()]
-        );
+        let allowed: Vec<String> = c
+            .hooks
+            .allow_private_targets
+            .iter()
+            .map(|n| n.0.to_string())
+            .collect();
+        assert_eq!(allowed, vec!["127.0.0.1/32", "10.0.0.0/8"]);
         assert_eq!(c.api.mailboxes.len(), 2);
         let err = Config::load_from(
             None,
@@ -1483,7 +1449,12 @@ union_id = "union-1"
             .expect("write");
         };
         write("", "rich_notifications = true");
-        let err = Config::load_from(Some(&path), env(&[])).expect_err("no certificate");
+        // As at start-up: the settings, then the files they name.
+        let load = || {
+            Config::load_from(Some(&path), env(&[]))
+                .and_then(|c| crate::graph::check_key_files(&c).map(|()| c))
+        };
+        let err = load().expect_err("no certificate");
         assert_eq!(err.key, "graph.notification_certificate_path");
         let (key, cert, other) = (
             fixture("key.pem"),
@@ -1496,7 +1467,7 @@ union_id = "union-1"
             ),
             "rich_notifications = true",
         );
-        let err = Config::load_from(Some(&path), env(&[])).expect_err("another key");
+        let err = load().expect_err("another key");
         assert_eq!(err.key, "graph.notification_certificate_path");
         write(
             &format!(
@@ -1504,7 +1475,7 @@ union_id = "union-1"
             ),
             "rich_notifications = true",
         );
-        let c = Config::load_from(Some(&path), env(&[])).expect("matching pair");
+        let c = load().expect("matching pair");
         assert!(c.routes[0].rich_notifications);
         let wanted = crate::graph::subscriptions::wanted(&c.routes);
         assert!(wanted[0].rich);
@@ -1607,6 +1578,7 @@ union_id = "union-1"
             all.push(("DINGBRIDGE_GRAPH_CERTIFICATE_PATH", cert));
             all.push(("DINGBRIDGE_GRAPH_PRIVATE_KEY_PATH", key));
             Config::load_from(None, env(&all))
+                .and_then(|c| crate::graph::check_key_files(&c).map(|()| c))
         };
         let err = with("/nonexistent/cert.pem", &fixture("key.pem")).expect_err("unreadable");
         assert!(err.reason.contains("cannot read certificate file"), "{err}");
