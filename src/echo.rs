@@ -109,8 +109,7 @@ pub async fn classify(resp: reqwest::Response) -> Result<(), JobFailure> {
     let body = resp.text().await.unwrap_or_default();
     let snippet: String = body.chars().take(200).collect();
     let message = format!("target answered {}: {snippet}", status.as_u16());
-    let retryable = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
-    let mut failure = if retryable {
+    let mut failure = if crate::upstream::is_retryable(status.as_u16()) {
         JobFailure::transient(message)
     } else {
         JobFailure::permanent(message)

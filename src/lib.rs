@@ -22,6 +22,7 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod triggers;
+pub mod upstream;
 pub mod worker;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("event", 1),
     ("store", 1),
     ("retry_after", 1),
+    ("upstream", 1),
 ];
 
 /// Upward uses that exist today (file, module reached); see ARCHITECTURE.md for the way

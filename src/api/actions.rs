@@ -152,7 +152,9 @@ async fn run_action(
             let resp = execute(Some(key)).await;
             let status = resp.status();
             let (resp, stored) = capture(resp).await;
-            let keep = !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS);
+            // A retryable answer is not the action's result: the key is released so that
+            // the caller's retry runs it.
+            let keep = !crate::upstream::is_retryable(status.as_u16());
             let settled = match stored {
                 Some(stored) if keep => {
                     let record = IdempotencyRecord {

@@ -102,7 +102,7 @@ pub fn classify(status: u16, body: &Value) -> Option<DingTalkError> {
         }
         _ => (
             None,
-            (400..500).contains(&status) && status != 408 && status != 429,
+            (400..500).contains(&status) && !crate::upstream::is_retryable(status),
         ),
     };
     Some(DingTalkError {

@@ -27,7 +27,10 @@ use super::{
     GraphError, ORIGIN_PROPERTY_ID,
     auth::{CertificateCredential, Credential, TokenProvider},
 };
-use crate::config::{ConfigError, GraphConfig};
+use crate::{
+    config::{ConfigError, GraphConfig},
+    upstream,
+};
 
 /// Attachments below this size are posted inline; larger ones use an upload session.
 pub const INLINE_ATTACHMENT_MAX: usize = 3 * 1024 * 1024;
@@ -1440,8 +1443,9 @@ impl GraphClient {
             // after Graph stored the item): repeating it here could create a second
             // item, so the caller decides (the `*_once` creates look the item up first).
             // 429 is Graph refusing before doing anything, safe to repeat.
-            let repeatable = call.method != Method::POST || status.as_u16() == 429;
-            if matches!(status.as_u16(), 429 | 503 | 504) {
+            let repeatable =
+                call.method != Method::POST || upstream::refused_before_applying(status.as_u16());
+            if upstream::asks_to_wait(status.as_u16()) {
                 let said = crate::retry_after::of(&headers);
                 let wait = said.unwrap_or_else(|| backoff(policy.backoff_base, retries + 1));
                 if said.is_some() {

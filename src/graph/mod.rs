@@ -155,7 +155,7 @@ impl GraphError {
     /// Repeat such a create only after looking the item up.
     pub fn is_ambiguous(&self) -> bool {
         match self {
-            GraphError::Api { status, .. } => matches!(status, 500 | 502 | 503 | 504),
+            GraphError::Api { status, .. } => crate::upstream::may_have_been_applied(*status),
             GraphError::Transport(_) => true,
             _ => false,
         }
@@ -165,8 +165,10 @@ impl GraphError {
     pub fn is_transient(&self) -> bool {
         match self {
             GraphError::Auth(e) => e.is_transient(),
+            // Besides the shared retryable statuses, Graph's 401 (an expired token, fetched
+            // anew), 409/412 (a concurrent change) and 423 (a locked item) pass later.
             GraphError::Api { status, .. } => {
-                matches!(status, 401 | 408 | 409 | 412 | 423 | 429) || *status >= 500
+                crate::upstream::is_retryable(*status) || matches!(status, 401 | 409 | 412 | 423)
             }
             GraphError::Transport(_) => true,
             GraphError::AttachmentTooLarge { .. } | GraphError::Unexpected(_) => false,
