@@ -8,6 +8,7 @@ use std::{collections::BTreeSet, fs, path::Path};
 const LAYERS: &[(&str, u8)] = &[
     ("main", 7),
     ("lib", 6),
+    ("startup", 6),
     ("doctor", 6),
     ("api", 5),
     ("actions", 4),
