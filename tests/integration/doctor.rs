@@ -2,13 +2,12 @@
 //! passes every check; a wrong Graph secret, a mailbox the app cannot reach and a wrong
 //! DingTalk secret each fail with a sentence that says what to change, and exit 1.
 
-use crate::{
-    common,
-    relays::{DingTalk, Env, MAILBOX},
-};
+use crate::common;
 
 use common::{
     RedisServer,
+    dingtalk_fake::DingTalk,
+    env::{Env, MAILBOX},
     graph_fake::{GraphFake, GraphFakeConfig},
 };
 

@@ -5,19 +5,17 @@
 //! with kinds `mail` + `todo`: the relayed mail's DingTalk todo and the Outlook mail's
 //! read flag follow each other, each change propagating exactly once and never echoing.
 
-use crate::{
-    common,
-    relays::{
-        CONVERSATION, DingTalk, Env, MAILBOX, UNION, group_message, origin_of, push, relay_results,
-        wait_for,
-    },
-};
+use crate::common;
 
 use std::{path::PathBuf, time::Duration};
 
 use common::{
-    FakeReply, FakeServer, RedisServer, TestApp, free_port,
+    FakeReply, FakeServer, RedisServer, TestApp,
+    dingtalk_fake::{DingTalk, group_message, push},
+    env::{CONVERSATION, Env, MAILBOX, UNION},
+    free_port,
     graph_fake::{GraphFake, GraphFakeConfig},
+    inspect::{origin_of, relay_results, wait_for},
 };
 use serde_json::{Value, json};
 

@@ -3,17 +3,16 @@
 //! edited Outlook tasks reach DingTalk once, DingTalk todos reach To Do once, and neither
 //! side's writes come back — also with duplicate DingTalk events sent to both instances.
 
-use crate::{
-    common,
-    lowcode::create_key,
-    relays::{DingTalk, Env, MAILBOX, UNION, push, relay_results, wait_for},
-};
+use crate::{common, lowcode::create_key};
 
 use std::{path::PathBuf, time::Duration};
 
 use common::{
     RedisServer, TestApp,
+    dingtalk_fake::{DingTalk, push},
+    env::{Env, MAILBOX, UNION},
     graph_fake::{GraphFake, GraphFakeConfig},
+    inspect::{relay_results, wait_for},
 };
 use serde_json::{Value, json};
 

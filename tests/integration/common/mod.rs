@@ -11,8 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod dingtalk_fake;
+pub mod env;
 pub mod fake;
 pub mod graph_fake;
+pub mod inspect;
 pub mod stream_gateway;
 
 #[allow(unused_imports)]
