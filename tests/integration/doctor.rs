@@ -13,16 +13,15 @@ use common::{
 
 const ONPREM: &str = "onprem@contoso.com";
 
-fn config(dir: &tempfile::TempDir, mailboxes: &[&str]) -> String {
+/// A configuration with one message route per mailbox.
+fn config(mailboxes: &[&str]) -> String {
     let mut text = String::new();
     for (i, m) in mailboxes.iter().enumerate() {
         text.push_str(&format!(
             "[[routes]]\nname = \"r{i}\"\nmailbox = \"{m}\"\nkinds = [\"message\"]\n[routes.dingtalk]\nconversation_id = \"cid-{i}\"\n"
         ));
     }
-    let path = dir.path().join("dingbridge.toml");
-    std::fs::write(&path, text).expect("write config");
-    path.to_str().expect("utf-8").to_string()
+    text
 }
 
 fn report(out: &std::process::Output) -> String {
@@ -34,8 +33,9 @@ fn a_working_setup_passes_every_check() {
     let redis = RedisServer::start();
     let graph = GraphFake::start_default();
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = Env::new(&redis, &graph, &dt, &config(&dir, &[MAILBOX])).run(&["doctor"]);
+    let out = Env::relays(&redis, &graph, &dt)
+        .config_toml(&config(&[MAILBOX]))
+        .run(&["doctor"]);
     let text = report(&out);
     assert!(out.status.success(), "{text}");
     for line in [
@@ -57,8 +57,7 @@ fn each_broken_part_fails_with_what_to_change() {
         ..GraphFakeConfig::default()
     });
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env = Env::new(&redis, &graph, &dt, &config(&dir, &[MAILBOX, ONPREM]));
+    let env = Env::relays(&redis, &graph, &dt).config_toml(&config(&[MAILBOX, ONPREM]));
 
     let out = env.run(&["doctor"]);
     let text = report(&out);

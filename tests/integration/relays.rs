@@ -14,7 +14,7 @@ use common::{
     dingtalk_fake::{
         AES_KEY, APP_KEY, APP_SECRET, DT_ACCESS_TOKEN, DingTalk, TOKEN, group_message, push,
     },
-    env::{CONVERSATION, Env, GRAPH_SECRET, MAILBOX, Route, UNION, config_file, default_routes},
+    env::{CONVERSATION, Env, GRAPH_SECRET, MAILBOX, Route, UNION, default_routes},
     eventually,
     graph_fake::{Failure, GraphFake, GraphFakeConfig, TestCert},
     inspect::{audit, origin_of, relay_results, wait_for},
@@ -69,9 +69,8 @@ async fn a_group_message_lands_once_in_the_folder_despite_ten_deliveries_and_a_c
     let redis = RedisServer::start();
     let graph = GraphFake::start_default();
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_file(&dir, &default_routes());
-    let env = Env::new(&redis, &graph, &dt, &config)
+    let env = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
         .set("DINGBRIDGE_WORKERS_VISIBILITY_TIMEOUT_MS", "2000")
         .set("DINGBRIDGE_WORKERS_JOB_TIMEOUT_MS", "1500");
     // The create is applied by Graph, but its answer never reaches the first instance.
@@ -167,8 +166,9 @@ async fn a_five_megabyte_file_goes_through_an_upload_session_small_ones_inline_a
         .lock()
         .expect("files")
         .insert("dc-big".into(), Arc::new(content.clone()));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes())).spawn();
+    let app = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
+        .spawn();
     let mut msg = group_message("msg-file-1", CONVERSATION, "");
     msg["msgtype"] = json!("file");
     msg.as_object_mut().expect("obj").remove("text");
@@ -269,7 +269,6 @@ async fn calendar_events_and_todos_relay_with_their_fields_updates_patch_and_del
     let redis = RedisServer::start();
     let graph = GraphFake::start_default();
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
     let routes = vec![
         Route {
             name: "keep",
@@ -284,7 +283,7 @@ async fn calendar_events_and_todos_relay_with_their_fields_updates_patch_and_del
             allow_deletes: true,
         },
     ];
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &routes)).spawn();
+    let app = Env::relays(&redis, &graph, &dt).routes(&routes).spawn();
     dt.events.lock().expect("events").insert(
         "cal-1".into(),
         json!({"id": "cal-1", "summary": "Customs inspection", "description": "Bring papers",
@@ -406,8 +405,9 @@ async fn a_create_stored_then_answered_504_or_cut_off_makes_exactly_one_item_of_
         let redis = RedisServer::start();
         let graph = GraphFake::start_default();
         let dt = DingTalk::start();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes())).spawn();
+        let app = Env::relays(&redis, &graph, &dt)
+            .routes(&default_routes())
+            .spawn();
         for path in ["/messages", "/events", "/contacts", "/tasks"] {
             graph.fail_next(Some("POST"), path, 1, failure.clone());
         }
@@ -475,8 +475,8 @@ async fn five_hundred_relays_to_one_mailbox_wait_out_throttling_and_never_exceed
             .with_fractional_retry_after(),
     );
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes()))
+    let app = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
         .set("DINGBRIDGE_WORKERS_CONCURRENCY", "16")
         .spawn();
     let n = 500;
@@ -526,7 +526,8 @@ async fn certificate_credentials_made_in_the_test_authenticate_against_the_fake(
     let dt = DingTalk::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (key_path, cert_path) = cert.write_to(dir.path());
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes()))
+    let app = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
         .set(
             "DINGBRIDGE_GRAPH_CERTIFICATE_PATH",
             cert_path.to_str().expect("utf-8"),
@@ -573,8 +574,9 @@ async fn an_expired_secret_is_explained_in_readyz_and_the_log_and_no_secret_is_l
         json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00+08:00"},
             "end": {"dateTime": "2026-12-01T11:00:00+08:00"}}),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes())).spawn();
+    let app = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
+        .spawn();
     let ready = eventually(Duration::from_secs(15), || async {
         let v: Value = app
             .http
@@ -621,8 +623,9 @@ async fn only_the_routed_mailbox_is_touched_and_unrouted_events_are_only_audited
     let redis = RedisServer::start();
     let graph = GraphFake::start(GraphFakeConfig::default().with_mailboxes(&[MAILBOX, UNROUTED]));
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes())).spawn();
+    let app = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
+        .spawn();
     push(&app, &group_message("msg-routed", CONVERSATION, "to ops")).await;
     // The production path of group messages: a signed robot callback (not encrypted).
     let ts = now_ms().to_string();
@@ -747,12 +750,9 @@ async fn only_the_routed_mailbox_is_touched_and_unrouted_events_are_only_audited
     );
     assert_eq!(graph.all_messages(MAILBOX).len(), 2);
     // DingTalk triggers are published for every message that arrives, routed or not.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dingbridge"))
-        .args(["keys", "create", "--name", "zapier", "--scopes", "triggers"])
-        .env_clear()
-        .env("DINGBRIDGE_STORE_URL", redis.url())
-        .output()
-        .expect("keys create");
+    let out = Env::new()
+        .redis(&redis)
+        .run(&["keys", "create", "--name", "zapier", "--scopes", "triggers"]);
     let key = String::from_utf8(out.stdout)
         .expect("utf-8")
         .trim()
@@ -843,7 +843,6 @@ async fn relay_bench(
     }
     let graph = GraphFake::start(fake);
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
     let names: Vec<(String, String, String)> = (0..mailboxes)
         .map(|i| {
             (
@@ -862,7 +861,7 @@ async fn relay_bench(
             allow_deletes: false,
         })
         .collect();
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &routes))
+    let app = Env::relays(&redis, &graph, &dt).routes(&routes)
         .set(
             "DINGBRIDGE_WORKERS_CONCURRENCY",
             &(8 * mailboxes).max(16).to_string(),
