@@ -6,7 +6,9 @@
 use crate::common;
 
 use common::{
-    FakeReply, FakeServer, TestApp, error_code,
+    FakeReply, FakeServer, TestApp,
+    env::Env,
+    error_code,
     graph_fake::{Failure, GraphFake, GraphFakeConfig},
 };
 use serde_json::{Value, json};
@@ -38,53 +40,22 @@ robot_code = "dingrobotcustoms"
 union_id = "union-ops"
 "#;
 
-struct Setup {
-    app: TestApp,
-    _dir: tempfile::TempDir,
-}
-
 /// The service with the routes above, `api.mailboxes = alice`, and the given fakes.
-fn spawn(graph: Option<&GraphFake>, dingtalk: Option<&FakeServer>) -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("dingbridge.toml");
-    std::fs::write(&path, ROUTES).expect("config");
-    let config_path = path.to_str().expect("utf-8").to_string();
-    let bootstrap = bootstrap_entry();
-    let mailboxes = format!("{ALICE}|Alice");
-    let mut env: Vec<(String, String)> = vec![
-        ("DINGBRIDGE_CONFIG".into(), config_path),
-        ("DINGBRIDGE_API_BOOTSTRAP_KEYS".into(), bootstrap),
-        ("DINGBRIDGE_API_MAILBOXES".into(), mailboxes),
-    ];
+fn spawn(graph: Option<&GraphFake>, dingtalk: Option<&FakeServer>) -> TestApp {
+    let mut env = Env::new()
+        .config_toml(ROUTES)
+        .bootstrap_keys(&bootstrap_entry())
+        .set("DINGBRIDGE_API_MAILBOXES", &format!("{ALICE}|Alice"));
     if let Some(g) = graph {
-        let c = g.config();
-        env.extend([
-            ("DINGBRIDGE_GRAPH_BASE_URL".into(), g.graph_base()),
-            ("DINGBRIDGE_GRAPH_AUTHORITY_URL".into(), g.authority()),
-            ("DINGBRIDGE_GRAPH_TENANT_ID".into(), c.tenant.clone()),
-            ("DINGBRIDGE_GRAPH_CLIENT_ID".into(), c.client_id.clone()),
-            (
-                "DINGBRIDGE_GRAPH_CLIENT_SECRET".into(),
-                c.client_secret.clone().expect("secret"),
-            ),
-        ]);
+        env = env.graph(g);
     }
     if let Some(d) = dingtalk {
-        env.extend([
-            ("DINGBRIDGE_DINGTALK_API_BASE_URL".into(), d.url("")),
-            ("DINGBRIDGE_DINGTALK_OAPI_BASE_URL".into(), d.url("")),
-            ("DINGBRIDGE_DINGTALK_APP_KEY".into(), "dingappkey".into()),
-            (
-                "DINGBRIDGE_DINGTALK_APP_SECRET".into(),
-                "dingappsecret".into(),
-            ),
-        ]);
+        env = env
+            .dingtalk_api(&d.url(""))
+            .set("DINGBRIDGE_DINGTALK_APP_KEY", "dingappkey")
+            .set("DINGBRIDGE_DINGTALK_APP_SECRET", "dingappsecret");
     }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Setup {
-        app: TestApp::spawn(&env),
-        _dir: dir,
-    }
+    env.spawn()
 }
 
 async fn act(app: &TestApp, action: &str, key: Option<&str>, input: &Value) -> reqwest::Response {
@@ -127,8 +98,7 @@ fn assert_iso(v: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_outlook_action_works_against_the_graph_fake() {
     let graph = GraphFake::start(GraphFakeConfig::default());
-    let s = spawn(Some(&graph), None);
-    let app = &s.app;
+    let app = &spawn(Some(&graph), None);
 
     let sent = ok(
         app,
@@ -285,8 +255,7 @@ async fn every_outlook_action_works_against_the_graph_fake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_key_reaches_graph_once_and_other_mailboxes_are_forbidden() {
     let graph = GraphFake::start(GraphFakeConfig::default());
-    let s = spawn(Some(&graph), None);
-    let app = &s.app;
+    let app = &spawn(Some(&graph), None);
     let input = json!({"mailbox": ALICE, "subject": "Once", "start": "2026-03-02T10:00:00Z", "end": "2026-03-02T10:30:00Z"});
     let first = act(app, "outlook.create_event", Some("trigger-item-7"), &input).await;
     assert_eq!(first.status(), 200);
@@ -345,7 +314,7 @@ async fn a_replayed_key_reaches_graph_once_and_other_mailboxes_are_forbidden() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_throttling_is_a_429_with_integer_retry_after() {
     let graph = GraphFake::start(GraphFakeConfig::default());
-    let s = spawn(Some(&graph), None);
+    let app = spawn(Some(&graph), None);
     graph.fail_next(
         Some("POST"),
         "/users/",
@@ -357,7 +326,7 @@ async fn graph_throttling_is_a_429_with_integer_retry_after() {
         },
     );
     let resp = act(
-        &s.app,
+        &app,
         "outlook.send_mail",
         Some("throttled-1"),
         &json!({"mailbox": ALICE, "to": "bob@example.com", "subject": "s", "body": "b"}),
@@ -422,8 +391,7 @@ fn dingtalk_fake() -> FakeServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dingtalk_action_works_against_a_fake() {
     let dt = dingtalk_fake();
-    let s = spawn(None, Some(&dt));
-    let app = &s.app;
+    let app = &spawn(None, Some(&dt));
 
     let group = ok(
         app,
@@ -598,7 +566,7 @@ async fn an_action_retried_after_a_stored_then_lost_answer_leaves_exactly_one_it
         Failure::ApplyThenDrop,
     ] {
         let graph = GraphFake::start(GraphFakeConfig::default());
-        let s = spawn(Some(&graph), None);
+        let app = spawn(Some(&graph), None);
         for (action, input) in &cases {
             // Every create POST of this action fails once after being applied.
             for path in [
@@ -611,7 +579,7 @@ async fn an_action_retried_after_a_stored_then_lost_answer_leaves_exactly_one_it
             ] {
                 graph.fail_next(Some("POST"), path, 1, failure.clone());
             }
-            let answers = retried_like_a_zap(&s.app, action, input).await;
+            let answers = retried_like_a_zap(&app, action, input).await;
             assert_eq!(
                 answers.last(),
                 Some(&200),
@@ -695,7 +663,7 @@ async fn dingtalk_actions_retried_after_a_stored_then_lost_answer_leave_one_item
             _ => FakeReply::status(404),
         }
     });
-    let s = spawn(None, Some(&dt));
+    let app = spawn(None, Some(&dt));
     let cases = [
         (
             "dingtalk.create_todo",
@@ -707,7 +675,7 @@ async fn dingtalk_actions_retried_after_a_stored_then_lost_answer_leave_one_item
         ),
     ];
     for (action, input) in &cases {
-        let answers = retried_like_a_zap(&s.app, action, input).await;
+        let answers = retried_like_a_zap(&app, action, input).await;
         assert_eq!(answers.last(), Some(&200), "{action}: {answers:?}");
     }
     assert!(

@@ -6,25 +6,20 @@
 
 use crate::{common, lowcode::create_key};
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
-use common::{RedisCluster, RedisServer, TestApp};
+use common::{RedisCluster, RedisServer, TestApp, env::Env};
 use dingbridge::store::{Dedupe, EnqueueOutcome, Job, Side, Store, redis::RedisStore};
 use serde_json::{Value, json};
 
 /// Runs `dingbridge <args>` on `redis`; (success, stdout, stderr).
 fn cli(redis: &RedisServer, args: &[&str]) -> (bool, String, String) {
-    cli_with(&[("DINGBRIDGE_STORE_URL", &redis.url())], args)
+    cli_with(&Env::new().redis(redis), args)
 }
 
 /// Runs `dingbridge <args>` with these settings; (success, stdout, stderr).
-fn cli_with(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dingbridge"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .expect("dingbridge runs");
+fn cli_with(env: &Env, args: &[&str]) -> (bool, String, String) {
+    let out = env.run(args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -46,10 +41,7 @@ fn redis_cmd<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str]) -> T 
 }
 
 fn spawn(redis: &RedisServer) -> TestApp {
-    TestApp::spawn(&[
-        ("DINGBRIDGE_STORE_URL", &redis.url()),
-        ("DINGBRIDGE_HOOKS_ALLOW_PRIVATE_TARGETS", "127.0.0.1"),
-    ])
+    Env::new().redis(redis).loopback_hooks().spawn()
 }
 
 async fn hooks(app: &TestApp, key: &str) -> Vec<Value> {
@@ -176,11 +168,7 @@ async fn import_exact_rolls_the_store_back_and_a_cut_off_backup_restores_nothing
     assert!(!keys.contains("after-upgrade"), "{keys}");
 
     // The memory store has nothing to back up.
-    let out = Command::new(env!("CARGO_BIN_EXE_dingbridge"))
-        .args(["export", "--out", "-"])
-        .env_clear()
-        .output()
-        .expect("runs");
+    let out = Env::new().run(&["export", "--out", "-"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("memory store"));
 }
@@ -220,12 +208,9 @@ async fn a_backup_moves_a_single_redis_into_a_cluster_and_back_key_for_key() {
     let from_single = dir.path().join("single.jsonl");
     export(&single, &from_single);
     let cluster = RedisCluster::start();
-    let cluster_env = [
-        ("DINGBRIDGE_STORE_URL", cluster.url()),
-        ("DINGBRIDGE_STORE_CLUSTER", "true".to_string()),
-    ];
-    let cluster_env: Vec<(&str, &str)> =
-        cluster_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cluster_env = Env::new()
+        .store(&cluster.url())
+        .set("DINGBRIDGE_STORE_CLUSTER", "true");
     let path = from_single.to_str().expect("path");
     let (ok, _, err) = cli_with(&cluster_env, &["import", "--file", path]);
     assert!(ok, "import into the cluster failed: {err}");

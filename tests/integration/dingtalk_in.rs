@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{FakeReply, FakeServer, RedisServer, TestApp, error_code, eventually};
+use common::{FakeReply, FakeServer, RedisServer, TestApp, env::Env, error_code, eventually};
 use dingbridge::dingtalk::{
     crypto::{self, CallbackCrypto},
     sign,
@@ -26,23 +26,14 @@ fn now_ms() -> i64 {
 }
 
 /// Environment of an instance with HTTP push and robot callbacks on, sharing `redis`.
-fn env(redis: &RedisServer) -> Vec<(String, String)> {
-    vec![
-        ("DINGBRIDGE_STORE_URL".into(), redis.url()),
-        ("DINGBRIDGE_DINGTALK_APP_KEY".into(), APP_KEY.into()),
-        ("DINGBRIDGE_DINGTALK_CALLBACK_TOKEN".into(), TOKEN.into()),
-        ("DINGBRIDGE_DINGTALK_AES_KEY".into(), AES_KEY.into()),
-        (
-            "DINGBRIDGE_DINGTALK_ROBOT_APP_SECRET".into(),
-            ROBOT_SECRET.into(),
-        ),
-        // No app secret here: backfill stays off unless a test turns it on.
-    ]
-}
-
-fn spawn(env: &[(String, String)]) -> TestApp {
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    TestApp::spawn(&pairs)
+fn env(redis: &RedisServer) -> Env {
+    // No app secret here: backfill stays off unless a test turns it on.
+    Env::new()
+        .redis(redis)
+        .set("DINGBRIDGE_DINGTALK_APP_KEY", APP_KEY)
+        .set("DINGBRIDGE_DINGTALK_CALLBACK_TOKEN", TOKEN)
+        .set("DINGBRIDGE_DINGTALK_AES_KEY", AES_KEY)
+        .set("DINGBRIDGE_DINGTALK_ROBOT_APP_SECRET", ROBOT_SECRET)
 }
 
 /// An encrypted push: (query string, body) signed with the vector token.
@@ -147,7 +138,7 @@ async fn assert_nothing_queued(redis: &RedisServer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_url_is_answered_with_encrypted_success_and_nothing_is_queued() {
     let redis = RedisServer::start();
-    let app = spawn(&env(&redis));
+    let app = env(&redis).spawn();
     let (q, b) = push(
         &crypto_for(APP_KEY),
         r#"{"EventType":"check_url"}"#,
@@ -160,8 +151,8 @@ async fn check_url_is_answered_with_encrypted_success_and_nothing_is_queued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_delivered_20_times_to_two_instances_is_queued_once_and_acknowledged() {
     let redis = RedisServer::start();
-    let a = spawn(&env(&redis));
-    let b = spawn(&env(&redis));
+    let a = env(&redis).spawn();
+    let b = env(&redis).spawn();
     let event = json!({"EventType":"calendar_event_change","eventId":"evt-20x","CorpId":"ding1",
         "calendarEventId":"cal-1","unionIdList":["u1"],"changeType":"update",
         "EventTime": now_ms()});
@@ -187,7 +178,7 @@ async fn an_event_delivered_20_times_to_two_instances_is_queued_once_and_acknowl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_event_type_is_queued_and_visible_in_the_audit() {
     let redis = RedisServer::start();
-    let app = spawn(&env(&redis));
+    let app = env(&redis).spawn();
     let event = json!({"EventType":"bpms_instance_change","eventId":"evt-unknown"});
     let (q, body) = push(
         &crypto_for(APP_KEY),
@@ -206,7 +197,7 @@ async fn an_unknown_event_type_is_queued_and_visible_in_the_audit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_pushes_get_a_4xx_in_the_error_shape_and_nothing_is_queued() {
     let redis = RedisServer::start();
-    let app = spawn(&env(&redis));
+    let app = env(&redis).spawn();
     let event = r#"{"EventType":"todo_task_create","eventId":"evt-bad","taskId":"t1"}"#;
     let now = now_ms().to_string();
     let good = crypto_for(APP_KEY);
@@ -274,7 +265,7 @@ async fn bad_pushes_get_a_4xx_in_the_error_shape_and_nothing_is_queued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_gets_503_with_retry_after_so_dingtalk_retries() {
     let mut redis = RedisServer::start();
-    let app = spawn(&env(&redis));
+    let app = env(&redis).spawn();
     redis.stop();
     let event = r#"{"EventType":"todo_task_update","eventId":"evt-outage"}"#;
     let (q, b) = push(&crypto_for(APP_KEY), event, &now_ms().to_string());
@@ -286,7 +277,7 @@ async fn a_redis_outage_gets_503_with_retry_after_so_dingtalk_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconfigured_endpoints_answer_not_configured_naming_the_keys() {
-    let app = TestApp::spawn(&[]);
+    let app = Env::new().spawn();
     let resp = app
         .http
         .post(app.url("/webhooks/dingtalk/events?msg_signature=a&timestamp=1&nonce=n"))
@@ -343,7 +334,7 @@ async fn post_robot(app: &TestApp, ts: &str, sign: &str, body: &Value) -> reqwes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_robot_callback_is_queued_once_and_its_session_webhook_kept() {
     let redis = RedisServer::start();
-    let app = spawn(&env(&redis));
+    let app = env(&redis).spawn();
     let body = robot_message("msg-1");
     for _ in 0..3 {
         let ts = now_ms().to_string();
@@ -383,7 +374,7 @@ async fn a_valid_robot_callback_is_queued_once_and_its_session_webhook_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_or_stale_robot_callbacks_get_401_and_nothing_is_queued() {
     let redis = RedisServer::start();
-    let app = spawn(&env(&redis));
+    let app = env(&redis).spawn();
     let body = robot_message("msg-bad");
     let ts = now_ms().to_string();
     let forged = sign::robot_callback_sign("someOtherSecret", &ts);
@@ -455,18 +446,12 @@ async fn backfill_queues_every_failed_event_once_even_with_two_instances() {
         }
         _ => FakeReply::status(404),
     });
-    let mut e = env(&redis);
-    e.push((
-        "DINGBRIDGE_DINGTALK_APP_SECRET".into(),
-        "backfillSecret".into(),
-    ));
-    e.push(("DINGBRIDGE_DINGTALK_OAPI_BASE_URL".into(), fake.url("")));
-    e.push((
-        "DINGBRIDGE_DINGTALK_BACKFILL_INTERVAL_SECS".into(),
-        "1".into(),
-    ));
-    let _a = spawn(&e);
-    let _b = spawn(&e);
+    let e = env(&redis)
+        .set("DINGBRIDGE_DINGTALK_APP_SECRET", "backfillSecret")
+        .set("DINGBRIDGE_DINGTALK_OAPI_BASE_URL", &fake.url(""))
+        .set("DINGBRIDGE_DINGTALK_BACKFILL_INTERVAL_SECS", "1");
+    let _a = e.spawn();
+    let _b = e.spawn();
     // Several runs on both instances.
     eventually(Duration::from_secs(15), || async {
         (calls.load(std::sync::atomic::Ordering::SeqCst) >= 8).then_some(())
@@ -505,13 +490,10 @@ async fn backfill_queues_every_failed_event_once_even_with_two_instances() {
 async fn backfill_errors_are_logged_the_service_keeps_running_and_stops_cleanly() {
     let redis = RedisServer::start();
     let fake = dingtalk_fake();
-    let mut e = env(&redis);
-    e.push((
-        "DINGBRIDGE_DINGTALK_APP_SECRET".into(),
-        "wrongSecret".into(),
-    ));
-    e.push(("DINGBRIDGE_DINGTALK_OAPI_BASE_URL".into(), fake.url("")));
-    let mut app = spawn(&e);
+    let mut app = env(&redis)
+        .set("DINGBRIDGE_DINGTALK_APP_SECRET", "wrongSecret")
+        .set("DINGBRIDGE_DINGTALK_OAPI_BASE_URL", &fake.url(""))
+        .spawn();
     let logged = eventually(Duration::from_secs(10), || async {
         app.logs().iter().any(|l| l.contains("40089")).then_some(())
     })
@@ -544,19 +526,15 @@ fn base64_encode(b: &[u8]) -> String {
 }
 
 /// Runs `dingbridge sign <what> --file <json> --url <app>` with `env`; returns its stdout.
-fn sign_command(env: &[(String, String)], what: &str, json: &Value, url: &str) -> String {
+fn sign_command(env: &Env, what: &str, json: &Value, url: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("input.json");
     std::fs::write(&file, json.to_string()).expect("write input");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dingbridge"))
-        .args(["sign", what, "--file"])
-        .arg(&file)
-        .args(["--url", url])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .expect("dingbridge sign runs");
+    let file = file.to_str().expect("utf-8 path");
+    let out = env
+        .clone()
+        .set("PATH", &std::env::var("PATH").unwrap_or_default())
+        .run(&["sign", what, "--file", file, "--url", url]);
     assert!(
         out.status.success(),
         "{}",
@@ -586,7 +564,7 @@ async fn the_printed_curl_commands_are_accepted_by_the_service() {
     }
     let redis = RedisServer::start();
     let e = env(&redis);
-    let app = spawn(&e);
+    let app = e.spawn();
     let base = app.url("");
 
     let event = json!({"EventType":"todo_task_create","eventId":"signed-1","taskId":"t'1"});

@@ -399,15 +399,13 @@ fn ingest_count(metrics: &str, result: &str) -> f64 {
 async fn serve_in_stream_mode_queues_each_event_once_across_a_dropped_socket() {
     let redis = common::RedisServer::start();
     let mut gateway = Gateway::start().await;
-    let url = redis.url();
-    let api = gateway.api_base();
-    let app = common::TestApp::spawn(&[
-        ("DINGBRIDGE_STORE_URL", url.as_str()),
-        ("DINGBRIDGE_DINGTALK_STREAM_ENABLED", "true"),
-        ("DINGBRIDGE_DINGTALK_APP_KEY", CLIENT_ID),
-        ("DINGBRIDGE_DINGTALK_APP_SECRET", CLIENT_SECRET),
-        ("DINGBRIDGE_DINGTALK_API_BASE_URL", api.as_str()),
-    ]);
+    let app = common::env::Env::new()
+        .redis(&redis)
+        .set("DINGBRIDGE_DINGTALK_STREAM_ENABLED", "true")
+        .set("DINGBRIDGE_DINGTALK_APP_KEY", CLIENT_ID)
+        .set("DINGBRIDGE_DINGTALK_APP_SECRET", CLIENT_SECRET)
+        .set("DINGBRIDGE_DINGTALK_API_BASE_URL", &gateway.api_base())
+        .spawn();
 
     let mut first = gateway.next_conn().await;
     first.send_event("m-1", "s-e1").await;

@@ -2,28 +2,26 @@
 //! passes every check; a wrong Graph secret, a mailbox the app cannot reach and a wrong
 //! DingTalk secret each fail with a sentence that says what to change, and exit 1.
 
-use crate::{
-    common,
-    relays::{DingTalk, Env, MAILBOX},
-};
+use crate::common;
 
 use common::{
     RedisServer,
+    dingtalk_fake::DingTalk,
+    env::{Env, MAILBOX},
     graph_fake::{GraphFake, GraphFakeConfig},
 };
 
 const ONPREM: &str = "onprem@contoso.com";
 
-fn config(dir: &tempfile::TempDir, mailboxes: &[&str]) -> String {
+/// A configuration with one message route per mailbox.
+fn config(mailboxes: &[&str]) -> String {
     let mut text = String::new();
     for (i, m) in mailboxes.iter().enumerate() {
         text.push_str(&format!(
             "[[routes]]\nname = \"r{i}\"\nmailbox = \"{m}\"\nkinds = [\"message\"]\n[routes.dingtalk]\nconversation_id = \"cid-{i}\"\n"
         ));
     }
-    let path = dir.path().join("dingbridge.toml");
-    std::fs::write(&path, text).expect("write config");
-    path.to_str().expect("utf-8").to_string()
+    text
 }
 
 fn report(out: &std::process::Output) -> String {
@@ -35,8 +33,9 @@ fn a_working_setup_passes_every_check() {
     let redis = RedisServer::start();
     let graph = GraphFake::start_default();
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = Env::new(&redis, &graph, &dt, &config(&dir, &[MAILBOX])).run(&["doctor"]);
+    let out = Env::relays(&redis, &graph, &dt)
+        .config_toml(&config(&[MAILBOX]))
+        .run(&["doctor"]);
     let text = report(&out);
     assert!(out.status.success(), "{text}");
     for line in [
@@ -58,8 +57,7 @@ fn each_broken_part_fails_with_what_to_change() {
         ..GraphFakeConfig::default()
     });
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env = Env::new(&redis, &graph, &dt, &config(&dir, &[MAILBOX, ONPREM]));
+    let env = Env::relays(&redis, &graph, &dt).config_toml(&config(&[MAILBOX, ONPREM]));
 
     let out = env.run(&["doctor"]);
     let text = report(&out);

@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use common::{RedisServer, TestApp, error_code};
+use common::{RedisServer, env::Env, error_code};
 use serde_json::json;
 
 fn seed_subscription(redis: &RedisServer, id: &str, client_state: &str) {
@@ -48,7 +48,7 @@ fn queued(redis: &RedisServer) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_validation_handshake_echoes_the_decoded_token_as_plain_text() {
-    let app = TestApp::spawn(&[]);
+    let app = Env::new().spawn();
     for path in ["/webhooks/graph", "/webhooks/graph/lifecycle"] {
         let resp = app
             .http
@@ -76,11 +76,10 @@ async fn the_validation_handshake_echoes_the_decoded_token_as_plain_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_with_the_right_client_state_are_queued_once_and_others_ignored() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let app = TestApp::spawn(&[
-        ("DINGBRIDGE_STORE_URL", url.as_str()),
-        ("DINGBRIDGE_WORKERS_CONCURRENCY", "1"),
-    ]);
+    let app = Env::new()
+        .redis(&redis)
+        .set("DINGBRIDGE_WORKERS_CONCURRENCY", "1")
+        .spawn();
     seed_subscription(&redis, "sub-1", "state-secret");
     let post =
         |body: serde_json::Value| app.http.post(app.url("/webhooks/graph")).json(&body).send();
@@ -128,8 +127,7 @@ async fn notifications_with_the_right_client_state_are_queued_once_and_others_ig
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_notifications_get_400_and_a_store_outage_gets_503() {
     let mut redis = RedisServer::start();
-    let url = redis.url();
-    let app = TestApp::spawn(&[("DINGBRIDGE_STORE_URL", url.as_str())]);
+    let app = Env::new().redis(&redis).spawn();
     let resp = app
         .http
         .post(app.url("/webhooks/graph"))
@@ -169,8 +167,7 @@ fn get_calls(redis: &RedisServer) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_notification_batch_costs_one_read_per_subscription_and_one_log_line() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let app = TestApp::spawn(&[("DINGBRIDGE_STORE_URL", url.as_str())]);
+    let app = Env::new().redis(&redis).spawn();
     seed_subscription(&redis, "sub-1", "state-secret");
     let item = |sub: &str, n: usize| {
         let mut v = notification(sub, "made-up", &format!("forged-{n}"))["value"][0].clone();

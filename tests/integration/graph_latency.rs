@@ -9,7 +9,9 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{
-    FakeReply, FakeServer, RedisServer, TestApp, eventually, free_port,
+    FakeReply, FakeServer, RedisServer,
+    env::Env,
+    eventually, free_port,
     graph_fake::{GraphFake, GraphFakeConfig},
 };
 use serde_json::json;
@@ -36,13 +38,9 @@ async fn notification_to_dingtalk_latency_under_steady_load() {
         FakeReply::json(json!({"processQueryKey": uuid::Uuid::new_v4().to_string()}))
     });
     let port = free_port();
-    let dir = tempfile::tempdir().expect("tempdir");
     let cfg = graph.config();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"public_url = "http://127.0.0.1:{port}"
+    let config = format!(
+        r#"public_url = "http://127.0.0.1:{port}"
 [graph]
 tenant_id = "{}"
 client_id = "{}"
@@ -64,22 +62,18 @@ direction = "to_dingtalk"
 robot_code = "ding-robot"
 conversation_id = "cid-ops"
 "#,
-            cfg.tenant,
-            cfg.client_id,
-            cfg.client_secret.clone().expect("secret"),
-            graph.graph_base(),
-            graph.authority(),
-            dt = dingtalk.url(""),
-        ),
-    )
-    .expect("config");
-    let listen = format!("127.0.0.1:{port}");
-    let url = redis.url();
-    let _app = TestApp::spawn(&[
-        ("DINGBRIDGE_CONFIG", config.to_str().expect("path")),
-        ("DINGBRIDGE_LISTEN", listen.as_str()),
-        ("DINGBRIDGE_STORE_URL", url.as_str()),
-    ]);
+        cfg.tenant,
+        cfg.client_id,
+        cfg.client_secret.clone().expect("secret"),
+        graph.graph_base(),
+        graph.authority(),
+        dt = dingtalk.url(""),
+    );
+    let _app = Env::new()
+        .config_toml(&config)
+        .listen(&format!("127.0.0.1:{port}"))
+        .redis(&redis)
+        .spawn();
     let sub = eventually(Duration::from_secs(20), || async {
         graph.subscription_for(MAILBOX, "messages")
     })

@@ -6,13 +6,14 @@
 use crate::common;
 
 use std::{
-    path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
 use common::{
-    FakeReply, FakeServer, RedisServer, TestApp, eventually, free_port,
+    FakeReply, FakeServer, RedisServer, TestApp,
+    env::Env,
+    eventually, free_port,
     graph_fake::{GraphFake, GraphFakeConfig},
 };
 use serde_json::{Value, json};
@@ -25,8 +26,9 @@ struct World {
     graph: GraphFake,
     robot: FakeServer,
     dingtalk: FakeServer,
-    _dir: tempfile::TempDir,
-    config: PathBuf,
+    env: Env,
+    /// The configuration file's path.
+    config: String,
     port: u16,
 }
 
@@ -69,7 +71,6 @@ impl World {
             }
             FakeReply::json(json!({}))
         });
-        let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let cfg = graph.config();
         let text = format!(
@@ -107,14 +108,17 @@ direction = "to_dingtalk"
             ),
             dingtalk_api = dingtalk.url(""),
         );
-        let config = dir.path().join("dingbridge.toml");
-        std::fs::write(&config, text).expect("write config");
+        let env = Env::new()
+            .config_toml(&text)
+            .redis(&redis)
+            .backoff_ms(100, 1000);
+        let config = env.get("DINGBRIDGE_CONFIG").expect("config").to_string();
         World {
             redis,
             graph,
             robot,
             dingtalk,
-            _dir: dir,
+            env,
             config,
             port,
         }
@@ -132,16 +136,7 @@ direction = "to_dingtalk"
         } else {
             "127.0.0.1:0".into()
         };
-        let url = self.redis.url();
-        let mut env = vec![
-            ("DINGBRIDGE_CONFIG", self.config.to_str().expect("path")),
-            ("DINGBRIDGE_LISTEN", listen.as_str()),
-            ("DINGBRIDGE_STORE_URL", url.as_str()),
-            ("DINGBRIDGE_WORKERS_BACKOFF_BASE_MS", "100"),
-            ("DINGBRIDGE_WORKERS_BACKOFF_MAX_MS", "1000"),
-        ];
-        env.extend_from_slice(extra);
-        TestApp::spawn(&env)
+        self.env.clone().listen(&listen).set_all(extra).spawn()
     }
 
     async fn message_subscription(&self) -> Value {
@@ -1041,13 +1036,11 @@ async fn a_changed_public_url_replaces_the_subscription() {
         ),
     )
     .expect("rewrite");
-    let listen = format!("127.0.0.1:{port}");
-    let url = w.redis.url();
-    let _app = TestApp::spawn(&[
-        ("DINGBRIDGE_CONFIG", w.config.to_str().expect("path")),
-        ("DINGBRIDGE_LISTEN", listen.as_str()),
-        ("DINGBRIDGE_STORE_URL", url.as_str()),
-    ]);
+    let _app = Env::new()
+        .config(&w.config)
+        .listen(&format!("127.0.0.1:{port}"))
+        .redis(&w.redis)
+        .spawn();
     let new = eventually(Duration::from_secs(20), || async {
         w.graph
             .subscription_for(MAILBOX, "messages")

@@ -5,14 +5,11 @@
 
 use crate::{common, lowcode::create_key};
 
-use common::{FakeServer, RedisServer, TestApp, error_code};
+use common::{FakeServer, RedisServer, TestApp, env::Env, error_code};
 use serde_json::{Value, json};
 
 fn spawn(redis: &RedisServer) -> TestApp {
-    TestApp::spawn(&[
-        ("DINGBRIDGE_STORE_URL", &redis.url()),
-        ("DINGBRIDGE_HOOKS_ALLOW_PRIVATE_TARGETS", "127.0.0.1"),
-    ])
+    Env::new().redis(redis).loopback_hooks().spawn()
 }
 
 async fn subscribe(app: &TestApp, key: &str, target: &str) -> Value {

@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, error_code, eventually};
+use common::{env::Env, error_code, eventually};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -52,7 +52,7 @@ async fn read_until_closed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_trickled_one_byte_every_two_seconds_is_answered_408_within_the_deadline() {
-    let app = TestApp::spawn(&[("DINGBRIDGE_BODY_TIMEOUT_MS", "1000")]);
+    let app = Env::new().set("DINGBRIDGE_BODY_TIMEOUT_MS", "1000").spawn();
     for chunked in [false, true] {
         let framing = if chunked {
             "Transfer-Encoding: chunked"
@@ -102,7 +102,9 @@ async fn healthz_answers_while_slow_clients_outnumber_the_open_file_limit() {
     // connection cap, the process runs out of descriptors and nothing gets in for as long
     // as they trickle (40 s). With them, at most 128 are served at once and each is cut
     // after 1 s (plus actix's 1 s linger), so /healthz gets in behind two such waves.
-    let app = TestApp::spawn_with_open_files(&[("DINGBRIDGE_BODY_TIMEOUT_MS", "1000")], 256);
+    let app = Env::new()
+        .set("DINGBRIDGE_BODY_TIMEOUT_MS", "1000")
+        .spawn_with_open_files(256);
     let mut clients = JoinSet::new();
     let mut connected = 0;
     for _ in 0..300 {
@@ -142,18 +144,14 @@ async fn healthz_answers_while_slow_clients_outnumber_the_open_file_limit() {
 
 /// A bootstrap entry with every scope and its key.
 fn all_scopes_key() -> (String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dingbridge"))
-        .args([
-            "keys",
-            "hash",
-            "--name",
-            "ops",
-            "--scopes",
-            "triggers,actions,admin",
-        ])
-        .env_clear()
-        .output()
-        .expect("keys hash runs");
+    let out = Env::new().run(&[
+        "keys",
+        "hash",
+        "--name",
+        "ops",
+        "--scopes",
+        "triggers,actions,admin",
+    ]);
     assert!(out.status.success());
     let key = String::from_utf8(out.stdout)
         .expect("utf-8")
@@ -171,11 +169,10 @@ fn all_scopes_key() -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_endpoints_answer_415_to_text_form_and_multipart_bodies() {
     let (entry, key) = all_scopes_key();
-    let app = TestApp::spawn(&[
-        ("DINGBRIDGE_API_BOOTSTRAP_KEYS", entry.as_str()),
-        ("DINGBRIDGE_ECHO_TARGET_URL", "http://127.0.0.1:9/"),
-        ("DINGBRIDGE_ECHO_TOKEN", "echo-token-for-tests"),
-    ]);
+    let app = Env::new()
+        .bootstrap_keys(&entry)
+        .echo("http://127.0.0.1:9/")
+        .spawn();
     let endpoints = [
         "/webhooks/echo",
         "/webhooks/dingtalk/events",
@@ -243,7 +240,7 @@ async fn json_endpoints_answer_415_to_text_form_and_multipart_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_http_is_counted_and_not_logged_as_an_error() {
-    let app = TestApp::spawn(&[]);
+    let app = Env::new().spawn();
     let huge_head = format!(
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
         "a".repeat(140_000)
@@ -284,7 +281,7 @@ async fn malformed_http_is_counted_and_not_logged_as_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_http_methods_add_no_metric_series() {
     use rand::Rng;
-    let app = TestApp::spawn(&[]);
+    let app = Env::new().spawn();
     let mut rng = rand::thread_rng();
     let tokens: Vec<String> = (0..50)
         .map(|_| {

@@ -4,24 +4,23 @@
 
 use crate::common;
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use common::{FakeReply, FakeServer, RedisServer, TestApp, error_code, eventually};
+use common::{
+    FakeReply, FakeServer, RedisServer, TestApp,
+    env::{ECHO_TOKEN, Env},
+    error_code, eventually,
+};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-const ECHO_TOKEN: &str = "echo-token-for-tests";
-
 /// `dingbridge keys create` against the Redis store; answers the printed key.
 pub(crate) fn create_key(redis: &RedisServer, name: &str, scopes: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_dingbridge"))
-        .args(["keys", "create", "--name", name, "--scopes", scopes])
-        .env_clear()
-        .env("DINGBRIDGE_STORE_URL", redis.url())
-        .output()
-        .expect("keys create runs");
+    let out = Env::new()
+        .redis(redis)
+        .run(&["keys", "create", "--name", name, "--scopes", scopes]);
     assert!(
         out.status.success(),
         "keys create failed: {}",
@@ -36,13 +35,7 @@ pub(crate) fn create_key(redis: &RedisServer, name: &str, scopes: &str) -> Strin
 }
 
 fn keys_cli(redis: &RedisServer, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dingbridge"))
-        .arg("keys")
-        .args(args)
-        .env_clear()
-        .env("DINGBRIDGE_STORE_URL", redis.url())
-        .output()
-        .expect("keys runs");
+    let out = Env::new().redis(redis).run(&[&["keys"], args].concat());
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -51,18 +44,14 @@ fn keys_cli(redis: &RedisServer, args: &[&str]) -> (bool, String) {
 
 /// The service on `redis`, echo relay to `echo_target`, hooks to loopback allowed.
 fn spawn(redis: &RedisServer, echo_target: &str, extra: &[(&str, &str)]) -> TestApp {
-    let url = redis.url();
-    let mut env: Vec<(&str, &str)> = vec![
-        ("DINGBRIDGE_STORE_URL", &url),
-        ("DINGBRIDGE_ECHO_TARGET_URL", echo_target),
-        ("DINGBRIDGE_ECHO_TOKEN", ECHO_TOKEN),
-        ("DINGBRIDGE_HOOKS_ALLOW_PRIVATE_TARGETS", "127.0.0.1"),
-        ("DINGBRIDGE_WORKERS_BACKOFF_BASE_MS", "100"),
-        ("DINGBRIDGE_WORKERS_BACKOFF_MAX_MS", "200"),
-        ("DINGBRIDGE_WORKERS_MAX_ATTEMPTS", "50"),
-    ];
-    env.extend_from_slice(extra);
-    TestApp::spawn(&env)
+    Env::new()
+        .redis(redis)
+        .echo(echo_target)
+        .loopback_hooks()
+        .backoff_ms(100, 200)
+        .set("DINGBRIDGE_WORKERS_MAX_ATTEMPTS", "50")
+        .set_all(extra)
+        .spawn()
 }
 
 async fn get(app: &TestApp, key: &str, path: &str) -> reqwest::Response {
@@ -478,9 +467,8 @@ async fn polling_lists_newest_first_with_stable_ids() {
 async fn ssrf_targets_are_refused_with_a_field_message() {
     let redis = RedisServer::start();
     let key = create_key(&redis, "zapier", "triggers");
-    let url = redis.url();
     // No allow-list here.
-    let app = TestApp::spawn(&[("DINGBRIDGE_STORE_URL", &url)]);
+    let app = Env::new().redis(&redis).spawn();
     for target in [
         "http://127.0.0.1:8080/hook",
         "http://10.0.0.5/hook",

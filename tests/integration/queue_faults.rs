@@ -5,21 +5,23 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{FakeServer, RedisServer, TestApp, error_code, eventually};
+use common::{
+    FakeServer, RedisServer,
+    env::{ECHO_TOKEN, Env},
+    error_code, eventually,
+};
 use serde_json::{Value, json};
 
-const TOKEN: &str = "echo-token-for-tests";
 const QUEUE: &str = "dingbridge:queue";
 
-fn echo_env<'a>(target: &'a str, store: &'a str, bootstrap: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("DINGBRIDGE_ECHO_TARGET_URL", target),
-        ("DINGBRIDGE_ECHO_TOKEN", TOKEN),
-        ("DINGBRIDGE_STORE_URL", store),
-        ("DINGBRIDGE_WORKERS_VISIBILITY_TIMEOUT_MS", "1000"),
-        ("DINGBRIDGE_WORKERS_JOB_TIMEOUT_MS", "900"),
-        ("DINGBRIDGE_API_BOOTSTRAP_KEYS", bootstrap),
-    ]
+/// The echo relay on `store`, with short visibility and job timeouts and an admin key.
+fn echo_env(target: &str, store: &str, bootstrap: &str) -> Env {
+    Env::new()
+        .echo(target)
+        .store(store)
+        .set("DINGBRIDGE_WORKERS_VISIBILITY_TIMEOUT_MS", "1000")
+        .set("DINGBRIDGE_WORKERS_JOB_TIMEOUT_MS", "900")
+        .bootstrap_keys(bootstrap)
 }
 
 /// JSON nested `depth` objects deep.
@@ -29,11 +31,7 @@ fn nested(depth: usize) -> Value {
 
 /// An admin bootstrap entry (`dingbridge keys hash`) and its key.
 fn admin_key() -> (String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dingbridge"))
-        .args(["keys", "hash", "--name", "ops", "--scopes", "admin"])
-        .env_clear()
-        .output()
-        .expect("keys hash runs");
+    let out = Env::new().run(&["keys", "hash", "--name", "ops", "--scopes", "admin"]);
     assert!(
         out.status.success(),
         "{}",
@@ -59,13 +57,13 @@ async fn an_event_too_deep_to_read_back_is_refused_not_acknowledged() {
     let (bootstrap, _) = admin_key();
     let url = redis.url();
     let target_url = target.url("/sink");
-    let app = TestApp::spawn(&echo_env(&target_url, &url, &bootstrap));
+    let app = echo_env(&target_url, &url, &bootstrap).spawn();
     let mut body = nested(126);
     body["event_id"] = json!("evt-deep");
     let resp = app
         .http
         .post(app.url("/webhooks/echo"))
-        .header("X-Echo-Token", TOKEN)
+        .header("X-Echo-Token", ECHO_TOKEN)
         .json(&body)
         .send()
         .await
@@ -133,7 +131,7 @@ async fn poison_entries_are_dead_lettered_and_a_killed_instances_jobs_behind_the
     let (bootstrap, admin) = admin_key();
     let url = redis.url();
     let target_url = target.url("/sink");
-    let app = TestApp::spawn(&echo_env(&target_url, &url, &bootstrap));
+    let app = echo_env(&target_url, &url, &bootstrap).spawn();
     let delivered = eventually(Duration::from_secs(20), || async {
         let keys: std::collections::HashSet<String> = target
             .requests()

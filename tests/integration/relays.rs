@@ -5,331 +5,31 @@
 use crate::common;
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use common::{
-    FakeReply, FakeServer, RedisServer, TestApp, eventually,
+    RedisServer, TestApp,
+    dingtalk_fake::{
+        AES_KEY, APP_KEY, APP_SECRET, DT_ACCESS_TOKEN, DingTalk, TOKEN, group_message, push,
+    },
+    env::{CONVERSATION, Env, GRAPH_SECRET, MAILBOX, Route, UNION, default_routes},
+    eventually,
     graph_fake::{Failure, GraphFake, GraphFakeConfig, TestCert},
+    inspect::{audit, origin_of, relay_results, wait_for},
 };
 use dingbridge::{
     dingtalk::crypto::{self, CallbackCrypto},
     graph::client::event_transaction_id,
-    sync::mapping::ORIGIN_PROPERTY,
 };
 use serde_json::{Value, json};
 
-const TOKEN: &str = "tokenABC123";
-const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-const APP_KEY: &str = "dingxxxxxxxxxxxx";
-const APP_SECRET: &str = "dt-app-secret-QWERTY-0987";
-const DT_ACCESS_TOKEN: &str = "dt-access-token-ZXCV-5678";
-const GRAPH_SECRET: &str = "fake-client-secret~value";
-pub(crate) const MAILBOX: &str = "ops@contoso.com";
 const SECOND: &str = "mirror@contoso.com";
 const UNROUTED: &str = "unrouted-boss@contoso.com";
-pub(crate) const CONVERSATION: &str = "cid-customs==";
-pub(crate) const UNION: &str = "union-1";
 
 fn now_ms() -> i64 {
     dingbridge::store::now_ms()
-}
-
-// ----- DingTalk API fake ----------------------------------------------------------------
-
-/// DingTalk's API: tokens, calendar events, todos, users, robot message files.
-pub(crate) struct DingTalk {
-    pub(crate) server: FakeServer,
-    events: Arc<Mutex<HashMap<String, Value>>>,
-    pub(crate) todos: Arc<Mutex<HashMap<String, Value>>>,
-    files: Arc<Mutex<HashMap<String, Arc<String>>>>,
-    /// Todo creates still to store and then answer 504 (a gateway timing out late).
-    pub(crate) lose_todo_answers: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl DingTalk {
-    pub(crate) fn start() -> DingTalk {
-        let events: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
-        let todos: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
-        let files: Arc<Mutex<HashMap<String, Arc<String>>>> = Arc::default();
-        let (e, t, f) = (events.clone(), todos.clone(), files.clone());
-        let lose_todo_answers: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
-        let lose = lose_todo_answers.clone();
-        let server = FakeServer::start(move |r| {
-            let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
-            match (r.method.as_str(), segs.as_slice()) {
-                ("GET", ["gettoken"]) if !r.query.contains(&format!("appsecret={APP_SECRET}")) => {
-                    FakeReply::json(
-                        json!({"errcode": 40089, "errmsg": "不合法的appkey或appSecret"}),
-                    )
-                }
-                ("GET", ["gettoken"]) => FakeReply::json(
-                    json!({"errcode": 0, "access_token": DT_ACCESS_TOKEN, "expires_in": 7200}),
-                ),
-                ("GET", ["v1.0", "calendar", "users", _, "calendars", _, "events", id]) => {
-                    match e.lock().expect("events").get(*id) {
-                        Some(v) => FakeReply::json(v.clone()),
-                        None => FakeReply::status(404),
-                    }
-                }
-                ("GET", ["v1.0", "todo", "users", _, "tasks", "sources", source]) => {
-                    let todos = t.lock().expect("todos");
-                    match todos.values().find(|v| v["sourceId"] == *source) {
-                        Some(v) => FakeReply::json(v.clone()),
-                        None => FakeReply::status(404),
-                    }
-                }
-                ("POST", ["v1.0", "todo", "users", _, "tasks"]) => {
-                    let mut todos = t.lock().expect("todos");
-                    // Never reused, also after deletes.
-                    let id = format!("dttask-{}", uuid::Uuid::new_v4().simple());
-                    let mut task = r.json();
-                    task["id"] = json!(id);
-                    task["done"] = json!(false);
-                    todos.insert(id, task.clone());
-                    let lost = lose
-                        .fetch_update(
-                            std::sync::atomic::Ordering::SeqCst,
-                            std::sync::atomic::Ordering::SeqCst,
-                            |n| n.checked_sub(1),
-                        )
-                        .is_ok();
-                    if lost {
-                        return FakeReply::status(504);
-                    }
-                    FakeReply::json(task)
-                }
-                ("PUT", ["v1.0", "todo", "users", _, "tasks", id]) => {
-                    let mut todos = t.lock().expect("todos");
-                    match todos.get_mut(*id) {
-                        Some(v) => {
-                            if let (Some(o), Some(changes)) =
-                                (v.as_object_mut(), r.json().as_object())
-                            {
-                                for (k, c) in changes {
-                                    o.insert(k.clone(), c.clone());
-                                }
-                            }
-                            FakeReply::json(json!({"result": true}))
-                        }
-                        None => FakeReply::status(404),
-                    }
-                }
-                ("DELETE", ["v1.0", "todo", "users", _, "tasks", id]) => {
-                    match t.lock().expect("todos").remove(*id) {
-                        Some(_) => FakeReply::json(json!({"result": true})),
-                        None => FakeReply::status(404),
-                    }
-                }
-                ("GET", ["v1.0", "todo", "users", _, "tasks", id]) => {
-                    match t.lock().expect("todos").get(*id) {
-                        Some(v) => FakeReply::json(v.clone()),
-                        None => FakeReply::status(404),
-                    }
-                }
-                ("POST", ["topapi", "v2", "user", "get"]) => {
-                    let uid = r.json()["userid"].as_str().unwrap_or("").to_string();
-                    FakeReply::json(json!({"errcode": 0, "result": {
-                        "userid": uid, "name": format!("User {uid}"),
-                        "email": format!("{uid}@example.com"), "title": "Broker"}}))
-                }
-                ("POST", ["v1.0", "robot", "messageFiles", "download"]) => {
-                    let code = r.json()["downloadCode"].as_str().unwrap_or("").to_string();
-                    let host = r.header("host").unwrap_or("").to_string();
-                    FakeReply::json(json!({"downloadUrl": format!("http://{host}/files/{code}")}))
-                }
-                ("GET", ["files", code]) => match f.lock().expect("files").get(*code) {
-                    Some(body) => FakeReply {
-                        status: 200,
-                        headers: vec![],
-                        body: body.as_ref().clone(),
-                        delay: Duration::ZERO,
-                    }
-                    .header("content-type", "application/pdf"),
-                    None => FakeReply::status(404),
-                },
-                _ => FakeReply::status(404),
-            }
-        });
-        DingTalk {
-            server,
-            events,
-            todos,
-            files,
-            lose_todo_answers,
-        }
-    }
-
-    fn base(&self) -> String {
-        self.server.url("")
-    }
-
-    /// Every todo DingTalk holds.
-    pub(crate) fn all_todos(&self) -> Vec<Value> {
-        self.todos
-            .lock()
-            .expect("todos")
-            .values()
-            .cloned()
-            .collect()
-    }
-}
-
-// ----- set-up ---------------------------------------------------------------------------
-
-struct Route<'a> {
-    name: &'a str,
-    mailbox: &'a str,
-    conversation: &'a str,
-    allow_deletes: bool,
-}
-
-fn config_file(dir: &tempfile::TempDir, routes: &[Route<'_>]) -> String {
-    let mut toml = String::new();
-    for r in routes {
-        toml.push_str(&format!(
-            r#"
-[[routes]]
-name = "{}"
-mailbox = "{}"
-kinds = ["message", "event", "todo", "contact"]
-allow_deletes = {}
-[routes.dingtalk]
-conversation_id = "{}"
-union_id = "{UNION}"
-robot_code = "robot-code-1"
-"#,
-            r.name, r.mailbox, r.allow_deletes, r.conversation
-        ));
-    }
-    let path = dir.path().join("dingbridge.toml");
-    std::fs::write(&path, toml).expect("write config");
-    path.to_str().expect("utf-8").to_string()
-}
-
-fn default_routes() -> Vec<Route<'static>> {
-    vec![Route {
-        name: "customs",
-        mailbox: MAILBOX,
-        conversation: CONVERSATION,
-        allow_deletes: false,
-    }]
-}
-
-pub(crate) struct Env(Vec<(String, String)>);
-
-impl Env {
-    pub(crate) fn new(redis: &RedisServer, graph: &GraphFake, dt: &DingTalk, config: &str) -> Env {
-        let c = graph.config();
-        let mut v: Vec<(String, String)> = vec![
-            ("DINGBRIDGE_STORE_URL".into(), redis.url()),
-            ("DINGBRIDGE_CONFIG".into(), config.into()),
-            ("DINGBRIDGE_DINGTALK_APP_KEY".into(), APP_KEY.into()),
-            ("DINGBRIDGE_DINGTALK_APP_SECRET".into(), APP_SECRET.into()),
-            ("DINGBRIDGE_DINGTALK_CALLBACK_TOKEN".into(), TOKEN.into()),
-            ("DINGBRIDGE_DINGTALK_AES_KEY".into(), AES_KEY.into()),
-            ("DINGBRIDGE_DINGTALK_API_BASE_URL".into(), dt.base()),
-            ("DINGBRIDGE_DINGTALK_OAPI_BASE_URL".into(), dt.base()),
-            (
-                "DINGBRIDGE_DINGTALK_BACKFILL_INTERVAL_SECS".into(),
-                "0".into(),
-            ),
-            ("DINGBRIDGE_GRAPH_TENANT_ID".into(), c.tenant.clone()),
-            ("DINGBRIDGE_GRAPH_CLIENT_ID".into(), c.client_id.clone()),
-            ("DINGBRIDGE_GRAPH_BASE_URL".into(), graph.graph_base()),
-            ("DINGBRIDGE_GRAPH_AUTHORITY_URL".into(), graph.authority()),
-            ("DINGBRIDGE_WORKERS_BACKOFF_BASE_MS".into(), "100".into()),
-            ("DINGBRIDGE_WORKERS_BACKOFF_MAX_MS".into(), "1000".into()),
-            ("DINGBRIDGE_WORKERS_MAX_ATTEMPTS".into(), "30".into()),
-        ];
-        if c.certificate_pem.is_none() {
-            v.push(("DINGBRIDGE_GRAPH_CLIENT_SECRET".into(), GRAPH_SECRET.into()));
-        }
-        Env(v)
-    }
-
-    pub(crate) fn set(mut self, k: &str, v: &str) -> Env {
-        self.0.retain(|(key, _)| key != k);
-        self.0.push((k.into(), v.into()));
-        self
-    }
-
-    /// Runs `dingbridge <args>` with these variables only.
-    pub(crate) fn run(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_dingbridge"))
-            .args(args)
-            .env_clear()
-            .envs(self.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .expect("dingbridge runs")
-    }
-
-    pub(crate) fn spawn(&self) -> TestApp {
-        let pairs: Vec<(&str, &str)> = self
-            .0
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        TestApp::spawn(&pairs)
-    }
-}
-
-/// Posts one encrypted HTTP push and expects DingTalk's `success` answer.
-pub(crate) async fn push(app: &TestApp, plaintext: &Value) {
-    let c = CallbackCrypto::new(TOKEN, AES_KEY, APP_KEY).expect("crypto");
-    let encrypt = c.encrypt(&plaintext.to_string());
-    let ts = now_ms().to_string();
-    let sig = crypto::signature(TOKEN, &ts, "nonce7", &encrypt);
-    let resp = app
-        .http
-        .post(app.url(&format!(
-            "/webhooks/dingtalk/events?msg_signature={sig}&timestamp={ts}&nonce=nonce7"
-        )))
-        .json(&json!({ "encrypt": encrypt }))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(
-        resp.status(),
-        200,
-        "{}",
-        resp.text().await.unwrap_or_default()
-    );
-}
-
-pub(crate) fn group_message(msg_id: &str, conversation: &str, text: &str) -> Value {
-    json!({
-        "msgtype": "text", "text": {"content": text}, "msgId": msg_id,
-        "createAt": 1_764_547_200_000i64, "conversationType": "2",
-        "conversationId": conversation, "conversationTitle": "报关 Customs",
-        "senderNick": "王五", "senderStaffId": "staff-9", "robotCode": "robot-code-1",
-        "chatbotUserId": "bot-1",
-    })
-}
-
-pub(crate) fn audit(redis: &RedisServer) -> Vec<Value> {
-    let mut c = redis.client();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("dingbridge:audit")
-        .arg("-")
-        .arg("+")
-        .query(&mut c)
-        .expect("xrange");
-    reply
-        .ids
-        .iter()
-        .filter_map(|id| id.get::<String>("entry"))
-        .filter_map(|s| serde_json::from_str::<Value>(&s).ok())
-        .collect()
-}
-
-pub(crate) fn relay_results(redis: &RedisServer, action: &str) -> Vec<Value> {
-    audit(redis)
-        .into_iter()
-        .filter(|e| e["action"] == action)
-        .collect()
 }
 
 fn dead_letters(redis: &RedisServer) -> i64 {
@@ -337,15 +37,6 @@ fn dead_letters(redis: &RedisServer) -> i64 {
         .arg("dingbridge:queue:dead")
         .query(&mut redis.client())
         .unwrap_or(0)
-}
-
-pub(crate) fn origin_of(item: &Value) -> Option<String> {
-    item["singleValueExtendedProperties"]
-        .as_array()?
-        .iter()
-        .find(|p| p["id"] == ORIGIN_PROPERTY)
-        .and_then(|p| p["value"].as_str())
-        .map(str::to_string)
 }
 
 /// No secret, token or key appears in any log line of the process.
@@ -371,22 +62,6 @@ fn assert_no_secrets(app: &TestApp, graph: &GraphFake) {
     }
 }
 
-pub(crate) async fn wait_for<T>(
-    app: &TestApp,
-    what: &str,
-    within: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    eventually(within, || std::future::ready(f()))
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "timed out waiting for {what}; dingbridge printed:\n{}",
-                app.logs().join("\n")
-            )
-        })
-}
-
 // ----- tests ------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,9 +69,8 @@ async fn a_group_message_lands_once_in_the_folder_despite_ten_deliveries_and_a_c
     let redis = RedisServer::start();
     let graph = GraphFake::start_default();
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_file(&dir, &default_routes());
-    let env = Env::new(&redis, &graph, &dt, &config)
+    let env = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
         .set("DINGBRIDGE_WORKERS_VISIBILITY_TIMEOUT_MS", "2000")
         .set("DINGBRIDGE_WORKERS_JOB_TIMEOUT_MS", "1500");
     // The create is applied by Graph, but its answer never reaches the first instance.
@@ -492,8 +166,9 @@ async fn a_five_megabyte_file_goes_through_an_upload_session_small_ones_inline_a
         .lock()
         .expect("files")
         .insert("dc-big".into(), Arc::new(content.clone()));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes())).spawn();
+    let app = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
+        .spawn();
     let mut msg = group_message("msg-file-1", CONVERSATION, "");
     msg["msgtype"] = json!("file");
     msg.as_object_mut().expect("obj").remove("text");
@@ -594,7 +269,6 @@ async fn calendar_events_and_todos_relay_with_their_fields_updates_patch_and_del
     let redis = RedisServer::start();
     let graph = GraphFake::start_default();
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
     let routes = vec![
         Route {
             name: "keep",
@@ -609,7 +283,7 @@ async fn calendar_events_and_todos_relay_with_their_fields_updates_patch_and_del
             allow_deletes: true,
         },
     ];
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &routes)).spawn();
+    let app = Env::relays(&redis, &graph, &dt).routes(&routes).spawn();
     dt.events.lock().expect("events").insert(
         "cal-1".into(),
         json!({"id": "cal-1", "summary": "Customs inspection", "description": "Bring papers",
@@ -731,8 +405,9 @@ async fn a_create_stored_then_answered_504_or_cut_off_makes_exactly_one_item_of_
         let redis = RedisServer::start();
         let graph = GraphFake::start_default();
         let dt = DingTalk::start();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes())).spawn();
+        let app = Env::relays(&redis, &graph, &dt)
+            .routes(&default_routes())
+            .spawn();
         for path in ["/messages", "/events", "/contacts", "/tasks"] {
             graph.fail_next(Some("POST"), path, 1, failure.clone());
         }
@@ -800,8 +475,8 @@ async fn five_hundred_relays_to_one_mailbox_wait_out_throttling_and_never_exceed
             .with_fractional_retry_after(),
     );
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes()))
+    let app = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
         .set("DINGBRIDGE_WORKERS_CONCURRENCY", "16")
         .spawn();
     let n = 500;
@@ -851,7 +526,8 @@ async fn certificate_credentials_made_in_the_test_authenticate_against_the_fake(
     let dt = DingTalk::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (key_path, cert_path) = cert.write_to(dir.path());
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes()))
+    let app = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
         .set(
             "DINGBRIDGE_GRAPH_CERTIFICATE_PATH",
             cert_path.to_str().expect("utf-8"),
@@ -898,8 +574,9 @@ async fn an_expired_secret_is_explained_in_readyz_and_the_log_and_no_secret_is_l
         json!({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00+08:00"},
             "end": {"dateTime": "2026-12-01T11:00:00+08:00"}}),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes())).spawn();
+    let app = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
+        .spawn();
     let ready = eventually(Duration::from_secs(15), || async {
         let v: Value = app
             .http
@@ -946,8 +623,9 @@ async fn only_the_routed_mailbox_is_touched_and_unrouted_events_are_only_audited
     let redis = RedisServer::start();
     let graph = GraphFake::start(GraphFakeConfig::default().with_mailboxes(&[MAILBOX, UNROUTED]));
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &default_routes())).spawn();
+    let app = Env::relays(&redis, &graph, &dt)
+        .routes(&default_routes())
+        .spawn();
     push(&app, &group_message("msg-routed", CONVERSATION, "to ops")).await;
     // The production path of group messages: a signed robot callback (not encrypted).
     let ts = now_ms().to_string();
@@ -1072,12 +750,9 @@ async fn only_the_routed_mailbox_is_touched_and_unrouted_events_are_only_audited
     );
     assert_eq!(graph.all_messages(MAILBOX).len(), 2);
     // DingTalk triggers are published for every message that arrives, routed or not.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dingbridge"))
-        .args(["keys", "create", "--name", "zapier", "--scopes", "triggers"])
-        .env_clear()
-        .env("DINGBRIDGE_STORE_URL", redis.url())
-        .output()
-        .expect("keys create");
+    let out = Env::new()
+        .redis(&redis)
+        .run(&["keys", "create", "--name", "zapier", "--scopes", "triggers"]);
     let key = String::from_utf8(out.stdout)
         .expect("utf-8")
         .trim()
@@ -1168,7 +843,6 @@ async fn relay_bench(
     }
     let graph = GraphFake::start(fake);
     let dt = DingTalk::start();
-    let dir = tempfile::tempdir().expect("tempdir");
     let names: Vec<(String, String, String)> = (0..mailboxes)
         .map(|i| {
             (
@@ -1187,7 +861,7 @@ async fn relay_bench(
             allow_deletes: false,
         })
         .collect();
-    let app = Env::new(&redis, &graph, &dt, &config_file(&dir, &routes))
+    let app = Env::relays(&redis, &graph, &dt).routes(&routes)
         .set(
             "DINGBRIDGE_WORKERS_CONCURRENCY",
             &(8 * mailboxes).max(16).to_string(),

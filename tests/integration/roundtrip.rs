@@ -5,19 +5,17 @@
 //! with kinds `mail` + `todo`: the relayed mail's DingTalk todo and the Outlook mail's
 //! read flag follow each other, each change propagating exactly once and never echoing.
 
-use crate::{
-    common,
-    relays::{
-        CONVERSATION, DingTalk, Env, MAILBOX, UNION, group_message, origin_of, push, relay_results,
-        wait_for,
-    },
-};
+use crate::common;
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use common::{
-    FakeReply, FakeServer, RedisServer, TestApp, free_port,
+    FakeReply, FakeServer, RedisServer, TestApp,
+    dingtalk_fake::{DingTalk, group_message, push},
+    env::{CONVERSATION, Env, MAILBOX, UNION},
+    free_port,
     graph_fake::{GraphFake, GraphFakeConfig},
+    inspect::{origin_of, relay_results, wait_for},
 };
 use serde_json::{Value, json};
 
@@ -26,8 +24,7 @@ struct World {
     graph: GraphFake,
     dt: DingTalk,
     robot: FakeServer,
-    _dir: tempfile::TempDir,
-    config: PathBuf,
+    env: Env,
     port: u16,
 }
 
@@ -39,7 +36,6 @@ impl World {
         let graph = GraphFake::start(GraphFakeConfig::default());
         let dt = DingTalk::start();
         let robot = FakeServer::start(|_| FakeReply::json(json!({"errcode": 0, "errmsg": "ok"})));
-        let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let text = format!(
             r#"public_url = "http://127.0.0.1:{port}"
@@ -60,15 +56,13 @@ robot_secret = "SECtest-robot-secret"
 "#,
             robot = robot.url("/robot/send?access_token=robot-token"),
         );
-        let config = dir.path().join("dingbridge.toml");
-        std::fs::write(&config, text).expect("write config");
+        let env = Env::relays(&redis, &graph, &dt).config_toml(&text);
         World {
             redis,
             graph,
             dt,
             robot,
-            _dir: dir,
-            config,
+            env,
             port,
         }
     }
@@ -80,14 +74,7 @@ robot_secret = "SECtest-robot-secret"
         } else {
             "127.0.0.1:0".into()
         };
-        Env::new(
-            &self.redis,
-            &self.graph,
-            &self.dt,
-            self.config.to_str().expect("path"),
-        )
-        .set("DINGBRIDGE_LISTEN", &listen)
-        .spawn()
+        self.env.clone().listen(&listen).spawn()
     }
 
     async fn message_subscription(&self, app: &TestApp) -> String {

@@ -5,23 +5,17 @@ use crate::common;
 
 use std::{collections::HashSet, time::Duration};
 
-use common::{FakeReply, FakeServer, RedisCluster, RedisServer, TestApp, error_code, eventually};
+use common::{
+    FakeReply, FakeServer, RedisCluster, RedisServer, TestApp,
+    env::{ECHO_TOKEN, Env},
+    error_code, eventually,
+};
 use serde_json::json;
-
-const TOKEN: &str = "echo-token-for-tests";
-
-fn echo_env<'a>(target: &'a str, store: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("DINGBRIDGE_ECHO_TARGET_URL", target),
-        ("DINGBRIDGE_ECHO_TOKEN", TOKEN),
-        ("DINGBRIDGE_STORE_URL", store),
-    ]
-}
 
 async fn post_echo(app: &TestApp, body: &serde_json::Value) -> reqwest::Response {
     app.http
         .post(app.url("/webhooks/echo"))
-        .header("X-Echo-Token", TOKEN)
+        .header("X-Echo-Token", ECHO_TOKEN)
         .json(body)
         .send()
         .await
@@ -38,7 +32,7 @@ fn distinct_keys(target: &FakeServer) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_and_metrics_answer_on_the_embedded_store() {
-    let app = TestApp::spawn(&[]);
+    let app = Env::new().spawn();
     let health = app
         .http
         .get(app.url("/healthz"))
@@ -81,7 +75,7 @@ async fn health_ready_and_metrics_answer_on_the_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_wrong_methods_answer_in_the_error_shape_with_the_request_id() {
-    let app = TestApp::spawn(&[]);
+    let app = Env::new().spawn();
     let resp = app
         .http
         .get(app.url("/nope"))
@@ -121,11 +115,10 @@ async fn unknown_routes_and_wrong_methods_answer_in_the_error_shape_with_the_req
 async fn oversized_bodies_get_413_and_malformed_json_gets_400_without_queueing() {
     let target = FakeServer::ok();
     let target_url = target.url("/sink");
-    let app = TestApp::spawn(&[
-        ("DINGBRIDGE_ECHO_TARGET_URL", target_url.as_str()),
-        ("DINGBRIDGE_ECHO_TOKEN", TOKEN),
-        ("DINGBRIDGE_BODY_LIMIT_BYTES", "2048"),
-    ]);
+    let app = Env::new()
+        .echo(&target_url)
+        .set("DINGBRIDGE_BODY_LIMIT_BYTES", "2048")
+        .spawn();
     let big = json!({ "event_id": "big", "blob": "x".repeat(4096) });
     let (status, code, _) = error_code(post_echo(&app, &big).await).await;
     assert_eq!((status, code.as_str()), (413, "payload_too_large"));
@@ -133,7 +126,7 @@ async fn oversized_bodies_get_413_and_malformed_json_gets_400_without_queueing()
     let resp = app
         .http
         .post(app.url("/webhooks/echo"))
-        .header("X-Echo-Token", TOKEN)
+        .header("X-Echo-Token", ECHO_TOKEN)
         .header("Content-Type", "application/json")
         .body("{not json")
         .send()
@@ -164,7 +157,7 @@ async fn oversized_bodies_get_413_and_malformed_json_gets_400_without_queueing()
 async fn an_accepted_event_reaches_the_target_through_the_worker() {
     let target = FakeServer::ok();
     let target_url = target.url("/sink");
-    let app = TestApp::spawn(&echo_env(&target_url, "memory"));
+    let app = Env::new().echo(&target_url).store("memory").spawn();
     let resp = post_echo(&app, &json!({ "event_id": "e-1", "text": "你好" })).await;
     assert_eq!(resp.status(), 202);
     let got = eventually(Duration::from_secs(10), || async {
@@ -183,7 +176,7 @@ async fn the_same_event_sent_50_times_to_3_instances_is_processed_once() {
     let target_url = target.url("/sink");
     let url = redis.url();
     let apps: Vec<TestApp> = (0..3)
-        .map(|_| TestApp::spawn(&echo_env(&target_url, &url)))
+        .map(|_| Env::new().echo(&target_url).store(&url).spawn())
         .collect();
     let event = json!({ "event_id": "dup-1", "n": 1 });
     let sends = (0..50).map(|i| post_echo(&apps[i % 3], &event));
@@ -208,9 +201,11 @@ async fn on_a_redis_cluster_events_are_accepted_deduplicated_and_delivered_once(
     let target = FakeServer::ok();
     let target_url = target.url("/sink");
     let url = cluster.url();
-    let mut env = echo_env(&target_url, &url);
-    env.push(("DINGBRIDGE_STORE_CLUSTER", "true"));
-    let apps: Vec<TestApp> = (0..2).map(|_| TestApp::spawn(&env)).collect();
+    let env = Env::new()
+        .echo(&target_url)
+        .store(&url)
+        .set("DINGBRIDGE_STORE_CLUSTER", "true");
+    let apps: Vec<TestApp> = (0..2).map(|_| env.spawn()).collect();
     let ready = apps[0]
         .http
         .get(apps[0].url("/readyz"))
@@ -254,10 +249,12 @@ async fn a_job_held_by_a_killed_instance_is_completed_by_another_exactly_once() 
     });
     let target_url = target.url("/sink");
     let url = redis.url();
-    let mut env = echo_env(&target_url, &url);
-    env.push(("DINGBRIDGE_WORKERS_VISIBILITY_TIMEOUT_MS", "2000"));
-    env.push(("DINGBRIDGE_WORKERS_JOB_TIMEOUT_MS", "1500"));
-    let mut first = TestApp::spawn(&env);
+    let env = Env::new()
+        .echo(&target_url)
+        .store(&url)
+        .set("DINGBRIDGE_WORKERS_VISIBILITY_TIMEOUT_MS", "2000")
+        .set("DINGBRIDGE_WORKERS_JOB_TIMEOUT_MS", "1500");
+    let mut first = env.spawn();
     assert_eq!(
         post_echo(&first, &json!({ "event_id": "crash-1" }))
             .await
@@ -272,7 +269,7 @@ async fn a_job_held_by_a_killed_instance_is_completed_by_another_exactly_once() 
     first.kill9();
     // The fake completes the first request anyway (the effect happened); the job is
     // still pending in Redis because nobody acknowledged it.
-    let second = TestApp::spawn(&env);
+    let second = env.spawn();
     eventually(Duration::from_secs(15), || async {
         (target.requests().len() >= 2).then_some(())
     })
@@ -304,7 +301,7 @@ async fn with_redis_down_ingest_and_readiness_answer_503_and_recover_by_themselv
     let target = FakeServer::ok();
     let target_url = target.url("/sink");
     let url = redis.url();
-    let app = TestApp::spawn(&echo_env(&target_url, &url));
+    let app = Env::new().echo(&target_url).store(&url).spawn();
     assert_eq!(
         app.http
             .get(app.url("/readyz"))
@@ -356,11 +353,12 @@ async fn a_failing_target_is_retried_with_backoff_then_dead_lettered_with_its_er
     });
     let target_url = target.url("/sink");
     let url = redis.url();
-    let mut env = echo_env(&target_url, &url);
-    env.push(("DINGBRIDGE_WORKERS_MAX_ATTEMPTS", "4"));
-    env.push(("DINGBRIDGE_WORKERS_BACKOFF_BASE_MS", "200"));
-    env.push(("DINGBRIDGE_WORKERS_BACKOFF_MAX_MS", "2000"));
-    let app = TestApp::spawn(&env);
+    let app = Env::new()
+        .echo(&target_url)
+        .store(&url)
+        .set("DINGBRIDGE_WORKERS_MAX_ATTEMPTS", "4")
+        .backoff_ms(200, 2000)
+        .spawn();
     assert_eq!(
         post_echo(&app, &json!({ "event_id": "fail-1" }))
             .await
@@ -410,7 +408,7 @@ async fn sigterm_lets_the_running_job_finish_before_exiting() {
     let target = FakeServer::start(|_| FakeReply::status(200).delayed(Duration::from_millis(1500)));
     let target_url = target.url("/sink");
     let url = redis.url();
-    let mut app = TestApp::spawn(&echo_env(&target_url, &url));
+    let mut app = Env::new().echo(&target_url).store(&url).spawn();
     assert_eq!(
         post_echo(&app, &json!({ "event_id": "term-1" }))
             .await

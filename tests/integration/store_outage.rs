@@ -6,29 +6,23 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{FakeServer, RedisServer, TestApp, error_code, eventually, free_port};
+use common::{
+    FakeServer, RedisServer, TestApp,
+    env::{ECHO_TOKEN, Env},
+    error_code, eventually, free_port,
+};
 use serde_json::json;
-
-const TOKEN: &str = "echo-token-for-tests";
 
 /// Generous bound that still tells the fixed behaviour (well under 1 s on an idle
 /// machine) from the old one (5–54 s).
 const PROMPT: Duration = Duration::from_secs(2);
-
-fn echo_env<'a>(target: &'a str, store: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("DINGBRIDGE_ECHO_TARGET_URL", target),
-        ("DINGBRIDGE_ECHO_TOKEN", TOKEN),
-        ("DINGBRIDGE_STORE_URL", store),
-    ]
-}
 
 async fn post_echo(app: &TestApp, event_id: &str) -> (reqwest::Response, Duration) {
     let started = Instant::now();
     let resp = app
         .http
         .post(app.url("/webhooks/echo"))
-        .header("X-Echo-Token", TOKEN)
+        .header("X-Echo-Token", ECHO_TOKEN)
         .json(&json!({ "event_id": event_id }))
         .send()
         .await
@@ -59,7 +53,7 @@ async fn started_while_redis_is_down_the_port_opens_at_once_and_every_request_ge
     let target = FakeServer::ok();
     let (url, target_url) = (redis.url(), target.url("/sink"));
     let started = Instant::now();
-    let app = TestApp::spawn(&echo_env(&target_url, &url));
+    let app = Env::new().echo(&target_url).store(&url).spawn();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "the port opened after {:?}",
@@ -102,7 +96,7 @@ async fn a_hung_redis_gets_a_prompt_503_and_the_service_recovers_when_it_answers
     let redis = RedisServer::start();
     let target = FakeServer::ok();
     let (url, target_url) = (redis.url(), target.url("/sink"));
-    let app = TestApp::spawn(&echo_env(&target_url, &url));
+    let app = Env::new().echo(&target_url).store(&url).spawn();
     let (resp, _) = post_echo(&app, "before").await;
     assert_eq!(resp.status(), 202);
 
@@ -157,7 +151,7 @@ async fn a_wrong_redis_password_reads_as_an_authentication_failure_in_readyz() {
     .await
     .expect("redis listens");
     let url = format!("redis://:wrong-password@127.0.0.1:{port}");
-    let app = TestApp::spawn(&[("DINGBRIDGE_STORE_URL", url.as_str())]);
+    let app = Env::new().store(&url).spawn();
     let cause = readyz_error(&app).await;
     assert!(cause.contains("authentication failed"), "{cause}");
     assert!(
@@ -190,14 +184,12 @@ async fn the_embedded_store_refuses_events_past_its_bound_with_503_and_loses_non
         }
     });
     let target_url = target.url("/sink");
-    let app = TestApp::spawn(&[
-        ("DINGBRIDGE_ECHO_TARGET_URL", target_url.as_str()),
-        ("DINGBRIDGE_ECHO_TOKEN", TOKEN),
-        ("DINGBRIDGE_MEMORY_QUEUE_MAX", "5"),
-        ("DINGBRIDGE_WORKERS_BACKOFF_BASE_MS", "200"),
-        ("DINGBRIDGE_WORKERS_BACKOFF_MAX_MS", "500"),
-        ("DINGBRIDGE_WORKERS_MAX_ATTEMPTS", "100"),
-    ]);
+    let app = Env::new()
+        .echo(&target_url)
+        .set("DINGBRIDGE_MEMORY_QUEUE_MAX", "5")
+        .backoff_ms(200, 500)
+        .set("DINGBRIDGE_WORKERS_MAX_ATTEMPTS", "100")
+        .spawn();
     for i in 0..5 {
         let (resp, _) = post_echo(&app, &format!("held-{i}")).await;
         assert_eq!(resp.status(), 202);

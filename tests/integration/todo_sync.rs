@@ -3,17 +3,16 @@
 //! edited Outlook tasks reach DingTalk once, DingTalk todos reach To Do once, and neither
 //! side's writes come back — also with duplicate DingTalk events sent to both instances.
 
-use crate::{
-    common,
-    lowcode::create_key,
-    relays::{DingTalk, Env, MAILBOX, UNION, push, relay_results, wait_for},
-};
+use crate::{common, lowcode::create_key};
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use common::{
     RedisServer, TestApp,
+    dingtalk_fake::{DingTalk, push},
+    env::{Env, MAILBOX, UNION},
     graph_fake::{GraphFake, GraphFakeConfig},
+    inspect::{relay_results, wait_for},
 };
 use serde_json::{Value, json};
 
@@ -23,8 +22,7 @@ struct World {
     redis: RedisServer,
     graph: GraphFake,
     dt: DingTalk,
-    _dir: tempfile::TempDir,
-    config: PathBuf,
+    env: Env,
 }
 
 impl World {
@@ -32,7 +30,6 @@ impl World {
         let redis = RedisServer::start();
         let graph = GraphFake::start(GraphFakeConfig::default());
         let dt = DingTalk::start();
-        let dir = tempfile::tempdir().expect("tempdir");
         let text = format!(
             r#"[[routes]]
 name = "tasks"
@@ -45,26 +42,19 @@ allow_deletes = true
 union_id = "{UNION}"
 "#
         );
-        let config = dir.path().join("dingbridge.toml");
-        std::fs::write(&config, text).expect("write config");
+        let env = Env::relays(&redis, &graph, &dt)
+            .config_toml(&text)
+            .set("DINGBRIDGE_GRAPH_TODO_POLL_INTERVAL_SECS", "1");
         World {
             redis,
             graph,
             dt,
-            _dir: dir,
-            config,
+            env,
         }
     }
 
     fn spawn(&self) -> TestApp {
-        Env::new(
-            &self.redis,
-            &self.graph,
-            &self.dt,
-            self.config.to_str().expect("path"),
-        )
-        .set("DINGBRIDGE_GRAPH_TODO_POLL_INTERVAL_SECS", "1")
-        .spawn()
+        self.env.spawn()
     }
 
     /// Waits until the first poll took its baseline (the delta link is stored).

@@ -11,8 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod dingtalk_fake;
+pub mod env;
 pub mod fake;
 pub mod graph_fake;
+pub mod inspect;
 pub mod stream_gateway;
 
 #[allow(unused_imports)]
@@ -335,10 +338,13 @@ pub struct TestApp {
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
     pub http: reqwest::Client,
+    /// Files its [`env::Env`] wrote (the configuration), kept while the process may read them.
+    files: Option<Arc<tempfile::TempDir>>,
 }
 
 impl TestApp {
-    /// Starts the binary with these extra environment variables and waits until it listens.
+    /// Starts the binary with these extra environment variables and waits until it listens
+    /// (integration tests build the variables with [`env::Env`]).
     pub fn spawn(env: &[(&str, &str)]) -> TestApp {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dingbridge"));
         cmd.arg("serve");
@@ -413,6 +419,7 @@ impl TestApp {
                 .pool_idle_timeout(Duration::from_secs(1))
                 .build()
                 .expect("client"),
+            files: None,
         }
     }
 

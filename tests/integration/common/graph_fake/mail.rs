@@ -1,0 +1,462 @@
+//! Mail: folders, messages (create, read, update, delete, move, send), `sendMail`, message
+//! delta per folder, and the test-side helpers that deliver and change mail.
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::{
+    GraphFake,
+    delta::delta_reply,
+    http::{Ctx, Reply, graph_error, not_found},
+    query::{get_ci, list_reply, matches, parse_filter, present},
+    state::{Mailbox, Shared, StoredMessage, merge, now_iso, opaque_id, random_string, stamp},
+    validation::{json_body, record_violation},
+};
+
+impl GraphFake {
+    /// Puts a message straight into `folder` (well-known name or id) of `mailbox`, as if
+    /// it had been received; server fields are added. Answers its id.
+    pub fn seed_message(&self, mailbox: &str, folder: &str, message: Value) -> String {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .entry(mailbox.to_lowercase())
+            .or_insert_with(Mailbox::fresh);
+        let fid = mb.folder_id(folder, false).expect("folder exists");
+        let mut msg = stamp(message, "AAMkM");
+        msg["parentFolderId"] = json!(fid);
+        msg["isDraft"] = json!(false);
+        if msg.get("isRead").is_none() {
+            msg["isRead"] = json!(false);
+        }
+        if msg.get("receivedDateTime").is_none() {
+            msg["receivedDateTime"] = json!(now_iso());
+        }
+        let id = msg["id"].as_str().unwrap_or_default().to_string();
+        mb.messages.push(StoredMessage {
+            folder_id: fid,
+            json: msg,
+        });
+        id
+    }
+
+    /// Puts a received message into a folder (as mail delivery would, without any
+    /// notification) and returns its id. `message` may carry
+    /// `singleValueExtendedProperties` and `attachments` (metadata).
+    pub fn put_message(&self, mailbox: &str, folder: &str, message: Value) -> String {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .entry(mailbox.to_lowercase())
+            .or_insert_with(Mailbox::fresh);
+        let fid = mb.folder_id(folder, true).expect("folder exists");
+        let mut msg = stamp(message, "AAMkM");
+        let id = msg["id"].as_str().unwrap_or_default().to_string();
+        msg["parentFolderId"] = json!(fid);
+        msg["isDraft"] = json!(false);
+        for (k, v) in [
+            ("isRead", json!(false)),
+            ("receivedDateTime", json!(now_iso())),
+            ("webLink", json!(web_link(&id))),
+            (
+                "internetMessageId",
+                json!(format!("<{}@fake.graph>", random_string(20))),
+            ),
+            ("hasAttachments", json!(msg.get("attachments").is_some())),
+        ] {
+            if msg.get(k).is_none() {
+                msg[k] = v;
+            }
+        }
+        mb.log_change(&id, &fid, false);
+        mb.messages.push(StoredMessage {
+            folder_id: fid,
+            json: msg,
+        });
+        id
+    }
+
+    /// Changes a message in place (as a user in Outlook would), logging it for delta.
+    pub fn update_message(&self, mailbox: &str, id: &str, patch: Value) {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .get_mut(&mailbox.to_lowercase())
+            .expect("mailbox");
+        let m = mb
+            .messages
+            .iter_mut()
+            .find(|m| m.json["id"] == id)
+            .expect("message");
+        merge(&mut m.json, &patch);
+        let fid = m.folder_id.clone();
+        mb.log_change(id, &fid, false);
+    }
+
+    /// Folders of a mailbox (id, displayName, …).
+    pub fn folders(&self, mailbox: &str) -> Vec<Value> {
+        self.with_mailbox(mailbox, |m| m.folders.clone())
+            .unwrap_or_default()
+    }
+
+    /// Id of a folder given its id, well-known name or display name.
+    pub fn folder_id(&self, mailbox: &str, folder: &str) -> Option<String> {
+        self.with_mailbox(mailbox, |m| m.folder_id(folder, true))
+            .flatten()
+    }
+
+    /// Messages in a folder (id, well-known name or display name), with their
+    /// `singleValueExtendedProperties` and `attachments` (metadata).
+    pub fn messages(&self, mailbox: &str, folder: &str) -> Vec<Value> {
+        self.with_mailbox(mailbox, |m| {
+            let Some(fid) = m.folder_id(folder, true) else {
+                return vec![];
+            };
+            m.messages
+                .iter()
+                .filter(|s| s.folder_id == fid)
+                .map(|s| s.json.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Every message of the mailbox, whatever the folder.
+    pub fn all_messages(&self, mailbox: &str) -> Vec<Value> {
+        self.with_mailbox(mailbox, |m| {
+            m.messages.iter().map(|s| s.json.clone()).collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Messages sent with `sendMail` or `…/send` (`message` plus `saveToSentItems`).
+    pub fn sent_mails(&self, mailbox: &str) -> Vec<Value> {
+        self.with_mailbox(mailbox, |m| m.sent.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// `GET mailFolders` (with `$filter`).
+pub(super) fn list_folders(ctx: &Ctx, shared: &Shared, mailbox: &str) -> Reply {
+    let filter = match parse_filter(ctx, shared) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let st = shared.state();
+    let mb = &st.mailboxes[mailbox];
+    let items = mb
+        .folders
+        .iter()
+        .filter(|f| matches(&filter, f))
+        .cloned()
+        .collect();
+    list_reply(ctx, items)
+}
+
+/// `POST mailFolders`: a new folder; a display name already used answers 409.
+pub(super) fn create_folder(ctx: &Ctx, shared: &Shared, mailbox: &str) -> Reply {
+    let body = match json_body(
+        ctx,
+        shared,
+        "microsoft.graph.mailFolder",
+        "mailFolder",
+        true,
+    ) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(name) = body["displayName"].as_str() else {
+        record_violation(
+            shared,
+            ctx,
+            "mailFolder",
+            vec!["/displayName: required".into()],
+        );
+        return graph_error(ctx, 400, "ErrorInvalidRequest", "displayName is required.");
+    };
+    let mut st = shared.state();
+    let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
+    if mb.folders.iter().any(|f| {
+        f["displayName"]
+            .as_str()
+            .is_some_and(|d| d.eq_ignore_ascii_case(name))
+    }) {
+        return graph_error(
+            ctx,
+            409,
+            "ErrorFolderExists",
+            "A folder with the specified name already exists.",
+        );
+    }
+    let folder = json!({
+        "id": opaque_id("AAMkF"),
+        "displayName": name,
+        "parentFolderId": "msgfolderroot",
+        "childFolderCount": 0, "unreadItemCount": 0, "totalItemCount": 0,
+        "isHidden": body["isHidden"].as_bool().unwrap_or(false),
+    });
+    mb.folders.push(folder.clone());
+    Reply::json(201, folder)
+}
+
+/// `GET mailFolders/{id}` (an id or a well-known name).
+pub(super) fn get_folder(ctx: &Ctx, shared: &Shared, mailbox: &str, fid: &str) -> Reply {
+    let st = shared.state();
+    let mb = &st.mailboxes[mailbox];
+    match mb
+        .folder_id(fid, false)
+        .and_then(|id| mb.folders.iter().find(|f| f["id"] == id.as_str()))
+    {
+        Some(f) => Reply::json(200, present(ctx, f)),
+        None => not_found(ctx),
+    }
+}
+
+/// `POST messages/{id}/send`: the draft moves to Sent Items and is recorded as sent.
+pub(super) fn send_draft(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) -> Reply {
+    let mut st = shared.state();
+    let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
+    let sent = mb.folder_id("sentitems", false).expect("sentitems");
+    let Some(msg) = mb.messages.iter_mut().find(|s| s.json["id"] == id) else {
+        return not_found(ctx);
+    };
+    msg.folder_id = sent.clone();
+    msg.json["parentFolderId"] = json!(sent);
+    msg.json["isDraft"] = json!(false);
+    let copy = msg.json.clone();
+    mb.sent
+        .push(json!({"message": copy, "saveToSentItems": true}));
+    Reply::empty(202)
+}
+
+/// `POST sendMail`: recorded as sent, and saved to Sent Items unless told not to.
+pub(super) fn send_mail(ctx: &Ctx, shared: &Shared, mailbox: &str) -> Reply {
+    let body = match json_body(ctx, shared, "action:sendMail", "sendMail", true) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(message) = get_ci(&body, "message").cloned() else {
+        record_violation(
+            shared,
+            ctx,
+            "action:sendMail",
+            vec!["/message: required".into()],
+        );
+        return graph_error(ctx, 400, "ErrorInvalidRequest", "message is required.");
+    };
+    let save = get_ci(&body, "saveToSentItems")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let mut st = shared.state();
+    let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
+    if save {
+        let sent = mb.folder_id("sentitems", false).expect("sentitems");
+        let mut json = message.clone();
+        json["id"] = json!(opaque_id("AAMkS"));
+        json["isDraft"] = json!(false);
+        json["parentFolderId"] = json!(sent);
+        json["sentDateTime"] = json!(now_iso());
+        mb.messages.push(StoredMessage {
+            folder_id: sent,
+            json,
+        });
+    }
+    mb.sent
+        .push(json!({"message": message, "saveToSentItems": save}));
+    Reply::empty(202)
+}
+
+pub(super) fn list_messages(
+    ctx: &Ctx,
+    shared: &Shared,
+    mailbox: &str,
+    folder: Option<&str>,
+) -> Reply {
+    let filter = match parse_filter(ctx, shared) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let st = shared.state();
+    let mb = &st.mailboxes[mailbox];
+    let fid = match folder {
+        Some(f) => match mb.folder_id(f, false) {
+            Some(id) => Some(id),
+            None => return not_found(ctx),
+        },
+        None => None,
+    };
+    let items = mb
+        .messages
+        .iter()
+        .filter(|s| fid.as_ref().is_none_or(|f| *f == s.folder_id))
+        .filter(|s| matches(&filter, &s.json))
+        .map(|s| s.json.clone())
+        .collect();
+    list_reply(ctx, items)
+}
+
+pub(super) fn create_message(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: &str) -> Reply {
+    let body = match json_body(ctx, shared, "microsoft.graph.message", "message", true) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut st = shared.state();
+    let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
+    let Some(fid) = mb.folder_id(folder, false) else {
+        return not_found(ctx);
+    };
+    // PR_MESSAGE_FLAGS (Integer 0x0E07) with MSGFLAG_READ|… set at creation: not a draft.
+    let non_draft = body["singleValueExtendedProperties"]
+        .as_array()
+        .is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["id"]
+                    .as_str()
+                    .is_some_and(|i| i.eq_ignore_ascii_case("Integer 0x0E07"))
+                    && p["value"]
+                        .as_str()
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .is_some_and(|v| v & 1 == 1)
+            })
+        });
+    let mut msg = stamp(body, "AAMkM");
+    msg["parentFolderId"] = json!(fid);
+    msg["isDraft"] = json!(!non_draft);
+    if msg.get("isRead").is_none() {
+        msg["isRead"] = json!(!non_draft);
+    }
+    msg["receivedDateTime"] = msg
+        .get("receivedDateTime")
+        .cloned()
+        .unwrap_or(json!(now_iso()));
+    msg["internetMessageId"] = msg
+        .get("internetMessageId")
+        .cloned()
+        .unwrap_or(json!(format!("<{}@fake.graph>", random_string(20))));
+    let mut inline_bytes = vec![];
+    if let Some(atts) = msg.get_mut("attachments").and_then(Value::as_array_mut) {
+        for a in atts {
+            let id = opaque_id("AAMkA");
+            a["id"] = json!(id);
+            if let Some(b) = a["contentBytes"]
+                .as_str()
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            {
+                a["size"] = json!(b.len());
+                inline_bytes.push((id, b));
+            }
+            if let Some(o) = a.as_object_mut() {
+                o.remove("contentBytes");
+            }
+        }
+        msg["hasAttachments"] = json!(true);
+    }
+    mb.attachment_bytes.extend(inline_bytes);
+    msg["webLink"] = json!(web_link(msg["id"].as_str().unwrap_or_default()));
+    let id = msg["id"].as_str().unwrap_or_default().to_string();
+    mb.log_change(&id, &fid, false);
+    mb.messages.push(StoredMessage {
+        folder_id: fid,
+        json: msg.clone(),
+    });
+    Reply::json(201, present(ctx, &msg))
+}
+
+pub(super) fn message_item(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) -> Reply {
+    let patch = if ctx.method == "PATCH" {
+        match json_body(ctx, shared, "microsoft.graph.message", "message", false) {
+            Ok(b) => Some(b),
+            Err(r) => return r,
+        }
+    } else {
+        None
+    };
+    let mut st = shared.state();
+    let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
+    let Some(pos) = mb.messages.iter().position(|s| s.json["id"] == id) else {
+        return not_found(ctx);
+    };
+    match ctx.method.as_str() {
+        "GET" => Reply::json(200, present(ctx, &mb.messages[pos].json)),
+        "PATCH" => {
+            merge(&mut mb.messages[pos].json, &patch.unwrap_or_default());
+            let fid = mb.messages[pos].folder_id.clone();
+            mb.log_change(id, &fid, false);
+            Reply::json(200, present(ctx, &mb.messages[pos].json))
+        }
+        "DELETE" => {
+            let removed = mb.messages.remove(pos);
+            mb.log_change(id, &removed.folder_id, true);
+            Reply::empty(204)
+        }
+        _ => graph_error(ctx, 405, "MethodNotAllowed", "Method not allowed (fake)."),
+    }
+}
+
+pub(super) fn move_message(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) -> Reply {
+    let body = match json_body(ctx, shared, "action:move", "move", true) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(dest) = get_ci(&body, "destinationId").and_then(Value::as_str) else {
+        record_violation(
+            shared,
+            ctx,
+            "action:move",
+            vec!["/destinationId: required string".into()],
+        );
+        return graph_error(
+            ctx,
+            400,
+            "ErrorInvalidRequest",
+            "destinationId is required.",
+        );
+    };
+    let mut st = shared.state();
+    let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
+    let Some(dest_id) = mb.folder_id(dest, false) else {
+        return not_found(ctx);
+    };
+    let Some(pos) = mb.messages.iter().position(|s| s.json["id"] == id) else {
+        return not_found(ctx);
+    };
+    let old_folder = mb.messages[pos].folder_id.clone();
+    let msg = &mut mb.messages[pos];
+    msg.folder_id = dest_id.clone();
+    msg.json["parentFolderId"] = json!(dest_id);
+    if !ctx.immutable_ids() {
+        msg.json["id"] = json!(opaque_id("AAMkM"));
+    }
+    let new_id = msg.json["id"].as_str().unwrap_or_default().to_string();
+    let out = present(ctx, &msg.json);
+    mb.log_change(id, &old_folder, true);
+    mb.log_change(&new_id, &dest_id, false);
+    Reply::json(201, out)
+}
+
+pub(super) fn message_delta(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: &str) -> Reply {
+    let st = shared.state();
+    let mb = &st.mailboxes[mailbox];
+    let Some(fid) = mb.folder_id(folder, false) else {
+        return not_found(ctx);
+    };
+    let in_folder: Vec<Value> = mb
+        .messages
+        .iter()
+        .filter(|m| m.folder_id == fid)
+        .map(|m| m.json.clone())
+        .collect();
+    let link = format!(
+        "{}/v1.0/users/{}/mailFolders/{folder}/messages/delta",
+        shared.base(),
+        url::form_urlencoded::byte_serialize(mailbox.as_bytes()).collect::<String>()
+    );
+    delta_reply(ctx, shared, mb, &fid, &in_folder, link, |m| present(ctx, m))
+}
+
+pub(super) fn web_link(id: &str) -> String {
+    format!(
+        "https://outlook.office365.com/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem",
+        url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+    )
+}
