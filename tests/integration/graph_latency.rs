@@ -1,7 +1,7 @@
 //! Latency from a Graph change notification reaching the service to the DingTalk fake
 //! receiving the message, under a steady load (app robot group send, so the custom
 //! robot's 20/min budget does not dominate). Ignored by default (it takes ~25 s):
-//! `cargo test --test graph_latency -- --ignored --nocapture`. Knobs: `LAT_RATE` (per
+//! `cargo test --test integration -- --ignored --nocapture graph_latency`. Knobs: `LAT_RATE` (per
 //! second, default 10), `LAT_SECS` (default 20).
 
 use crate::common;

@@ -942,7 +942,7 @@ async fn relay_bench(
     (admitted, limit, relayed as f64 / secs, throttled)
 }
 
-/// `cargo test --test relays -- --ignored --nocapture relay_throughput` (BENCHMARKS.md).
+/// `cargo test --test integration -- --ignored --nocapture relay_throughput` (BENCHMARKS.md).
 /// Knobs: `RELAY_BENCH_BUDGET` (requests per window for the one-mailbox run, 150),
 /// `RELAY_BENCH_BUDGET_10` (per mailbox in the ten-mailbox run, 30),
 /// `RELAY_BENCH_WINDOW_MS` (1000), `RELAY_BENCH_WINDOWS` (measured windows, 10),
