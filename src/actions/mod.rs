@@ -20,6 +20,7 @@ use crate::{
 
 pub mod catalog;
 pub mod dingtalk;
+pub mod idempotency;
 pub mod input;
 pub mod outlook;
 pub mod robot;
