@@ -791,6 +791,13 @@ async fn dropdowns_list_configured_choices_and_the_document_is_served() {
         .await
         .expect("json");
     assert_eq!(convs, json!([]));
+    let unknown = get(&app, &key, "/v1/options/nope").await;
+    assert_eq!(unknown.status(), 404);
+    let unknown: Value = unknown.json().await.expect("json");
+    assert_eq!(
+        unknown["error"]["message"],
+        "no option list `nope`; valid: mailboxes, dingtalk-conversations, calendars, todo-lists"
+    );
     let doc: Value = app
         .http
         .get(app.url("/openapi.json"))
