@@ -1,6 +1,8 @@
 //! DingTalk Stream mode: a long-lived outbound WebSocket through which DingTalk pushes
-//! events and robot callbacks, so no public URL is needed (protocol notes in
-//! `../shared/protocols/dingtalk.md`, section 4).
+//! events and robot callbacks, so no public URL is needed. Protocol:
+//! <https://open.dingtalk.com/document/direction/stream-mode-protocol-access-description>,
+//! with DingTalk's supplement
+//! <https://open-dingtalk.github.io/developerpedia/docs/learn/stream/protocol>.
 //!
 //! One connection goes through these steps, forever, until cancelled:
 //!

@@ -648,7 +648,7 @@ async fn a_robot_dingtalk_throttled_waits_out_its_ten_minute_block_without_calli
             .expect("seconds");
         let (status, code, body) = error_code(resp).await;
         assert_eq!((status, code.as_str()), (429, "rate_limited"), "{body}");
-        // DingTalk blocks the robot for 10 minutes (dingtalk.md section 1).
+        // DingTalk blocks the robot for 10 minutes (`custom_robot::BLOCKED_FOR`).
         assert!(
             (590..=600).contains(&after),
             "attempt {attempt}: Retry-After {after}"
