@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{
-    ActionBackend, ActionContext, BackendCall, DingTalkEventInput, DingTalkMessageInput,
-    DingTalkTodoInput,
+    ActionBackend, ActionContext,
+    call::{BackendCall, DingTalkEventInput, DingTalkMessageInput, DingTalkTodoInput},
     outlook::{iso, now_iso},
 };
 use crate::{dingtalk::client::DingTalkClient, error::ApiError};

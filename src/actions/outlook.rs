@@ -16,8 +16,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{
-    ActionBackend, ActionContext, BackendCall, ContactInput, FindEventInput, FindMailInput,
-    MarkReadInput, OutlookEventInput, SendMailInput, TaskInput,
+    ActionBackend, ActionContext,
+    call::{
+        BackendCall, ContactInput, FindEventInput, FindMailInput, MarkReadInput, OutlookEventInput,
+        SendMailInput, TaskInput,
+    },
 };
 use crate::{
     error::ApiError,

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{ActionContext, DingTalkMessageInput};
+use super::{ActionContext, call::DingTalkMessageInput};
 use crate::{
     dingtalk::{client::DingTalkError, custom_robot},
     error::{ApiError, ErrorCode},

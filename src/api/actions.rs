@@ -1,15 +1,7 @@
-//! `POST /v1/actions/{action}` with the `Idempotency-Key` layer
-//! (draft-ietf-httpapi-idempotency-key-header), the same for every action:
-//!
-//! - the fingerprint is the SHA-256 of the action name and the canonical JSON body
-//!   (object keys sorted, insignificant whitespace dropped), so a re-serialised body
-//!   still matches;
-//! - keys are scoped to the calling API key;
-//! - the first request's final response is stored (4xx errors included) and replayed
-//!   with `Idempotent-Replayed: true`; 5xx, 429 and store outages release the key instead
-//!   so that a retry really runs again;
-//! - same key, other body: 422 `idempotency_key_reused`; same key while the first
-//!   request runs: 409 `idempotency_key_in_flight`; records live `idempotency_ttl_secs`.
+//! `POST /v1/actions/{action}`: authenticate, check the action and the `Idempotency-Key`
+//! header, run the action once through [`Idempotency`] (claim, replay, record: see
+//! [`crate::actions::idempotency`]), and answer; a replay carries
+//! `Idempotent-Replayed: true`.
 
 use actix_web::{
     HttpRequest, HttpResponse, ResponseError,
@@ -18,14 +10,17 @@ use actix_web::{
     web,
 };
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::{AppState, JsonBody, RouteEntry, on};
 use crate::{
+    actions::{
+        Actions,
+        idempotency::{Idempotency, Outcome, Recordable},
+    },
     api::auth::Authenticated,
-    apikeys::Scope,
+    apikeys::{Principal, Scope},
     error::{ApiError, ErrorCode},
-    store::{IdempotencyRecord, Reservation, StoredResponse},
+    store::StoredResponse,
 };
 
 /// Adds `/v1/actions/{action}`.
@@ -39,19 +34,7 @@ pub fn routes(t: &mut Vec<RouteEntry>) {
 /// Header names kept with a stored response.
 const REPLAYED_HEADERS: &[&str] = &["content-type", "retry-after", "location"];
 
-/// Fingerprint of an action request.
-pub fn fingerprint(action: &str, body: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(action.as_bytes());
-    h.update(b"\n");
-    match serde_json::from_slice::<Value>(body) {
-        // serde_json's map is ordered by key, so this is canonical.
-        Ok(v) => h.update(v.to_string().as_bytes()),
-        Err(_) => h.update(body),
-    }
-    hex::encode(h.finalize())
-}
-
+/// The request's `Idempotency-Key` (quotes dropped): 1 to 255 printable ASCII characters.
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(v) = req.headers().get("idempotency-key") else {
         return Ok(None);
@@ -78,98 +61,78 @@ async fn run_action(
     body: JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require(Scope::Actions)?.clone();
+    let caller = auth.require(Scope::Actions)?;
     let name = path.into_inner();
-    if !state.actions.contains(&name) {
-        let names: Vec<&str> = state.actions.list().iter().map(|(n, _)| *n).collect();
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            format!("no action `{name}`; valid actions: {}", names.join(", ")),
-        )
-        .with_details(json!({ "actions": names })));
-    }
+    known(&state.actions, &name)?;
     let key = idempotency_key(&req)?;
-    let execute = |key: Option<String>| {
-        let state = state.clone();
-        let caller = caller.clone();
-        let name = name.clone();
-        let body = body.0.clone();
-        async move {
-            let input: Value = match serde_json::from_slice(&body) {
-                Ok(v) => v,
-                Err(e) => {
-                    return ApiError::new(
-                        ErrorCode::InvalidJson,
-                        format!("body is not valid JSON: {e}"),
-                    )
-                    .error_response();
-                }
-            };
-            let result = state
-                .actions
-                .run(
-                    &name,
-                    &state.config,
-                    &state.http,
-                    &caller,
-                    key.as_deref(),
-                    &input,
-                )
-                .await;
-            match result {
-                Ok(v) => HttpResponse::Ok().json(v),
-                Err(e) => e.error_response(),
-            }
-        }
-    };
-    let Some(key) = key else {
-        return Ok(execute(None).await);
-    };
-
-    let store = state.store.as_ref();
-    let ttl = state.config.idempotency_ttl();
-    let store_key = format!(
-        "action:{}:{}",
-        caller.id,
-        hex::encode(Sha256::digest(key.as_bytes()))
+    let once = Idempotency::new(
+        state.store.as_ref(),
+        state.config.idempotency_ttl(),
+        caller,
+        key,
+        &name,
+        &body.0,
     );
-    let fp = fingerprint(&name, &body.0);
-    match store.idempotency_reserve(&store_key, &fp, ttl).await? {
-        Reservation::Existing(record) if record.fingerprint != fp => Err(ApiError::new(
-            ErrorCode::IdempotencyKeyReused,
-            "this Idempotency-Key was already used with a different request; use a new key for a new request",
-        )),
-        Reservation::Existing(IdempotencyRecord { response: None, .. }) => Err(ApiError::new(
-            ErrorCode::IdempotencyKeyInFlight,
-            "a request with this Idempotency-Key is still running; retry shortly",
-        )
-        .with_retry_after(1)),
-        Reservation::Existing(IdempotencyRecord {
-            response: Some(stored),
-            ..
-        }) => Ok(replay(&stored)),
-        Reservation::Reserved => {
-            let resp = execute(Some(key)).await;
-            let status = resp.status();
-            let (resp, stored) = capture(resp).await;
-            // A retryable answer is not the action's result: the key is released so that
-            // the caller's retry runs it.
-            let keep = !crate::upstream::is_retryable(status.as_u16());
-            let settled = match stored {
-                Some(stored) if keep => {
-                    let record = IdempotencyRecord {
-                        fingerprint: fp,
-                        response: Some(stored),
-                    };
-                    store.idempotency_complete(&store_key, &record, ttl).await
-                }
-                _ => store.idempotency_release(&store_key).await,
-            };
-            if let Err(e) = settled {
-                tracing::warn!(error = %e, "could not record the idempotent response");
-            }
-            Ok(resp)
+    let outcome = once
+        .run_once(|key| execute(&state, caller, &name, &body.0, key))
+        .await?;
+    Ok(match outcome {
+        Outcome::Ran(resp) => resp,
+        Outcome::Replayed(stored) => replay(&stored),
+    })
+}
+
+/// 404 naming the valid actions unless `name` is one.
+fn known(actions: &Actions, name: &str) -> Result<(), ApiError> {
+    if actions.contains(name) {
+        return Ok(());
+    }
+    let names: Vec<&str> = actions.list().iter().map(|(n, _)| *n).collect();
+    Err(ApiError::new(
+        ErrorCode::NotFound,
+        format!("no action `{name}`; valid actions: {}", names.join(", ")),
+    )
+    .with_details(json!({ "actions": names })))
+}
+
+/// Runs the action once; every outcome, errors included, is a response that can be kept.
+async fn execute(
+    state: &AppState,
+    caller: &Principal,
+    name: &str,
+    body: &[u8],
+    key: Option<String>,
+) -> HttpResponse {
+    let input: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("body is not valid JSON: {e}"),
+            )
+            .error_response();
         }
+    };
+    let result = state
+        .actions
+        .run(
+            name,
+            &state.config,
+            &state.http,
+            caller,
+            key.as_deref(),
+            &input,
+        )
+        .await;
+    match result {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => e.error_response(),
+    }
+}
+
+impl Recordable for HttpResponse {
+    async fn record(self) -> (HttpResponse, Option<StoredResponse>) {
+        capture(self).await
     }
 }
 
@@ -212,18 +175,4 @@ fn replay(stored: &StoredResponse) -> HttpResponse {
     }
     b.insert_header(("Idempotent-Replayed", "true"));
     b.body(stored.body.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_fingerprint_ignores_key_order_and_whitespace_but_not_the_action() {
-        let a = fingerprint("x", br#"{"a":1,"b":"two"}"#);
-        let b = fingerprint("x", b"{ \"b\": \"two\",\n \"a\": 1 }");
-        assert_eq!(a, b);
-        assert_ne!(a, fingerprint("y", br#"{"a":1,"b":"two"}"#));
-        assert_ne!(a, fingerprint("x", br#"{"a":2,"b":"two"}"#));
-    }
 }

@@ -1,8 +1,11 @@
 //! The low-code surface for Zapier and n8n: `/v1/me`, REST hooks, polling triggers,
 //! dropdown options, and the admin views of the audit trail and dead letters.
 
+use std::future::ready;
+
 use actix_web::{HttpResponse, http::Method, web};
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -210,18 +213,24 @@ async fn poll_trigger(
     Ok(HttpResponse::Ok().json(items))
 }
 
-/// Dropdown kinds and the setting each one lists.
-pub const OPTION_KINDS: &[&str] = &[
-    "mailboxes",
-    "dingtalk-conversations",
-    "calendars",
-    "todo-lists",
-];
-
 #[derive(Deserialize)]
 struct OptionsQuery {
     mailbox: Option<String>,
 }
+
+/// What one dropdown handler answers: its `{id, label}` items.
+type OptionItems<'a> = BoxFuture<'a, Result<Vec<Value>, ApiError>>;
+
+/// Lists one kind of dropdown.
+type OptionList = for<'a> fn(&'a AppState, &'a OptionsQuery) -> OptionItems<'a>;
+
+/// Every dropdown `GET /v1/options/{kind}` serves, in the order a 404 names them.
+const OPTION_LISTS: &[(&str, OptionList)] = &[
+    ("mailboxes", mailbox_options),
+    ("dingtalk-conversations", conversation_options),
+    ("calendars", calendar_options),
+    ("todo-lists", todo_list_options),
+];
 
 fn item(id: &str, label: &str) -> Value {
     json!({ "id": id, "label": label })
@@ -242,100 +251,119 @@ fn configured(entries: &[crate::config::OptionItem]) -> Vec<Value> {
     items
 }
 
-/// Dropdown contents:
-/// - `mailboxes`: `api.mailboxes`, then every route's mailbox (label: the mailbox and the
-///   route's name);
-/// - `dingtalk-conversations`: `api.dingtalk_conversations`, then every route's
-///   `conversation_id` (label: the route's name);
-/// - `calendars` / `todo-lists`: with Microsoft Graph configured and a mailbox (the
-///   `mailbox` query parameter, or the only configured mailbox), the mailbox's calendars
-///   / To Do lists read live from Graph (`GET /users/{mailbox}/calendars`,
-///   `/users/{mailbox}/todo/lists`); otherwise `api.calendars` / `api.todo_lists`.
-///   A mailbox that is not configured is refused with 403.
+/// Dropdown contents, by the handler of the `{kind}` in [`OPTION_LISTS`]; an unknown
+/// kind is 404 naming the valid ones.
 async fn options(
     _auth: Authenticated,
     path: web::Path<String>,
     query: web::Query<OptionsQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let Some((_, list)) = OPTION_LISTS.iter().find(|(kind, _)| *kind == path.as_str()) else {
+        let kinds: Vec<&str> = OPTION_LISTS.iter().map(|(kind, _)| *kind).collect();
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no option list `{path}`; valid: {}", kinds.join(", ")),
+        ));
+    };
+    let items = list(&state, &query).await?;
+    Ok(HttpResponse::Ok().json(items))
+}
+
+/// `mailboxes`: `api.mailboxes`, then every route's mailbox (label: the mailbox and the
+/// route's name).
+fn mailbox_options<'a>(state: &'a AppState, _: &'a OptionsQuery) -> OptionItems<'a> {
     let config = &state.config;
-    let api = &config.api;
-    let items = match path.as_str() {
-        "mailboxes" => {
-            let mut items = configured(&api.mailboxes);
-            for r in &config.routes {
-                push_unique(
-                    &mut items,
-                    r.mailbox.trim(),
-                    &format!("{} (route {})", r.mailbox.trim(), r.name),
+    let mut items = configured(&config.api.mailboxes);
+    for r in &config.routes {
+        push_unique(
+            &mut items,
+            r.mailbox.trim(),
+            &format!("{} (route {})", r.mailbox.trim(), r.name),
+        );
+    }
+    Box::pin(ready(Ok(items)))
+}
+
+/// `dingtalk-conversations`: `api.dingtalk_conversations`, then every route's
+/// `conversation_id` (label: the route's name).
+fn conversation_options<'a>(state: &'a AppState, _: &'a OptionsQuery) -> OptionItems<'a> {
+    let config = &state.config;
+    let mut items = configured(&config.api.dingtalk_conversations);
+    for r in &config.routes {
+        if let Some(c) = &r.dingtalk.conversation_id {
+            push_unique(&mut items, c, &r.name);
+        }
+    }
+    Box::pin(ready(Ok(items)))
+}
+
+/// `calendars`: the mailbox's calendars read live from Graph
+/// (`GET /users/{mailbox}/calendars`), else `api.calendars`; see [`live_or_configured`].
+fn calendar_options<'a>(state: &'a AppState, query: &'a OptionsQuery) -> OptionItems<'a> {
+    Box::pin(live_or_configured(
+        state,
+        query,
+        &["calendars"],
+        "name",
+        &state.config.api.calendars,
+    ))
+}
+
+/// `todo-lists`: the mailbox's To Do lists read live from Graph
+/// (`GET /users/{mailbox}/todo/lists`), else `api.todo_lists`; see [`live_or_configured`].
+fn todo_list_options<'a>(state: &'a AppState, query: &'a OptionsQuery) -> OptionItems<'a> {
+    Box::pin(live_or_configured(
+        state,
+        query,
+        &["todo", "lists"],
+        "displayName",
+        &state.config.api.todo_lists,
+    ))
+}
+
+/// With Microsoft Graph configured and a mailbox (the `mailbox` query parameter, or the
+/// only configured mailbox), the items of the mailbox's collection at `segments` (label:
+/// the `label_key` property); otherwise the `fallback` setting. A mailbox that is not
+/// configured is refused with 403.
+async fn live_or_configured(
+    state: &AppState,
+    query: &OptionsQuery,
+    segments: &[&str],
+    label_key: &str,
+    fallback: &[crate::config::OptionItem],
+) -> Result<Vec<Value>, ApiError> {
+    let mailboxes = crate::actions::configured_mailboxes(&state.config);
+    let mailbox = match query.mailbox.as_deref().map(str::trim) {
+        Some(m) if !m.is_empty() => match mailboxes.iter().find(|c| c.eq_ignore_ascii_case(m)) {
+            Some(c) => Some(c.clone()),
+            None => {
+                let why = format!(
+                    "`{m}` is not a configured mailbox; choose one from GET /v1/options/mailboxes"
+                );
+                return Err(
+                    ApiError::new(ErrorCode::Forbidden, format!("mailbox: {why}"))
+                        .with_details(json!({ "fields": { "mailbox": why } })),
                 );
             }
-            items
-        }
-        "dingtalk-conversations" => {
-            let mut items = configured(&api.dingtalk_conversations);
-            for r in &config.routes {
-                if let Some(c) = &r.dingtalk.conversation_id {
-                    push_unique(&mut items, c, &r.name);
-                }
-            }
-            items
-        }
-        kind @ ("calendars" | "todo-lists") => {
-            let mailboxes = crate::actions::configured_mailboxes(config);
-            let mailbox = match query.mailbox.as_deref().map(str::trim) {
-                Some(m) if !m.is_empty() => {
-                    match mailboxes.iter().find(|c| c.eq_ignore_ascii_case(m)) {
-                        Some(c) => Some(c.clone()),
-                        None => {
-                            let why = format!(
-                                "`{m}` is not a configured mailbox; choose one from GET /v1/options/mailboxes"
-                            );
-                            return Err(ApiError::new(
-                                ErrorCode::Forbidden,
-                                format!("mailbox: {why}"),
-                            )
-                            .with_details(json!({ "fields": { "mailbox": why } })));
-                        }
-                    }
-                }
-                _ if mailboxes.len() == 1 => Some(mailboxes[0].clone()),
-                _ => None,
-            };
-            match (&state.graph, mailbox) {
-                (Some(graph), Some(mailbox)) => {
-                    let (segments, label_key): (&[&str], &str) = if kind == "calendars" {
-                        (&["calendars"], "name")
-                    } else {
-                        (&["todo", "lists"], "displayName")
-                    };
-                    let page = graph
-                        .get_query(&mailbox, segments, &[("$top", "100")])
-                        .await
-                        .map_err(ApiError::from)?;
-                    let mut items = Vec::new();
-                    for v in page["value"].as_array().into_iter().flatten() {
-                        let id = v["id"].as_str().unwrap_or_default();
-                        let label = v[label_key].as_str().unwrap_or(id);
-                        push_unique(&mut items, id, label);
-                    }
-                    items
-                }
-                _ if kind == "calendars" => configured(&api.calendars),
-                _ => configured(&api.todo_lists),
-            }
-        }
-        other => {
-            return Err(ApiError::new(
-                ErrorCode::NotFound,
-                format!(
-                    "no option list `{other}`; valid: {}",
-                    OPTION_KINDS.join(", ")
-                ),
-            ));
-        }
+        },
+        _ if mailboxes.len() == 1 => Some(mailboxes[0].clone()),
+        _ => None,
     };
-    Ok(HttpResponse::Ok().json(items))
+    let (Some(graph), Some(mailbox)) = (&state.graph, mailbox) else {
+        return Ok(configured(fallback));
+    };
+    let page = graph
+        .get_query(&mailbox, segments, &[("$top", "100")])
+        .await
+        .map_err(ApiError::from)?;
+    let mut items = Vec::new();
+    for v in page["value"].as_array().into_iter().flatten() {
+        let id = v["id"].as_str().unwrap_or_default();
+        let label = v[label_key].as_str().unwrap_or(id);
+        push_unique(&mut items, id, label);
+    }
+    Ok(items)
 }
 
 fn rfc3339_ms(ms: i64) -> String {

@@ -1,6 +1,8 @@
 //! DingTalk event-subscription HTTP-push crypto (the `DingCallbackCrypto` scheme).
 //!
-//! Pure functions, no I/O. Wire format (see `shared/protocols/dingtalk.md` section 3):
+//! Pure functions, no I/O. Wire format (DingTalk's reference implementation,
+//! <https://github.com/open-dingtalk/DingTalk-Callback-Crypto>; vectors the tests check in
+//! `tests/vectors/dingtalk.json`):
 //! `encrypt = Base64(AES-256-CBC(key, iv = key[..16],
 //! PKCS#7/32(random(16) || u32_be(len) || msg || owner_key)))` and
 //! `signature = hex(SHA1(sorted(token, timestamp, nonce, encrypt).concat()))`.

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::stream::{FrameSink, SinkError};
 use crate::{
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     event::{Action, EventKind, Source, SyncEvent},
     ingest::{self, IngestReport, VerifiedEvent},
     store::{Store, now_ms},
@@ -451,17 +452,30 @@ impl PipelineSink {
 }
 
 #[async_trait::async_trait]
-impl super::stream::FrameSink for PipelineSink {
+impl FrameSink for PipelineSink {
     async fn deliver(
         &self,
         frame_type: &str,
         headers: &serde_json::Map<String, Value>,
         data: &Value,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), SinkError> {
         let events = from_stream(frame_type, headers, data);
         accept(self.store.as_ref(), self.dedupe_ttl, events)
             .await
             .map(|_| ())
+            .map_err(sink_error)
+    }
+}
+
+/// The Stream client's view of an [`accept`] failure: a store outage is worth a
+/// redelivery, anything else is a refusal under its own code.
+fn sink_error(e: ApiError) -> SinkError {
+    match e.code {
+        ErrorCode::StoreUnavailable => SinkError::StoreUnavailable(e.message),
+        code => SinkError::Refused {
+            code: code.as_str(),
+            message: e.message,
+        },
     }
 }
 
@@ -469,6 +483,16 @@ impl super::stream::FrameSink for PipelineSink {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_store_outage_asks_for_redelivery_and_other_failures_keep_their_code() {
+        let down = sink_error(ApiError::store_unavailable());
+        assert!(matches!(down, SinkError::StoreUnavailable(_)));
+        assert_eq!(down.code(), ErrorCode::StoreUnavailable.as_str());
+        let deep = sink_error(ApiError::new(ErrorCode::InvalidInput, "too deep"));
+        assert_eq!(deep.code(), "invalid_input");
+        assert_eq!(deep.to_string(), "invalid_input: too deep");
+    }
 
     fn payload(v: &VerifiedEvent) -> SyncEvent {
         serde_json::from_value(v.payload.clone()).expect("sync event")

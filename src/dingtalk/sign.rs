@@ -2,7 +2,9 @@
 //! `timestamp`/`sign` headers of app-robot HTTP callbacks.
 //!
 //! Both use `Base64(HmacSHA256(key = secret, msg = timestamp + "\n" + secret))`; only the
-//! send side URL-encodes the result (see `shared/protocols/dingtalk.md` sections 1 and 2).
+//! send side URL-encodes the result. Send side:
+//! <https://help.dingtalk.io/open/dingstart/customize-robot-security-settings>; both sides,
+//! with DingTalk's pages named, in the vectors the tests check (`tests/vectors/dingtalk.json`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

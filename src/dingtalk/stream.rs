@@ -1,6 +1,8 @@
 //! DingTalk Stream mode: a long-lived outbound WebSocket through which DingTalk pushes
-//! events and robot callbacks, so no public URL is needed (protocol notes in
-//! `../shared/protocols/dingtalk.md`, section 4).
+//! events and robot callbacks, so no public URL is needed. Protocol:
+//! <https://open.dingtalk.com/document/direction/stream-mode-protocol-access-description>,
+//! with DingTalk's supplement
+//! <https://open-dingtalk.github.io/developerpedia/docs/learn/stream/protocol>.
 //!
 //! One connection goes through these steps, forever, until cancelled:
 //!
@@ -35,7 +37,8 @@
 //! ```
 //!
 //! where `MySink` implements [`FrameSink`] by normalising the frame and calling
-//! `ingest::accept`, returning its error unchanged (a store outage then becomes `LATER`).
+//! `ingest::accept`, its error mapped to a [`SinkError`] (a store outage then becomes
+//! `LATER`).
 
 use std::{
     sync::Arc,
@@ -51,8 +54,6 @@ use tokio::{net::TcpStream, task::JoinHandle};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ApiError;
-
 /// Topic of robot messages delivered as CALLBACK frames.
 pub const ROBOT_MESSAGE_TOPIC: &str = "/v1.0/im/bot/messages/get";
 
@@ -63,7 +64,7 @@ pub const REGISTER_PATH: &str = "/v1.0/gateway/connections/open";
 /// override fields as needed; the timing fields exist mainly so tests can run fast.
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
-    /// Base URL of the DingTalk API (no trailing slash needed), e.g. [`DEFAULT_API_BASE_URL`].
+    /// Base URL of the DingTalk API (no trailing slash needed), e.g. [`crate::config::DINGTALK_API_BASE_URL`].
     pub api_base_url: String,
     /// The app's Client ID (AppKey).
     pub client_id: String,
@@ -112,6 +113,33 @@ impl StreamSettings {
     }
 }
 
+/// Why a [`FrameSink`] did not take a frame. The frame is then answered `LATER` (EVENT)
+/// or 500 (CALLBACK), with [`SinkError::code`] as the answer's message.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SinkError {
+    /// The event could not be durably queued (the store is down, full or too slow).
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
+    /// The event was refused for another reason, named by a stable error code.
+    #[error("{code}: {message}")]
+    Refused {
+        /// Stable code, e.g. `invalid_input`.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+impl SinkError {
+    /// The stable code sent back to DingTalk and logged.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SinkError::StoreUnavailable(_) => "store_unavailable",
+            SinkError::Refused { code, .. } => code,
+        }
+    }
+}
+
 /// Where EVENT and CALLBACK frames go; the real implementation normalises and enqueues.
 #[async_trait]
 pub trait FrameSink: Send + Sync {
@@ -128,7 +156,7 @@ pub trait FrameSink: Send + Sync {
         frame_type: &str,
         headers: &Map<String, Value>,
         data: &Value,
-    ) -> Result<(), ApiError>;
+    ) -> Result<(), SinkError>;
 }
 
 /// Starts the Stream client; it reconnects on its own until `cancel` fires, then closes
@@ -656,12 +684,12 @@ async fn handle_text(text: &str, sink: &dyn FrameSink, deliver_timeout: Duration
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => {
                     tracing::warn!(
-                        code = e.code.as_str(),
+                        code = e.code(),
                         message_id = %frame.message_id,
                         topic = frame.topic(),
                         "dingtalk stream frame not queued; asking for redelivery"
                     );
-                    Some(e.code.as_str())
+                    Some(e.code())
                 }
                 Err(_) => {
                     tracing::warn!(
@@ -863,7 +891,7 @@ mod tests {
                 _: &str,
                 _: &Map<String, Value>,
                 _: &Value,
-            ) -> Result<(), ApiError> {
+            ) -> Result<(), SinkError> {
                 panic!("a malformed frame reached the sink");
             }
         }
@@ -881,12 +909,12 @@ mod tests {
                 _: &str,
                 h: &Map<String, Value>,
                 _: &Value,
-            ) -> Result<(), ApiError> {
+            ) -> Result<(), SinkError> {
                 if h["messageId"] == "slow" {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     return Ok(());
                 }
-                Err(ApiError::store_unavailable())
+                Err(SinkError::StoreUnavailable("down".into()))
             }
         }
         let text = frame_text("EVENT", json!({"messageId": "m"}), "{}");

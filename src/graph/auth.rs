@@ -1,8 +1,11 @@
-//! App-only tokens for Graph (OAuth2 client credentials, graph.md §1): a client secret,
-//! or a certificate whose private key signs a `client_assertion` JWT. [`TokenProvider`]
-//! caches the token, refreshes it before `expires_in` runs out with one request shared
-//! by every concurrent caller, and turns Entra ID's AADSTS errors into sentences a
-//! consultant can act on. Secrets, tokens and assertions are never logged or displayed.
+//! App-only tokens for Graph (OAuth2 client credentials,
+//! <https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow>):
+//! a client secret, or a certificate whose private key signs a `client_assertion` JWT
+//! (<https://learn.microsoft.com/entra/identity-platform/certificate-credentials>).
+//! [`TokenProvider`] caches the token, refreshes it before `expires_in` runs out with one
+//! request shared by every concurrent caller, and turns Entra ID's AADSTS errors into
+//! sentences a consultant can act on. Secrets, tokens and assertions are never logged or
+//! displayed.
 
 use std::{
     fmt,
@@ -69,7 +72,8 @@ pub struct CertificateCredential {
     x5t: String,
 }
 
-/// The assertion's claims (graph.md §1).
+/// The assertion's claims
+/// (<https://learn.microsoft.com/entra/identity-platform/certificate-credentials>).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AssertionClaims {
     /// The token endpoint URL.

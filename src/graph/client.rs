@@ -2,10 +2,11 @@
 //! events, contacts, To Do), each request with `client-request-id`, `User-Agent`, a
 //! bearer token and, for Outlook items, `Prefer: IdType="ImmutableId"`.
 //!
-//! Throttling (graph.md §4): at most [`RetryPolicy::per_mailbox_concurrency`] requests in
-//! flight per mailbox; a 429/503/504 blocks the whole mailbox until its `Retry-After`
-//! has passed; short waits are retried here, longer ones come back as a
-//! [`GraphError::Api`] with `retry_after` so the worker retries the job later.
+//! Throttling (<https://learn.microsoft.com/graph/throttling>): at most
+//! [`RetryPolicy::per_mailbox_concurrency`] requests in flight per mailbox; a 429/503/504
+//! blocks the whole mailbox until its `Retry-After` has passed; short waits are retried
+//! here, longer ones come back as a [`GraphError::Api`] with `retry_after` so the worker
+//! retries the job later.
 
 use std::{
     collections::HashMap,
@@ -40,8 +41,9 @@ pub const UPLOAD_SESSION_MAX: u64 = 150 * 1024 * 1024;
 pub const UPLOAD_CHUNK_UNIT: usize = 320 * 1024;
 /// PR_MESSAGE_FLAGS, set to `1` (MSGFLAG_READ, with MSGFLAG_UNSENT clear) at creation so
 /// the item is a received message, not a draft. Widely used, but undocumented on Graph's
-/// pages (graph.md §3, unverified); it cannot be changed after creation. The item starts
-/// read; [`GraphClient::set_read`] can mark it unread.
+/// pages; the flags are Exchange's `PidTagMessageFlags`, read-only once the item is saved
+/// (<https://learn.microsoft.com/en-us/openspecs/exchange_server_protocols/ms-oxcmsg/a0c52fe2-3014-43a7-942d-f43f6f91c366>).
+/// The item starts read; [`GraphClient::set_read`] can mark it unread.
 const MESSAGE_FLAGS_PROPERTY_ID: &str = "Integer 0x0E07";
 
 /// Characters left as they are in a path segment or query value.
@@ -103,7 +105,8 @@ impl Collection {
     }
 }
 
-/// A To Do task's link back to its source (graph.md §3, `linkedResources`).
+/// A To Do task's link back to its source (`linkedResources`,
+/// <https://learn.microsoft.com/en-us/graph/api/resources/linkedresource>).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkedResource {
@@ -308,7 +311,7 @@ impl GraphClient {
     // ----- mail -------------------------------------------------------------------
 
     /// Sends `message` (a `microsoft.graph.message`) from `mailbox`. Not idempotent: Graph
-    /// returns no id (graph.md §5).
+    /// answers 202 with no id (<https://learn.microsoft.com/en-us/graph/api/user-sendmail>).
     pub async fn send_mail(
         &self,
         mailbox: &str,
@@ -1145,7 +1148,7 @@ impl GraphClient {
         self.execute(mailbox, call).await?.json()
     }
 
-    // ----- subscriptions (graph.md §2) --------------------------------------------------
+    // ----- subscriptions (https://learn.microsoft.com/graph/api/resources/subscription) ---
 
     /// `POST /subscriptions` (body: a `microsoft.graph.subscription` with `changeType`,
     /// `notificationUrl`, `resource`, `expirationDateTime`, and here also `clientState` and

@@ -2,8 +2,10 @@
 //! Outlook resources the bridge writes ([`client`]): per-mailbox concurrency limit,
 //! `Retry-After` honoured, immutable ids, `client-request-id` on every request.
 //!
-//! Facts and limits come from `shared/protocols/graph.md`; request bodies follow Graph's
-//! schemas (`shared/oracles/graph-openapi-subset.yaml`): camelCase names, lower-case enums.
+//! Facts and limits come from Graph's documentation on Microsoft Learn, cited where they
+//! are used; request bodies follow Graph's schemas (camelCase names, lower-case enums), a
+//! subset of which ships as `tests/oracles/graph-openapi-subset.yaml` for the tests' Graph
+//! fake to check every body against.
 
 pub mod auth;
 pub mod client;

@@ -2,7 +2,11 @@
 //! subscription serves and the random `clientState` it was created with), and the
 //! [`SubscriptionManager`] that keeps one subscription alive per route and watched
 //! collection: created at start-up, renewed well before expiry, recreated when Graph says
-//! it is gone (graph.md §2.1, §2.5, §2.6).
+//! it is gone. Graph's pages: the subscription resource
+//! (<https://learn.microsoft.com/graph/api/resources/subscription>), lifecycle
+//! notifications (<https://learn.microsoft.com/graph/change-notifications-lifecycle-events>)
+//! and lifetimes
+//! (<https://learn.microsoft.com/graph/change-notifications-overview#subscription-lifetime>).
 
 use std::{sync::Arc, time::Duration};
 
@@ -109,7 +113,8 @@ pub async fn all(store: &dyn Store) -> StoreResult<Vec<SubscriptionRecord>> {
 
 // ----- the manager ----------------------------------------------------------------------
 
-/// Well-known folder names usable as ids (graph.md §3).
+/// Well-known folder names usable as ids
+/// (<https://learn.microsoft.com/en-us/graph/api/resources/mailfolder>).
 const WELL_KNOWN_FOLDERS: &[&str] = &[
     "inbox",
     "drafts",
@@ -242,12 +247,17 @@ fn entry_lock(route: &str, watched: Watched) -> String {
 }
 
 /// Longest lifetime asked for on a rich subscription: Outlook allowed 1 day for
-/// subscriptions with resource data (graph.md §2.6), less a margin for clock skew.
+/// subscriptions with resource data (an earlier version of
+/// <https://learn.microsoft.com/en-us/graph/outlook-change-notifications-overview>; the
+/// lifetime table of
+/// <https://learn.microsoft.com/graph/change-notifications-overview#subscription-lifetime>
+/// now gives Outlook resources 4,230 minutes either way), less a margin for clock skew.
 pub const RICH_MAX_LIFETIME: Duration = Duration::from_secs(1440 * 60 - 600);
 
 /// Properties a rich mail notification carries (Outlook requires `$select`; `body` may
 /// not be selected, so the preview is `bodyPreview`), and the origin marker, the only
-/// `$expand` Outlook allows there (graph.md §2.7, §5).
+/// `$expand` Outlook allows there
+/// (<https://learn.microsoft.com/en-us/graph/outlook-change-notifications-overview>).
 pub const RICH_MESSAGE_SELECT: &str = "id,subject,from,sender,bodyPreview,webLink,hasAttachments,receivedDateTime,lastModifiedDateTime,isRead,isDraft";
 
 /// The query a rich messages resource ends with.

@@ -12,10 +12,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use dingbridge::{
-    dingtalk::stream::{self, FrameSink, StreamSettings},
-    error::ApiError,
-};
+use dingbridge::dingtalk::stream::{self, FrameSink, SinkError, StreamSettings};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -62,7 +59,7 @@ impl FrameSink for RecordingSink {
         frame_type: &str,
         headers: &Map<String, Value>,
         data: &Value,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), SinkError> {
         assert!(data.is_object(), "data arrives decoded: {data}");
         let message_id = headers["messageId"]
             .as_str()
@@ -78,7 +75,7 @@ impl FrameSink for RecordingSink {
         }
         self.with(|s| {
             if s.fail_once.remove(&message_id) {
-                return Err(ApiError::store_unavailable());
+                return Err(SinkError::StoreUnavailable("store down".into()));
             }
             let key = headers
                 .get("eventId")

@@ -473,7 +473,7 @@ async fn invalid_bodies_are_violations() {
         )
         .await;
     assert_eq!(s, 400);
-    // Enum case matters in the schema (graph.md §6.4.2).
+    // Enum values are case-sensitive in the oracle's schema (Graph itself accepts either).
     let (s, _) = g
         .post(
             "/messages",

@@ -583,8 +583,10 @@ fn b64(bytes: impl AsRef<[u8]>) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// `encryptedContent` as Graph makes it (graph.md §2.7): a fresh AES-256 key wrapped with
-/// RSA-OAEP (SHA-1), HMAC-SHA256 over the ciphertext, AES-CBC/PKCS7 with IV = key[..16].
+/// `encryptedContent` as Graph makes it
+/// (<https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data>):
+/// a fresh AES-256 key wrapped with RSA-OAEP (SHA-1), HMAC-SHA256 over the ciphertext,
+/// AES-CBC/PKCS7 with IV = key[..16].
 fn encrypt_like_graph(public: &rsa::RsaPublicKey, resource: &Value) -> Value {
     use aes::cipher::{BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
     use hmac::Mac;

@@ -636,7 +636,7 @@ async fn a_robot_dingtalk_throttled_waits_out_its_ten_minute_block_without_calli
             .expect("seconds");
         let (status, code, body) = error_code(resp).await;
         assert_eq!((status, code.as_str()), (429, "rate_limited"), "{body}");
-        // DingTalk blocks the robot for 10 minutes (dingtalk.md section 1).
+        // DingTalk blocks the robot for 10 minutes (`custom_robot::BLOCKED_FOR`).
         assert!(
             (590..=600).contains(&after),
             "attempt {attempt}: Retry-After {after}"
@@ -779,6 +779,13 @@ async fn dropdowns_list_configured_choices_and_the_document_is_served() {
         .await
         .expect("json");
     assert_eq!(convs, json!([]));
+    let unknown = get(&app, &key, "/v1/options/nope").await;
+    assert_eq!(unknown.status(), 404);
+    let unknown: Value = unknown.json().await.expect("json");
+    assert_eq!(
+        unknown["error"]["message"],
+        "no option list `nope`; valid: mailboxes, dingtalk-conversations, calendars, todo-lists"
+    );
     let doc: Value = app
         .http
         .get(app.url("/openapi.json"))
