@@ -437,7 +437,8 @@ pub struct GraphConfig {
     pub allow_http_public_url: bool,
 }
 
-/// Outlook's longest subscription lifetime for messages, events and contacts (graph.md §2.6).
+/// Outlook's longest subscription lifetime for messages, events and contacts
+/// (<https://learn.microsoft.com/graph/change-notifications-overview#subscription-lifetime>).
 pub const MAX_SUBSCRIPTION_LIFETIME_SECS: u64 = 4230 * 60;
 
 impl Default for GraphConfig {

@@ -26,7 +26,8 @@ pub fn route_kind(kind: EventKind) -> Option<RouteKind> {
         EventKind::CalendarEvent => Some(RouteKind::Event),
         EventKind::Todo => Some(RouteKind::Todo),
         EventKind::Contact => Some(RouteKind::Contact),
-        // DingTalk has no mail event (dingtalk.md §3); read state travels with the todos of
+        // DingTalk's event subscription carries no mail events (DingTalk Mail emits none);
+        // read state travels with the todos of
         // `mail` + `todo` routes (`outbound_relay::carries_read_state`), not as events.
         EventKind::Mail | EventKind::ReadState | EventKind::Unknown => None,
     }
