@@ -9,9 +9,11 @@ pub mod dingtalk;
 pub mod doctor;
 pub mod echo;
 pub mod error;
+pub mod event;
 pub mod graph;
 pub mod hooks;
 pub mod ingest;
+pub mod jobs;
 pub mod leader;
 pub mod limits;
 pub mod metrics;
@@ -141,7 +143,7 @@ impl Application {
         let mut echo_verifier: Option<Box<dyn ingest::Verifier>> = None;
         if let (Some(target), Some(token)) = (&config.echo.target_url, &config.echo.token) {
             registry.register(
-                echo::KIND,
+                jobs::ECHO,
                 Arc::new(echo::EchoHandler::new(http.clone(), target.clone())),
             );
             echo_verifier = Some(Box::new(echo::EchoVerifier::new(token.clone())));
@@ -164,7 +166,7 @@ impl Application {
         // DingTalk → Outlook relays along the configured routes (audits and publishes
         // the DingTalk triggers for every event, routed or not).
         registry.register(
-            dingtalk::events::JOB_KIND,
+            jobs::DINGTALK_EVENT,
             Arc::new(sync::relay::RelayHandler::new(
                 store.clone(),
                 sync::routes::Routes::new(config.routes.clone()),
@@ -235,9 +237,9 @@ impl Application {
                 );
             }
             let relay = Arc::new(relay);
-            registry.register(graph::inbound::NOTIFICATION_KIND, relay.clone());
-            registry.register(graph::inbound::LIFECYCLE_KIND, relay.clone());
-            registry.register(sync::outbound_relay::RESYNC_KIND, relay);
+            registry.register(jobs::GRAPH_NOTIFICATION, relay.clone());
+            registry.register(jobs::GRAPH_LIFECYCLE, relay.clone());
+            registry.register(jobs::GRAPH_RESYNC, relay);
             subscription_parts = manager;
         }
         let dingtalk_push = push_crypto.clone().map(|c| {
@@ -259,7 +261,7 @@ impl Application {
             Duration::from_secs(config.hooks.timeout_secs),
         )?;
         registry.register(
-            outbound::KIND,
+            jobs::HOOK_DELIVERY,
             Arc::new(outbound::HookDeliverer::new(
                 store.clone(),
                 hook_client,

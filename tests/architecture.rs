@@ -17,6 +17,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("outbound", 3),
     ("echo", 3),
     ("worker", 2),
+    ("jobs", 2),
+    ("event", 2),
     ("ingest", 2),
     ("triggers", 2),
     ("hooks", 2),
@@ -38,7 +40,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/config.rs", "dingtalk"),
     ("src/config.rs", "graph"),
     ("src/config.rs", "outbound"),
-    ("src/dingtalk/events.rs", "sync"),
     ("src/error.rs", "telemetry"),
     ("src/graph/subscriptions.rs", "sync"),
 ];

@@ -11,13 +11,11 @@ use serde_json::{Map, Value};
 
 use crate::{
     error::ApiError,
+    event::{Action, EventKind, Source, SyncEvent},
     ingest::{self, IngestReport, VerifiedEvent},
+    jobs::Task,
     store::{Store, now_ms},
-    sync::{Action, EventKind, Source, SyncEvent},
 };
-
-/// Job kind of every normalised DingTalk event.
-pub const JOB_KIND: &str = "dingtalk.event";
 /// Source name of dedupe marks and metrics.
 pub const SOURCE: &str = "dingtalk";
 /// Stream topic of robot messages.
@@ -212,13 +210,11 @@ pub fn normalize_robot(body: &Value) -> SyncEvent {
 }
 
 /// A normalised event ready for [`ingest::accept`], deduplicated by `dedupe_id`.
-pub fn to_verified(event: &SyncEvent, dedupe_id: Option<String>) -> VerifiedEvent {
+pub fn to_verified(event: SyncEvent, dedupe_id: Option<String>) -> VerifiedEvent {
     VerifiedEvent {
         source: SOURCE,
         event_id: dedupe_id,
-        kind: JOB_KIND.to_string(),
-        // A struct of strings, numbers and a Value always serialises.
-        payload: serde_json::to_value(event).unwrap_or(Value::Null),
+        task: Task::DingtalkEvent(event),
     }
 }
 
@@ -236,7 +232,7 @@ pub fn message_dedupe_id(event: &SyncEvent) -> Option<String> {
 /// Queueable event of a business push payload.
 pub fn verified_push(event: SyncEvent) -> VerifiedEvent {
     let id = event_dedupe_id(&event);
-    to_verified(&event, id)
+    to_verified(event, id)
 }
 
 /// Queueable `unknown` event of an authenticated push whose payload is not a JSON object,
@@ -246,14 +242,14 @@ pub fn verified_unreadable(payload: Value, plaintext: &str) -> VerifiedEvent {
     let mut event = SyncEvent::new(Source::Dingtalk, EventKind::Unknown, Action::Unknown);
     event.raw = payload;
     let id = format!("push:{}", hex::encode(Sha256::digest(plaintext.as_bytes())));
-    to_verified(&event, Some(id))
+    to_verified(event, Some(id))
 }
 
 /// Queueable event of a robot message.
 pub fn verified_robot(body: &Value) -> VerifiedEvent {
     let event = normalize_robot(body);
     let id = message_dedupe_id(&event);
-    to_verified(&event, id)
+    to_verified(event, id)
 }
 
 /// Events of one Stream frame: `frame_type` is `EVENT`, `CALLBACK` or `SYSTEM`, `headers`
@@ -291,7 +287,7 @@ pub fn from_stream(
             let event = normalize_object(&merged, raw);
             let id = event_dedupe_id(&event)
                 .or_else(|| text(headers, "messageId").map(|m| format!("stream:{m}")));
-            vec![to_verified(&event, id)]
+            vec![to_verified(event, id)]
         }
         "CALLBACK" => {
             let topic = text(headers, "topic").unwrap_or_default();
@@ -299,7 +295,7 @@ pub fn from_stream(
                 let event = normalize_robot(data);
                 let id = message_dedupe_id(&event)
                     .or_else(|| text(headers, "messageId").map(|m| format!("stream:{m}")));
-                vec![to_verified(&event, id)]
+                vec![to_verified(event, id)]
             } else {
                 let mut event =
                     SyncEvent::new(Source::Dingtalk, EventKind::Unknown, Action::Unknown);
@@ -311,7 +307,7 @@ pub fn from_stream(
                         .ids
                         .insert("stream_message_id".into(), m["stream:".len()..].to_string());
                 }
-                vec![to_verified(&event, id)]
+                vec![to_verified(event, id)]
             }
         }
         _ => Vec::new(),
@@ -368,12 +364,15 @@ pub fn from_failed_item(item: &Value) -> VerifiedEvent {
         h.update(payload.map(|p| p.to_string()).unwrap_or_default());
         Some(format!("failed:{}", hex::encode(h.finalize())))
     });
-    to_verified(&event, id)
+    to_verified(event, id)
 }
 
-/// Robot session webhook of a queued payload: (conversation id, webhook URL, expiry ms).
-fn session_webhook(payload: &Value) -> Option<(String, String, Option<i64>)> {
-    let raw = payload.get("raw")?.as_object()?;
+/// Robot session webhook of a queued event: (conversation id, webhook URL, expiry ms).
+fn session_webhook(task: &Task) -> Option<(String, String, Option<i64>)> {
+    let Task::DingtalkEvent(event) = task else {
+        return None;
+    };
+    let raw = event.raw.as_object()?;
     let url = text(raw, "sessionWebhook")?;
     let conversation = text(raw, "conversationId")?;
     Some((conversation, url, time_ms(raw, "sessionWebhookExpiredTime")))
@@ -389,7 +388,7 @@ pub async fn accept(
 ) -> Result<IngestReport, ApiError> {
     let now = now_ms();
     for e in &events {
-        let Some((conversation, url, expires)) = session_webhook(&e.payload) else {
+        let Some((conversation, url, expires)) = session_webhook(&e.task) else {
             continue;
         };
         // DingTalk's session webhooks live about 90 minutes when no expiry is given.
@@ -471,7 +470,10 @@ mod tests {
     use serde_json::json;
 
     fn payload(v: &VerifiedEvent) -> SyncEvent {
-        serde_json::from_value(v.payload.clone()).expect("sync event")
+        match &v.task {
+            Task::DingtalkEvent(e) => e.clone(),
+            other => panic!("not a DingTalk event: {other:?}"),
+        }
     }
 
     #[test]
@@ -550,7 +552,7 @@ mod tests {
         let out = from_stream("EVENT", headers.as_object().expect("obj"), &data);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].event_id.as_deref(), Some("event:ev1"));
-        assert_eq!(out[0].kind, JOB_KIND);
+        assert_eq!(out[0].task.kind(), crate::jobs::DINGTALK_EVENT);
         let e = payload(&out[0]);
         assert_eq!((e.kind, e.action), (EventKind::Todo, Action::Deleted));
         assert_eq!(e.ids["task_id"], "t1");

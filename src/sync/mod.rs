@@ -1,7 +1,7 @@
-//! The normalised model every platform's input is turned into ([`SyncEvent`]), the
-//! translations between DingTalk and Graph objects, routes and relays.
+//! What the bridge does with the normalised events ([`SyncEvent`], defined in
+//! [`crate::event`] and re-exported here): the translations between DingTalk and Graph
+//! objects, routes and relays.
 
-pub mod event;
 pub mod keys;
 pub mod mapping;
 pub mod outbound_relay;
@@ -10,4 +10,4 @@ pub mod relay;
 pub mod routes;
 pub mod todo_sync;
 
-pub use event::{Action, EventKind, Source, SyncEvent};
+pub use crate::event::{Action, EventKind, Source, SyncEvent};

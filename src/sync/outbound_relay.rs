@@ -33,11 +33,11 @@ use crate::{
     dingtalk::{client::DingTalkClient, custom_robot},
     graph::{
         GraphClient,
-        inbound::{LIFECYCLE_KIND, NOTIFICATION_KIND},
         jwks::JwksValidator,
         notifications::{ChangeNotification, decrypt_content},
         subscriptions::{self, Outcome, SubscriptionManager, SubscriptionRecord, Watched},
     },
+    jobs::{GraphResync, Task},
     leader::LeaderTask,
     store::{SharedStore, Side},
     sync::{
@@ -86,8 +86,6 @@ const CLAIM_TTL: Duration = Duration::from_secs(60);
 const DIGEST_MAX: usize = 20;
 /// Queued mails remembered per robot.
 const DIGEST_FEED_CAP: usize = 500;
-/// Job kind of a delta resync queued by the subscription manager (retried like any job).
-pub const RESYNC_KIND: &str = "graph.resync";
 /// Delta-state name of the primary calendar.
 const CALENDAR_DELTA: &str = "calendar";
 /// calendarView/delta window: this far back…
@@ -1315,32 +1313,23 @@ pub fn mail_markdown(message: &Value) -> (String, String) {
 
 #[async_trait]
 impl JobHandler for OutlookRelay {
-    async fn handle(&self, job: &crate::store::Job) -> Result<(), JobFailure> {
-        if job.kind == RESYNC_KIND {
-            let Ok(record) =
-                serde_json::from_value::<SubscriptionRecord>(job.payload["subscription"].clone())
-            else {
-                return Err(JobFailure::permanent("resync without its subscription"));
-            };
-            return self.resync(&record).await;
-        }
-        let n: ChangeNotification = serde_json::from_value(job.payload["notification"].clone())
-            .map_err(|e| JobFailure::permanent(format!("bad notification payload: {e}")))?;
-        let Ok(record) =
-            serde_json::from_value::<SubscriptionRecord>(job.payload["subscription"].clone())
-        else {
-            return Err(JobFailure::permanent(
-                "notification without its subscription",
-            ));
+    async fn handle(&self, _job: &crate::store::Job, task: Task) -> Result<(), JobFailure> {
+        let (payload, lifecycle) = match task {
+            Task::GraphResync(GraphResync { subscription }) => {
+                return self.resync(&subscription).await;
+            }
+            Task::GraphNotification(p) => (p, false),
+            Task::GraphLifecycle(p) => (p, true),
+            other => return Err(JobFailure::wrong_kind(&other)),
         };
-        let tokens: Vec<String> =
-            serde_json::from_value(job.payload["validation_tokens"].clone()).unwrap_or_default();
-        if job.kind == LIFECYCLE_KIND || n.lifecycle_event.is_some() {
-            self.on_lifecycle(&n, &record).await
-        } else if job.kind == NOTIFICATION_KIND {
-            self.on_notification(&n, &record, &tokens).await
+        let n: ChangeNotification = serde_json::from_value(payload.notification)
+            .map_err(|e| JobFailure::permanent(format!("bad notification payload: {e}")))?;
+        let record = &payload.subscription;
+        if lifecycle || n.lifecycle_event.is_some() {
+            self.on_lifecycle(&n, record).await
         } else {
-            Ok(())
+            self.on_notification(&n, record, &payload.validation_tokens)
+                .await
         }
     }
 }
@@ -1349,7 +1338,7 @@ impl JobHandler for OutlookRelay {
 
 /// Starts the lease-guarded subscription loop: every interval, the holder of
 /// [`subscriptions::LEASE`] creates, renews and recreates subscriptions; new ones get a
-/// delta resync job ([`RESYNC_KIND`]).
+/// delta resync job ([`Task::GraphResync`]).
 pub fn start_subscription_task(
     store: SharedStore,
     manager: Arc<SubscriptionManager>,
@@ -1372,7 +1361,10 @@ pub fn start_subscription_task(
 async fn run_check(store: &SharedStore, manager: &SubscriptionManager) -> anyhow::Result<()> {
     for outcome in manager.check().await? {
         if let Outcome::Created(r) | Outcome::Recreated(r) = &outcome {
-            let job = crate::store::Job::new(RESYNC_KIND, json!({ "subscription": r }));
+            let job = Task::GraphResync(GraphResync {
+                subscription: r.clone(),
+            })
+            .into_job();
             store.enqueue(&job, None).await?;
         }
     }

@@ -49,6 +49,7 @@ use crate::{
         GraphClient, GraphError,
         client::{Created, LinkedResource, UPLOAD_SESSION_MAX},
     },
+    jobs::Task,
     store::{AuditEntry, Job, SharedStore, Side, StoreError},
     sync::outbound_relay,
     triggers::{self, TriggerEvent},
@@ -910,9 +911,10 @@ pub fn trigger_of(event: &SyncEvent, fallback_ms: i64) -> Option<TriggerEvent> {
 
 #[async_trait]
 impl JobHandler for RelayHandler {
-    async fn handle(&self, job: &Job) -> Result<(), JobFailure> {
-        let event: SyncEvent = serde_json::from_value(job.payload.clone())
-            .map_err(|e| JobFailure::permanent(format!("not a SyncEvent: {e}")))?;
+    async fn handle(&self, job: &Job, task: Task) -> Result<(), JobFailure> {
+        let Task::DingtalkEvent(event) = task else {
+            return Err(JobFailure::wrong_kind(&task));
+        };
         self.on_arrival(job, &event).await?;
         if self.todo_read_state(&event, job).await? {
             return Ok(());
