@@ -167,7 +167,7 @@ impl Application {
         // the DingTalk triggers for every event, routed or not).
         registry.register(
             jobs::DINGTALK_EVENT,
-            Arc::new(sync::relay::RelayHandler::new(
+            Arc::new(sync::to_outlook::RelayHandler::new(
                 store.clone(),
                 sync::routes::Routes::new(config.routes.clone()),
                 graph.clone(),
@@ -207,7 +207,7 @@ impl Application {
                         graph::subscriptions::wanted(&outbound_routes),
                     ))
                 });
-            let mut relay = sync::outbound_relay::OutlookRelay::new(
+            let mut relay = sync::to_dingtalk::OutlookRelay::new(
                 store.clone(),
                 g.clone(),
                 http.clone(),
@@ -348,7 +348,7 @@ impl Application {
         let workers = WorkerPool::start(store.clone(), registry, config.workers.clone());
         // After the server is bound: Graph validates the notification URL on create.
         let subscriptions = subscription_parts
-            .map(|manager| sync::outbound_relay::start_subscription_task(store.clone(), manager));
+            .map(|manager| sync::to_dingtalk::start_subscription_task(store.clone(), manager));
         let todo_poll = match (
             &graph,
             &dingtalk_client,

@@ -4,10 +4,10 @@
 
 pub mod keys;
 pub mod mapping;
-pub mod outbound_relay;
 pub mod outlook_triggers;
-pub mod relay;
 pub mod routes;
+pub mod to_dingtalk;
+pub mod to_outlook;
 pub mod todo_sync;
 
 pub use crate::event::{Action, EventKind, Source, SyncEvent};

@@ -15,7 +15,7 @@ use dingbridge::{
     jobs,
     outbound::{self, HookDeliverer, target::TargetPolicy},
     store::{SharedStore, redis::RedisStore},
-    sync::{outbound_relay::OutlookRelay, relay::RelayHandler, routes::Routes},
+    sync::{routes::Routes, to_dingtalk::OutlookRelay, to_outlook::RelayHandler},
     worker::{Registry, WorkerPool},
 };
 use serde_json::Value;
