@@ -41,7 +41,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/config.rs", "graph"),
     ("src/config.rs", "outbound"),
     ("src/error.rs", "telemetry"),
-    ("src/graph/subscriptions.rs", "sync"),
 ];
 
 fn layer(module: &str) -> Option<u8> {

@@ -9,11 +9,13 @@ use std::{sync::Arc, time::Duration};
 use rand::{Rng, distributions::Alphanumeric};
 use serde_json::json;
 
-use super::{GraphClient, GraphError, notifications::EncryptionCertificate};
+use super::{
+    GraphClient, GraphError, ORIGIN_PROPERTY_ID as ORIGIN_PROPERTY,
+    notifications::EncryptionCertificate,
+};
 use crate::{
     config::{Config, RouteConfig, RouteKind},
     store::{SharedStore, Store, StoreResult},
-    sync::mapping::ORIGIN_PROPERTY,
 };
 
 // Graph jobs carry the record, so it is defined with them, below this layer.
