@@ -12,12 +12,10 @@ use subtle::ConstantTimeEq;
 use crate::{
     error::{ApiError, ErrorCode},
     ingest::{InboundRequest, VerifiedEvent, Verifier},
+    jobs::Task,
     store::Job,
     worker::{JobFailure, JobHandler},
 };
-
-/// Job kind of echo relays.
-pub const KIND: &str = "echo";
 
 /// Checks `X-Echo-Token` and reads `{"event_id": "...", ...}`.
 pub struct EchoVerifier {
@@ -63,8 +61,7 @@ impl Verifier for EchoVerifier {
         Ok(vec![VerifiedEvent {
             source: "echo",
             event_id: Some(event_id),
-            kind: KIND.to_string(),
-            payload: body,
+            task: Task::Echo(body),
         }])
     }
 }
@@ -85,13 +82,16 @@ impl EchoHandler {
 
 #[async_trait]
 impl JobHandler for EchoHandler {
-    async fn handle(&self, job: &Job) -> Result<(), JobFailure> {
+    async fn handle(&self, job: &Job, task: Task) -> Result<(), JobFailure> {
+        let Task::Echo(body) = task else {
+            return Err(JobFailure::wrong_kind(&task));
+        };
         let resp = self
             .client
             .post(&self.target)
             .header("Idempotency-Key", &job.id)
             .timeout(Duration::from_secs(10))
-            .json(&job.payload)
+            .json(&body)
             .send()
             .await
             .map_err(|e| JobFailure::transient(format!("target unreachable: {e}")))?;

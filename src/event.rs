@@ -1,10 +1,13 @@
-//! [`SyncEvent`]: one change on one platform, in the project's own terms, with the
-//! platform's ids and the raw payload kept for the audit trail.
+//! The shared event model, below every module that produces or consumes it:
+//! [`SyncEvent`], one change on one platform in the project's own terms (with the
+//! platform's ids and the raw payload kept for the audit trail), and [`TriggerEvent`],
+//! the flat object Zapier and n8n receive (published by [`crate::triggers`]).
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Which platform an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +141,52 @@ impl SyncEvent {
             self.kind.as_str(),
             self.action.as_str()
         )
+    }
+}
+
+/// One trigger event, serialised flat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TriggerEvent {
+    /// Unique, stable id (Zapier's dedupe key; map it into `Idempotency-Key`).
+    pub id: String,
+    /// Event name, one of [`crate::triggers::EVENTS`].
+    pub event: String,
+    /// When it happened, RFC 3339 with offset.
+    pub occurred_at: String,
+    /// Id of the resource (message, event, contact…) the event is about.
+    pub resource_id: String,
+    /// The event's own flat fields (strings, numbers, booleans; no nesting).
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+impl TriggerEvent {
+    /// A "new item" event: its id is the resource id.
+    pub fn created(event: &str, resource_id: &str, occurred_at: DateTime<Utc>) -> Self {
+        Self::with_id(event, resource_id, resource_id, occurred_at)
+    }
+
+    /// A "changed item" event: a new id per change, `{resource_id}-{updated_at_ms}`.
+    pub fn changed(event: &str, resource_id: &str, updated_at: DateTime<Utc>) -> Self {
+        let id = format!("{resource_id}-{}", updated_at.timestamp_millis());
+        Self::with_id(event, &id, resource_id, updated_at)
+    }
+
+    /// An event with an explicit id.
+    pub fn with_id(event: &str, id: &str, resource_id: &str, occurred_at: DateTime<Utc>) -> Self {
+        Self {
+            id: id.to_string(),
+            event: event.to_string(),
+            occurred_at: occurred_at.to_rfc3339_opts(SecondsFormat::Millis, false),
+            resource_id: resource_id.to_string(),
+            fields: Map::new(),
+        }
+    }
+
+    /// Adds a flat field (nested values are flattened by the caller, `parent_child`).
+    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.fields.insert(name.to_string(), value.into());
+        self
     }
 }
 

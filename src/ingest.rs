@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::{
     error::ApiError,
+    jobs::Task,
     store::{Dedupe, EnqueueOutcome, Job, Store},
 };
 
@@ -29,10 +30,8 @@ pub struct VerifiedEvent {
     pub source: &'static str,
     /// The platform's own event id; events without one are not deduplicated.
     pub event_id: Option<String>,
-    /// Job kind the worker dispatches on.
-    pub kind: String,
-    /// Job payload.
-    pub payload: Value,
+    /// The job to queue.
+    pub task: Task,
 }
 
 /// What a verifier made of a request: events to queue and, for protocols that require
@@ -92,11 +91,8 @@ pub fn json_depth(value: &Value) -> usize {
 }
 
 /// Refuses a batch any of whose payloads could not be read back from the queue.
-fn check_readable(events: &[VerifiedEvent]) -> Result<(), ApiError> {
-    match events
-        .iter()
-        .find(|e| json_depth(&e.payload) > MAX_PAYLOAD_DEPTH)
-    {
+fn check_readable<'a>(mut jobs: impl Iterator<Item = &'a Job>) -> Result<(), ApiError> {
+    match jobs.find(|j| json_depth(&j.payload) > MAX_PAYLOAD_DEPTH) {
         Some(_) => Err(ApiError::new(
             crate::error::ErrorCode::InvalidInput,
             format!("the event is nested deeper than {MAX_PAYLOAD_DEPTH} levels"),
@@ -116,13 +112,16 @@ pub async fn accept(
     dedupe_ttl: Duration,
     events: Vec<VerifiedEvent>,
 ) -> Result<IngestReport, ApiError> {
+    let batch: Vec<(&'static str, Option<String>, Job)> = events
+        .into_iter()
+        .map(|e| (e.source, e.event_id, e.task.into_job()))
+        .collect();
     // Before anything is queued: a batch is taken whole or not at all.
-    check_readable(&events)?;
+    check_readable(batch.iter().map(|(_, _, job)| job))?;
     let mut report = IngestReport::default();
-    for event in events {
-        let job = Job::new(event.kind, event.payload);
-        let dedupe = event.event_id.as_deref().map(|id| Dedupe {
-            source: event.source,
+    for (source, event_id, job) in batch {
+        let dedupe = event_id.as_deref().map(|id| Dedupe {
+            source,
             event_id: id,
             ttl: dedupe_ttl,
         });
@@ -137,14 +136,14 @@ pub async fn accept(
         match outcome {
             Ok(EnqueueOutcome::Enqueued) => {
                 report.enqueued += 1;
-                crate::metrics::record_ingest(event.source, "enqueued", 1);
+                crate::metrics::record_ingest(source, "enqueued", 1);
             }
             Ok(EnqueueOutcome::Duplicate) => {
                 report.duplicates += 1;
-                crate::metrics::record_ingest(event.source, "duplicate", 1);
+                crate::metrics::record_ingest(source, "duplicate", 1);
             }
             Err(e) => {
-                crate::metrics::record_ingest(event.source, "store_unavailable", 1);
+                crate::metrics::record_ingest(source, "store_unavailable", 1);
                 return Err(e.into());
             }
         }
@@ -220,21 +219,20 @@ mod tests {
         let event = |payload| VerifiedEvent {
             source: "echo",
             event_id: None,
-            kind: "echo".into(),
-            payload,
+            task: Task::Echo(payload),
         };
-        let deepest = event(nested(MAX_PAYLOAD_DEPTH));
-        assert!(check_readable(std::slice::from_ref(&deepest)).is_ok());
+        let deepest = event(nested(MAX_PAYLOAD_DEPTH)).task.into_job();
+        assert!(check_readable(std::iter::once(&deepest)).is_ok());
         // A dead letter wraps the job, which wraps the payload: the deepest form stored.
         let letter = crate::store::DeadLetter {
-            job: Job::new("echo", deepest.payload.clone()),
+            job: deepest.clone(),
             failed_at_ms: 0,
         };
         let text = serde_json::to_string(&letter).expect("serialises");
         assert!(serde_json::from_str::<crate::store::DeadLetter>(&text).is_ok());
 
-        let too_deep = event(nested(126));
-        let err = check_readable(&[deepest, too_deep]).expect_err("refused");
+        let too_deep = event(nested(126)).task.into_job();
+        let err = check_readable([deepest, too_deep].iter()).expect_err("refused");
         assert_eq!(err.code.as_str(), "invalid_input");
     }
 }

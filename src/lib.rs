@@ -13,6 +13,7 @@ pub mod event;
 pub mod graph;
 pub mod hooks;
 pub mod ingest;
+pub mod jobs;
 pub mod leader;
 pub mod limits;
 pub mod metrics;
@@ -108,7 +109,7 @@ impl Application {
         let workers = WorkerPool::start(store.clone(), registry, config.workers.clone());
         // After the server is bound: Graph validates the notification URL on create.
         let subscriptions = subscription_manager
-            .map(|manager| sync::outbound_relay::start_subscription_task(store.clone(), manager));
+            .map(|manager| sync::to_dingtalk::start_subscription_task(store.clone(), manager));
         let todo_poll = startup::todo_poll(&config, &store, &clients);
         Ok(Application {
             addr,

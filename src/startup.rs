@@ -17,7 +17,7 @@ use crate::{
         crypto::CallbackCrypto,
         stream::StreamSettings,
     },
-    echo, graph, hooks, ingest, leader, limits, outbound,
+    echo, graph, hooks, ingest, jobs, leader, limits, outbound,
     store::{self, SharedStore},
     sync, telemetry,
     worker::Registry,
@@ -112,7 +112,7 @@ pub fn verifiers(config: &Config) -> Verifiers {
 pub fn register_echo(registry: &mut Registry, config: &Config, clients: &Clients) {
     if let (Some(target), Some(_)) = (&config.echo.target_url, &config.echo.token) {
         registry.register(
-            echo::KIND,
+            jobs::ECHO,
             Arc::new(echo::EchoHandler::new(clients.http.clone(), target.clone())),
         );
     }
@@ -127,8 +127,8 @@ pub fn register_dingtalk_relay(
     clients: &Clients,
 ) {
     registry.register(
-        dingtalk::events::JOB_KIND,
-        Arc::new(sync::relay::RelayHandler::new(
+        jobs::DINGTALK_EVENT,
+        Arc::new(sync::to_outlook::RelayHandler::new(
             store.clone(),
             sync::routes::Routes::new(config.routes.clone()),
             clients.graph.clone(),
@@ -179,7 +179,7 @@ pub fn register_outlook_relay(
             graph::subscriptions::wanted(&routes),
         ))
     });
-    let mut relay = sync::outbound_relay::OutlookRelay::new(
+    let mut relay = sync::to_dingtalk::OutlookRelay::new(
         store.clone(),
         g.clone(),
         clients.http.clone(),
@@ -203,9 +203,9 @@ pub fn register_outlook_relay(
         );
     }
     let relay = Arc::new(relay);
-    registry.register(graph::inbound::NOTIFICATION_KIND, relay.clone());
-    registry.register(graph::inbound::LIFECYCLE_KIND, relay.clone());
-    registry.register(sync::outbound_relay::RESYNC_KIND, relay);
+    registry.register(jobs::GRAPH_NOTIFICATION, relay.clone());
+    registry.register(jobs::GRAPH_LIFECYCLE, relay.clone());
+    registry.register(jobs::GRAPH_RESYNC, relay);
     Ok(manager)
 }
 
@@ -224,7 +224,7 @@ pub fn register_hook_delivery(
         Duration::from_secs(config.hooks.timeout_secs),
     )?;
     registry.register(
-        outbound::KIND,
+        jobs::HOOK_DELIVERY,
         Arc::new(outbound::HookDeliverer::new(
             store.clone(),
             client,

@@ -8,16 +8,14 @@
 //! offset), `resource_id`, then the event's own fields.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+pub use crate::event::TriggerEvent;
 use crate::{
     hooks,
+    jobs::{HookDelivery, Task},
     store::{Dedupe, Job, Store, StoreError, StoreResult},
 };
-
-/// Job kind of one delivery of an event to one hook (run by `outbound`).
-pub const DELIVERY_KIND: &str = "hook.deliver";
 
 /// A DingTalk message reached a group or user the bridge watches.
 pub const DINGTALK_MESSAGE_RECEIVED: &str = "dingtalk.message.received";
@@ -91,52 +89,6 @@ pub fn event_names() -> Vec<&'static str> {
     EVENTS.iter().map(|(n, _)| *n).collect()
 }
 
-/// One trigger event, serialised flat.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TriggerEvent {
-    /// Unique, stable id (Zapier's dedupe key; map it into `Idempotency-Key`).
-    pub id: String,
-    /// Event name, one of [`EVENTS`].
-    pub event: String,
-    /// When it happened, RFC 3339 with offset.
-    pub occurred_at: String,
-    /// Id of the resource (message, event, contact…) the event is about.
-    pub resource_id: String,
-    /// The event's own flat fields (strings, numbers, booleans; no nesting).
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
-}
-
-impl TriggerEvent {
-    /// A "new item" event: its id is the resource id.
-    pub fn created(event: &str, resource_id: &str, occurred_at: DateTime<Utc>) -> Self {
-        Self::with_id(event, resource_id, resource_id, occurred_at)
-    }
-
-    /// A "changed item" event: a new id per change, `{resource_id}-{updated_at_ms}`.
-    pub fn changed(event: &str, resource_id: &str, updated_at: DateTime<Utc>) -> Self {
-        let id = format!("{resource_id}-{}", updated_at.timestamp_millis());
-        Self::with_id(event, &id, resource_id, updated_at)
-    }
-
-    /// An event with an explicit id.
-    pub fn with_id(event: &str, id: &str, resource_id: &str, occurred_at: DateTime<Utc>) -> Self {
-        Self {
-            id: id.to_string(),
-            event: event.to_string(),
-            occurred_at: occurred_at.to_rfc3339_opts(SecondsFormat::Millis, false),
-            resource_id: resource_id.to_string(),
-            fields: Map::new(),
-        }
-    }
-
-    /// Adds a flat field (nested values are flattened by the caller, `parent_child`).
-    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.fields.insert(name.to_string(), value.into());
-        self
-    }
-}
-
 /// What [`publish`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishReport {
@@ -161,10 +113,11 @@ pub async fn publish(store: &dyn Store, event: &TriggerEvent) -> StoreResult<Pub
     let mut report = PublishReport::default();
     for hook in hooks::active_for(store, &event.event).await? {
         let dedupe_id = format!("{}:{}", hook.id, event.id);
-        let job = Job::new(
-            DELIVERY_KIND,
-            serde_json::json!({ "hook_id": hook.id, "event": payload }),
-        );
+        let job = Task::HookDelivery(HookDelivery {
+            hook_id: hook.id.clone(),
+            event: event.clone(),
+        })
+        .into_job();
         let outcome = store
             .enqueue(
                 &job,

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("outbound", 3),
     ("echo", 3),
     ("worker", 2),
+    ("jobs", 2),
     ("ingest", 2),
     ("triggers", 2),
     ("hooks", 2),

@@ -14,11 +14,9 @@ use crate::{
     error::{ApiError, ErrorCode},
     event::{Action, EventKind, Source, SyncEvent},
     ingest::{self, IngestReport, VerifiedEvent},
+    jobs::Task,
     store::{Store, now_ms},
 };
-
-/// Job kind of every normalised DingTalk event.
-pub const JOB_KIND: &str = "dingtalk.event";
 /// Source name of dedupe marks and metrics.
 pub const SOURCE: &str = "dingtalk";
 /// Stream topic of robot messages.
@@ -213,13 +211,11 @@ pub fn normalize_robot(body: &Value) -> SyncEvent {
 }
 
 /// A normalised event ready for [`ingest::accept`], deduplicated by `dedupe_id`.
-pub fn to_verified(event: &SyncEvent, dedupe_id: Option<String>) -> VerifiedEvent {
+pub fn to_verified(event: SyncEvent, dedupe_id: Option<String>) -> VerifiedEvent {
     VerifiedEvent {
         source: SOURCE,
         event_id: dedupe_id,
-        kind: JOB_KIND.to_string(),
-        // A struct of strings, numbers and a Value always serialises.
-        payload: serde_json::to_value(event).unwrap_or(Value::Null),
+        task: Task::DingtalkEvent(event),
     }
 }
 
@@ -237,7 +233,7 @@ pub fn message_dedupe_id(event: &SyncEvent) -> Option<String> {
 /// Queueable event of a business push payload.
 pub fn verified_push(event: SyncEvent) -> VerifiedEvent {
     let id = event_dedupe_id(&event);
-    to_verified(&event, id)
+    to_verified(event, id)
 }
 
 /// Queueable `unknown` event of an authenticated push whose payload is not a JSON object,
@@ -247,14 +243,14 @@ pub fn verified_unreadable(payload: Value, plaintext: &str) -> VerifiedEvent {
     let mut event = SyncEvent::new(Source::Dingtalk, EventKind::Unknown, Action::Unknown);
     event.raw = payload;
     let id = format!("push:{}", hex::encode(Sha256::digest(plaintext.as_bytes())));
-    to_verified(&event, Some(id))
+    to_verified(event, Some(id))
 }
 
 /// Queueable event of a robot message.
 pub fn verified_robot(body: &Value) -> VerifiedEvent {
     let event = normalize_robot(body);
     let id = message_dedupe_id(&event);
-    to_verified(&event, id)
+    to_verified(event, id)
 }
 
 /// Events of one Stream frame: `frame_type` is `EVENT`, `CALLBACK` or `SYSTEM`, `headers`
@@ -292,7 +288,7 @@ pub fn from_stream(
             let event = normalize_object(&merged, raw);
             let id = event_dedupe_id(&event)
                 .or_else(|| text(headers, "messageId").map(|m| format!("stream:{m}")));
-            vec![to_verified(&event, id)]
+            vec![to_verified(event, id)]
         }
         "CALLBACK" => {
             let topic = text(headers, "topic").unwrap_or_default();
@@ -300,7 +296,7 @@ pub fn from_stream(
                 let event = normalize_robot(data);
                 let id = message_dedupe_id(&event)
                     .or_else(|| text(headers, "messageId").map(|m| format!("stream:{m}")));
-                vec![to_verified(&event, id)]
+                vec![to_verified(event, id)]
             } else {
                 let mut event =
                     SyncEvent::new(Source::Dingtalk, EventKind::Unknown, Action::Unknown);
@@ -312,7 +308,7 @@ pub fn from_stream(
                         .ids
                         .insert("stream_message_id".into(), m["stream:".len()..].to_string());
                 }
-                vec![to_verified(&event, id)]
+                vec![to_verified(event, id)]
             }
         }
         _ => Vec::new(),
@@ -369,12 +365,15 @@ pub fn from_failed_item(item: &Value) -> VerifiedEvent {
         h.update(payload.map(|p| p.to_string()).unwrap_or_default());
         Some(format!("failed:{}", hex::encode(h.finalize())))
     });
-    to_verified(&event, id)
+    to_verified(event, id)
 }
 
-/// Robot session webhook of a queued payload: (conversation id, webhook URL, expiry ms).
-fn session_webhook(payload: &Value) -> Option<(String, String, Option<i64>)> {
-    let raw = payload.get("raw")?.as_object()?;
+/// Robot session webhook of a queued event: (conversation id, webhook URL, expiry ms).
+fn session_webhook(task: &Task) -> Option<(String, String, Option<i64>)> {
+    let Task::DingtalkEvent(event) = task else {
+        return None;
+    };
+    let raw = event.raw.as_object()?;
     let url = text(raw, "sessionWebhook")?;
     let conversation = text(raw, "conversationId")?;
     Some((conversation, url, time_ms(raw, "sessionWebhookExpiredTime")))
@@ -390,7 +389,7 @@ pub async fn accept(
 ) -> Result<IngestReport, ApiError> {
     let now = now_ms();
     for e in &events {
-        let Some((conversation, url, expires)) = session_webhook(&e.payload) else {
+        let Some((conversation, url, expires)) = session_webhook(&e.task) else {
             continue;
         };
         // DingTalk's session webhooks live about 90 minutes when no expiry is given.
@@ -495,7 +494,10 @@ mod tests {
     }
 
     fn payload(v: &VerifiedEvent) -> SyncEvent {
-        serde_json::from_value(v.payload.clone()).expect("sync event")
+        match &v.task {
+            Task::DingtalkEvent(e) => e.clone(),
+            other => panic!("not a DingTalk event: {other:?}"),
+        }
     }
 
     #[test]
@@ -574,7 +576,7 @@ mod tests {
         let out = from_stream("EVENT", headers.as_object().expect("obj"), &data);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].event_id.as_deref(), Some("event:ev1"));
-        assert_eq!(out[0].kind, JOB_KIND);
+        assert_eq!(out[0].task.kind(), crate::jobs::DINGTALK_EVENT);
         let e = payload(&out[0]);
         assert_eq!((e.kind, e.action), (EventKind::Todo, Action::Deleted));
         assert_eq!(e.ids["task_id"], "t1");

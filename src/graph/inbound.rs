@@ -5,8 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::json;
-
 use super::{
     notifications::{NotificationCollection, client_state_matches},
     subscriptions,
@@ -14,13 +12,9 @@ use super::{
 use crate::{
     error::{ApiError, ErrorCode},
     ingest::VerifiedEvent,
+    jobs::{GraphNotification, Task},
     store::Store,
 };
-
-/// Job kind of change notifications.
-pub const NOTIFICATION_KIND: &str = "graph.notification";
-/// Job kind of lifecycle notifications.
-pub const LIFECYCLE_KIND: &str = "graph.lifecycle";
 
 /// Items accepted and ignored in one POST.
 #[derive(Debug, Default)]
@@ -81,33 +75,37 @@ pub async fn check(store: &dyn Store, body: &[u8], lifecycle: bool) -> Result<Ch
     let mut ignored: BTreeMap<&'static str, usize> = BTreeMap::new();
     let tokens = collection.validation_tokens.clone().unwrap_or_default();
     for item in collection.value {
-        let record = records.get(&item.subscription_id).cloned().flatten();
-        let reason = match &record {
-            None => Some("unknown_subscription"),
+        let record = match records.get(&item.subscription_id).cloned().flatten() {
+            None => Err("unknown_subscription"),
             Some(r) if !client_state_matches(&r.client_state, item.client_state.as_deref()) => {
-                Some("client_state_mismatch")
+                Err("client_state_mismatch")
             }
-            Some(_) => None,
+            Some(r) => Ok(r),
         };
-        if let Some(reason) = reason {
-            *ignored.entry(reason).or_default() += 1;
-            checked.ignored += 1;
-            continue;
-        }
-        let kind = if lifecycle || item.lifecycle_event.is_some() {
-            LIFECYCLE_KIND
-        } else {
-            NOTIFICATION_KIND
+        let record = match record {
+            Ok(r) => r,
+            Err(reason) => {
+                *ignored.entry(reason).or_default() += 1;
+                checked.ignored += 1;
+                continue;
+            }
+        };
+        let is_lifecycle = lifecycle || item.lifecycle_event.is_some();
+        let event_id = item.dedupe_id();
+        let payload = GraphNotification {
+            // A struct of strings and Values always serialises.
+            notification: serde_json::to_value(item).unwrap_or_default(),
+            subscription: record,
+            validation_tokens: tokens.clone(),
         };
         checked.events.push(VerifiedEvent {
             source: "graph",
-            event_id: item.dedupe_id(),
-            kind: kind.to_string(),
-            payload: json!({
-                "notification": item,
-                "subscription": record,
-                "validation_tokens": tokens,
-            }),
+            event_id,
+            task: if is_lifecycle {
+                Task::GraphLifecycle(payload)
+            } else {
+                Task::GraphNotification(payload)
+            },
         });
     }
     for (reason, n) in &ignored {

@@ -11,7 +11,6 @@
 use std::{sync::Arc, time::Duration};
 
 use rand::{Rng, distributions::Alphanumeric};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
@@ -23,46 +22,8 @@ use crate::{
     store::{SharedStore, Store, StoreResult},
 };
 
-/// What a subscription watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Watched {
-    /// Messages of a folder (or the whole mailbox).
-    Messages,
-    /// Calendar events.
-    Events,
-    /// Contacts.
-    Contacts,
-}
-
-/// One live subscription.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SubscriptionRecord {
-    /// Graph's subscription id.
-    pub id: String,
-    /// Route name.
-    pub route: String,
-    /// Mailbox watched.
-    pub mailbox: String,
-    /// What it watches.
-    pub watched: Watched,
-    /// The `resource` it was created with.
-    pub resource: String,
-    /// Secret echoed in every notification.
-    pub client_state: String,
-    /// Expiry (RFC 3339).
-    pub expires_at: String,
-    /// Created with `includeResourceData`.
-    #[serde(default)]
-    pub rich: bool,
-    /// Messages: the watched folder (well-known name or id), for delta resyncs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub folder: Option<String>,
-    /// The `notificationUrl` it was created with (a changed `public_url` means a new
-    /// subscription: Graph cannot change it in place).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notification_url: Option<String>,
-}
+// Graph jobs carry the record, so it is defined with them, below this layer.
+pub use crate::jobs::{SubscriptionRecord, Watched};
 
 const KV_PREFIX: &str = "graph:sub:";
 /// The store set indexing every subscription id (listing must not scan the keyspace).

@@ -14,15 +14,13 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     hooks::{self, HookStatus},
+    jobs::{HookDelivery, Task},
     store::{AuditEntry, Job, SharedStore, now_ms},
     worker::{JobFailure, JobHandler},
 };
 
 pub mod sign;
 pub mod target;
-
-/// Job kind of deliveries (queued by [`crate::triggers::publish`], which owns the name).
-pub const KIND: &str = crate::triggers::DELIVERY_KIND;
 
 /// The delivery client: no redirects, guarded DNS, bounded time.
 pub fn client(
@@ -91,10 +89,12 @@ impl JobHandler for HookDeliverer {
         false
     }
 
-    async fn handle(&self, job: &Job) -> Result<(), JobFailure> {
-        let hook_id = job.payload["hook_id"].as_str().unwrap_or_default();
-        let event = &job.payload["event"];
-        let event_id = event["id"].as_str().unwrap_or_default();
+    async fn handle(&self, _job: &Job, task: Task) -> Result<(), JobFailure> {
+        let Task::HookDelivery(HookDelivery { hook_id, event }) = task else {
+            return Err(JobFailure::wrong_kind(&task));
+        };
+        let hook_id = hook_id.as_str();
+        let event_id = event.id.as_str();
         let Some(mut hook) = hooks::get(self.store.as_ref(), hook_id)
             .await
             .map_err(store_failure)?
@@ -113,7 +113,10 @@ impl JobHandler for HookDeliverer {
             .map_err(|why| {
                 JobFailure::permanent(format!("target_url refused at delivery time: {why}"))
             })?;
-        let body = serde_json::to_vec(event).unwrap_or_default();
+        // Through a Value, as every version has sent it: keys sorted, as in the poll feed.
+        let body = serde_json::to_value(&event)
+            .and_then(|v| serde_json::to_vec(&v))
+            .unwrap_or_default();
         let msg_id = message_id(hook_id, event_id);
         let timestamp = chrono::Utc::now().timestamp();
         let signature = sign::signature(&hook.secret, &msg_id, timestamp, &body)

@@ -7,6 +7,7 @@
 //! - contact: every route with the `contact` kind (directory events concern the org).
 //!
 //! The mailbox of a matched route is the only mailbox the relay touches.
+//! [`carries_read_state`] tells which routes carry mail read state (both directions use it).
 
 use crate::{
     config::{RouteConfig, RouteKind},
@@ -27,8 +28,8 @@ pub fn route_kind(kind: EventKind) -> Option<RouteKind> {
         EventKind::Todo => Some(RouteKind::Todo),
         EventKind::Contact => Some(RouteKind::Contact),
         // DingTalk's event subscription carries no mail events (DingTalk Mail emits none);
-        // read state travels with the todos of
-        // `mail` + `todo` routes (`outbound_relay::carries_read_state`), not as events.
+        // read state travels with the todos of `mail` + `todo` routes
+        // ([`carries_read_state`]), not as events.
         EventKind::Mail | EventKind::ReadState | EventKind::Unknown => None,
     }
 }
@@ -90,6 +91,15 @@ impl Routes {
             .map(|r| r.mailbox.to_ascii_lowercase())
             .collect()
     }
+}
+
+/// True when `route` carries read state: Outlook mail relayed to DingTalk (kinds `mail`
+/// and `todo`, direction `to_dingtalk` or `both`) for a DingTalk user (`union_id`).
+pub fn carries_read_state(route: &RouteConfig) -> bool {
+    route.direction.to_dingtalk()
+        && route.kinds.contains(&RouteKind::Mail)
+        && route.kinds.contains(&RouteKind::Todo)
+        && route.dingtalk.union_id.is_some()
 }
 
 #[cfg(test)]
@@ -180,5 +190,22 @@ mod tests {
             routes.mailboxes().into_iter().collect::<Vec<_>>(),
             ["a@contoso.com", "b@contoso.com"]
         );
+    }
+
+    #[test]
+    fn read_state_needs_mail_and_todo_towards_dingtalk_and_a_user() {
+        let mut r: RouteConfig = toml::from_str(
+            "name = \"r\"\nmailbox = \"a@x\"\nkinds = [\"mail\", \"todo\"]\ndirection = \"both\"\n[dingtalk]\nunion_id = \"u\"\n",
+        )
+        .expect("route");
+        assert!(carries_read_state(&r));
+        r.direction = crate::config::Direction::ToOutlook;
+        assert!(!carries_read_state(&r));
+        r.direction = crate::config::Direction::ToDingtalk;
+        r.kinds = vec![RouteKind::Mail];
+        assert!(!carries_read_state(&r));
+        r.kinds = vec![RouteKind::Mail, RouteKind::Todo];
+        r.dingtalk.union_id = None;
+        assert!(!carries_read_state(&r));
     }
 }

@@ -1,5 +1,7 @@
 //! Outlook To Do → DingTalk todo, by delta polling: Graph documents no app-only change
-//! notifications for To Do (graph.md §2.6), so one instance (a store lease) follows
+//! notifications for To Do (the supported resources are listed at
+//! <https://learn.microsoft.com/graph/change-notifications-overview>), so one instance
+//! (a store lease) follows
 //! `todo/lists/{list}/tasks/delta` of each route's To Do list every interval.
 //!
 //! The list is the route's `todo_list`, the same one the DingTalk → Outlook relay writes
@@ -30,7 +32,7 @@ use crate::{
     graph::GraphClient,
     store::{AuditEntry, SharedStore, Side},
     sync::{
-        keys::{TASK_SOURCE_PREFIX, map_namespace, version_key},
+        keys::{TASK_SOURCE_PREFIX, dingtalk_echo_key, map_namespace, version_key},
         mapping::{task_version, todo_from_task},
         outlook_triggers,
     },
@@ -204,7 +206,7 @@ impl TodoPoller {
     async fn guard_echo(&self, todo: &str, id: &str) -> Result<()> {
         self.store
             .kv_put(
-                &format!("echo:dingtalk:{todo}"),
+                &dingtalk_echo_key(todo),
                 &format!("task:{id}"),
                 Some(ECHO_TTL),
             )
@@ -391,6 +393,6 @@ mod tests {
         assert_eq!(s, task_source_id("r", "AAMkT1"));
         assert_ne!(s, task_source_id("r", "AAMkT2"));
         assert!(s.starts_with(TASK_SOURCE_PREFIX) && s.len() <= 64);
-        assert!(!s.starts_with(crate::sync::outbound_relay::TODO_SOURCE_PREFIX));
+        assert!(!s.starts_with(crate::sync::keys::TODO_SOURCE_PREFIX));
     }
 }

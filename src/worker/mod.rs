@@ -1,6 +1,7 @@
-//! The worker pool: takes jobs from the store, runs the handler of their kind, retries
-//! failures with exponential backoff and jitter (or the handler's `retry_after`), and
-//! dead-letters a job after the configured number of attempts.
+//! The worker pool: takes jobs from the store, reads each as a [`Task`] once, runs the
+//! handler of its kind, retries failures with exponential backoff and jitter (or the
+//! handler's `retry_after`), and dead-letters a job after the configured number of
+//! attempts (at once when its payload cannot be read).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -12,6 +13,7 @@ use tracing::Instrument;
 
 use crate::{
     config::WorkerConfig,
+    jobs::Task,
     store::{AuditEntry, Delivery, Job, SharedStore},
 };
 
@@ -45,6 +47,11 @@ impl JobFailure {
         }
     }
 
+    /// A handler was given a task of a kind it does not run (a registration mistake).
+    pub fn wrong_kind(task: &Task) -> Self {
+        Self::permanent(format!("this handler does not run `{}` jobs", task.kind()))
+    }
+
     /// Asks for the next attempt no sooner than `after`.
     pub fn retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
@@ -55,8 +62,10 @@ impl JobFailure {
 /// Runs jobs of one kind.
 #[async_trait]
 pub trait JobHandler: Send + Sync {
-    /// Performs the job; must be safe to run again for the same job (at-least-once).
-    async fn handle(&self, job: &Job) -> Result<(), JobFailure>;
+    /// Performs the job, given its payload already read as a [`Task`] of the kind the
+    /// handler is registered for; must be safe to run again for the same job
+    /// (at-least-once).
+    async fn handle(&self, job: &Job, task: Task) -> Result<(), JobFailure>;
 
     /// Whether a dead-lettered job of this kind publishes `sync.failed`. Deliveries to
     /// hooks say no: a failed `sync.failed` delivery must not publish another.
@@ -211,16 +220,23 @@ async fn run_one(
     let started = std::time::Instant::now();
     let job = &delivery.job;
     let result = match registry.get(&job.kind) {
-        Some(handler) => {
-            let timeout = Duration::from_millis(config.job_timeout_ms);
-            match tokio::time::timeout(timeout, handler.handle(job)).await {
-                Ok(r) => r,
-                Err(_) => Err(JobFailure::transient(format!(
-                    "timed out after {} ms",
-                    config.job_timeout_ms
-                ))),
+        Some(handler) => match Task::from_job(job) {
+            Ok(task) => {
+                let timeout = Duration::from_millis(config.job_timeout_ms);
+                match tokio::time::timeout(timeout, handler.handle(job, task)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(JobFailure::transient(format!(
+                        "timed out after {} ms",
+                        config.job_timeout_ms
+                    ))),
+                }
             }
-        }
+            // No attempt can read it any better.
+            Err(e) => Err(JobFailure::permanent(format!(
+                "unreadable `{}` payload: {e}",
+                job.kind
+            ))),
+        },
         None => Err(JobFailure::permanent(format!(
             "no handler for job kind `{}`",
             job.kind

@@ -5,6 +5,7 @@ mod common;
 
 mod actions;
 mod backup;
+mod captured_jobs;
 mod dingtalk_client;
 mod dingtalk_in;
 mod dingtalk_stream;
