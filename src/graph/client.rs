@@ -14,7 +14,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rand::Rng;
@@ -31,6 +30,13 @@ use super::{
 use crate::{
     config::{ConfigError, GraphConfig},
     upstream,
+};
+
+mod mail_sync;
+
+pub use mail_sync::{
+    FoundMessage, ImportPlan, Importance, Imported, ImportedAs, MailAddress, MailAttachment,
+    MailBody, Precheck, REQUEST_BODY_MAX, ReceivedMail, plan_import,
 };
 
 /// Attachments below this size are posted inline; larger ones use an upload session.
@@ -465,58 +471,14 @@ impl GraphClient {
         content_type: &str,
         content: Bytes,
     ) -> Result<Option<String>, GraphError> {
-        let size = content.len() as u64;
-        if size > UPLOAD_SESSION_MAX {
-            return Err(GraphError::AttachmentTooLarge {
-                name: name.to_string(),
-                size,
-                max: UPLOAD_SESSION_MAX,
-            });
-        }
-        if content.len() < INLINE_ATTACHMENT_MAX {
-            let body = json!({
-                "@odata.type": "#microsoft.graph.fileAttachment",
-                "name": name,
-                "contentType": content_type,
-                "contentBytes": STANDARD.encode(&content),
-            });
-            let answer = self
-                .call_json(
-                    mailbox,
-                    Method::POST,
-                    &["messages", message_id, "attachments"],
-                    &[],
-                    Some(&body),
-                    true,
-                )
-                .await?;
-            return Ok(answer.id().ok());
-        }
-        let body = json!({
-            "AttachmentItem": {
-                "attachmentType": "file",
-                "name": name,
-                "size": size,
-                "contentType": content_type,
-            }
-        });
-        let session = self
-            .call_json(
-                mailbox,
-                Method::POST,
-                &["messages", message_id, "attachments", "createUploadSession"],
-                &[],
-                Some(&body),
-                true,
-            )
-            .await?
-            .json()?;
-        let upload_url = session
-            .get("uploadUrl")
-            .and_then(Value::as_str)
-            .ok_or_else(|| GraphError::Unexpected("upload session has no uploadUrl".into()))?
-            .to_string();
-        self.upload(mailbox, &upload_url, content).await
+        let file = MailAttachment {
+            name: name.to_string(),
+            content_type: content_type.to_string(),
+            content_id: None,
+            is_inline: false,
+            content,
+        };
+        self.attach_file(mailbox, message_id, &file).await
     }
 
     /// Sequential PUTs of the content to a pre-authenticated upload URL (no bearer token).
@@ -1028,10 +990,28 @@ impl GraphClient {
         if let Some(id) = lookup().await? {
             return Ok(Created { id, existed: true });
         }
+        let (id, _) = self.create_looking_up_on_doubt(lookup, create).await?;
+        Ok(Created { id, existed: false })
+    }
+
+    /// Creates, and after an answer that leaves open whether the create was applied looks
+    /// the item up before creating again. Answers the id and whether it was found by that
+    /// lookup (rather than answered by the create).
+    async fn create_looking_up_on_doubt<L, LF, C, CF>(
+        &self,
+        lookup: L,
+        create: C,
+    ) -> Result<(String, bool), GraphError>
+    where
+        L: Fn() -> LF,
+        LF: std::future::Future<Output = Result<Option<String>, GraphError>>,
+        C: Fn() -> CF,
+        CF: std::future::Future<Output = Result<String, GraphError>>,
+    {
         let mut attempt = 0u32;
         loop {
             let error = match create().await {
-                Ok(id) => return Ok(Created { id, existed: false }),
+                Ok(id) => return Ok((id, false)),
                 Err(e) if e.is_ambiguous() => e,
                 Err(e) => return Err(e),
             };
@@ -1043,7 +1023,7 @@ impl GraphClient {
             tracing::info!(error = %error, wait_ms = wait.as_millis() as u64, "a create may have been applied; looking it up before trying again");
             tokio::time::sleep(wait).await;
             if let Some(id) = lookup().await? {
-                return Ok(Created { id, existed: false });
+                return Ok((id, true));
             }
         }
     }

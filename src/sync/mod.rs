@@ -3,6 +3,7 @@
 //! objects, routes and relays.
 
 pub mod keys;
+pub mod mail_import;
 pub mod mapping;
 pub mod outlook_triggers;
 pub mod routes;
