@@ -14,6 +14,7 @@ mod graph_client;
 mod graph_fake;
 mod graph_in;
 mod graph_latency;
+mod graph_mail_import;
 mod graph_sync;
 mod graph_validation_tokens;
 mod hook_owners;

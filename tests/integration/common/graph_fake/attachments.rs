@@ -18,6 +18,12 @@ impl GraphFake {
         self.with_mailbox(mailbox, |m| m.attachment_bytes.get(attachment_id).cloned())
             .flatten()
     }
+
+    /// How many attachments (with bytes) the mailbox holds, across its messages.
+    pub fn attachment_count(&self, mailbox: &str) -> usize {
+        self.with_mailbox(mailbox, |m| m.attachment_bytes.len())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug)]
@@ -26,6 +32,8 @@ pub(super) struct UploadSession {
     pub(super) message_id: String,
     pub(super) name: String,
     pub(super) content_type: String,
+    pub(super) content_id: Option<String>,
+    pub(super) is_inline: bool,
     pub(super) size: usize,
     pub(super) data: Vec<u8>,
     pub(super) expires: chrono::DateTime<chrono::Utc>,
@@ -179,6 +187,8 @@ pub(super) fn create_upload_session(ctx: &Ctx, shared: &Shared, mailbox: &str, i
                 .as_str()
                 .unwrap_or("application/octet-stream")
                 .into(),
+            content_id: item["contentId"].as_str().map(str::to_string),
+            is_inline: item["isInline"].as_bool().unwrap_or(false),
             size,
             data: Vec::with_capacity(size),
             expires,
@@ -278,17 +288,18 @@ pub(super) fn upload_put(ctx: &Ctx, shared: &Shared, token: &str) -> Reply {
     else {
         return not_found(ctx);
     };
-    push_attachment(
-        &mut msg.json,
-        json!({
-            "@odata.type": "#microsoft.graph.fileAttachment",
-            "id": att_id,
-            "name": sess.name,
-            "contentType": sess.content_type,
-            "size": sess.size,
-            "isInline": false,
-        }),
-    );
+    let mut meta = json!({
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "id": att_id,
+        "name": sess.name,
+        "contentType": sess.content_type,
+        "size": sess.size,
+        "isInline": sess.is_inline,
+    });
+    if let Some(cid) = &sess.content_id {
+        meta["contentId"] = json!(cid);
+    }
+    push_attachment(&mut msg.json, meta);
     mb.attachment_bytes.insert(att_id.clone(), sess.data);
     let location = format!(
         "{}/api/v2.0/Users('{}')/Messages('{}')/Attachments('{}')",

@@ -45,6 +45,10 @@ pub struct GraphFakeConfig {
     pub mailboxes: Option<Vec<String>>,
     /// Items per message delta page when the client sends no `odata.maxpagesize`.
     pub delta_page_size: usize,
+    /// Send change notifications by itself, as Graph does: `created` for a message
+    /// POSTed into a watched folder, `updated` for a PATCH (a read flag, say) or
+    /// [`GraphFake::update_message`]. Off by default: tests then notify explicitly.
+    pub notify_changes: bool,
 }
 
 impl Default for GraphFakeConfig {
@@ -64,6 +68,7 @@ impl Default for GraphFakeConfig {
             latency: Duration::ZERO,
             mailboxes: None,
             delta_page_size: 3,
+            notify_changes: false,
         }
     }
 }
@@ -112,6 +117,10 @@ impl GraphFakeConfig {
     }
     pub fn with_latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
+        self
+    }
+    pub fn with_change_notifications(mut self) -> Self {
+        self.notify_changes = true;
         self
     }
     pub fn with_mailboxes(mut self, mailboxes: &[&str]) -> Self {

@@ -51,6 +51,8 @@ pub(super) struct Reply {
     pub(super) body: Option<Value>,
     /// Break the connection after the status line instead of sending the body.
     pub(super) dropped: bool,
+    /// A non-JSON body: content type and bytes (e.g. a message's MIME).
+    pub(super) raw: Option<(String, Vec<u8>)>,
 }
 
 impl Reply {
@@ -60,6 +62,7 @@ impl Reply {
             headers: vec![],
             body: Some(body),
             dropped: false,
+            raw: None,
         }
     }
     pub(super) fn empty(status: u16) -> Self {
@@ -68,6 +71,13 @@ impl Reply {
             headers: vec![],
             body: None,
             dropped: false,
+            raw: None,
+        }
+    }
+    pub(super) fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Self {
+        Reply {
+            raw: Some((content_type.into(), body)),
+            ..Reply::empty(status)
         }
     }
     pub(super) fn header(mut self, k: &str, v: String) -> Self {
@@ -144,6 +154,9 @@ pub(super) async fn handle(
             Err::<web::Bytes, std::io::Error>(std::io::Error::other("dropped (fake)"))
         });
         return builder.content_type("application/json").streaming(broken);
+    }
+    if let Some((content_type, bytes)) = reply.raw {
+        return builder.content_type(content_type).body(bytes);
     }
     match reply.body {
         Some(b) => builder.content_type("application/json").body(b.to_string()),

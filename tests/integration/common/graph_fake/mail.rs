@@ -10,6 +10,7 @@ use super::{
     http::{Ctx, Reply, graph_error, not_found},
     query::{get_ci, list_reply, matches, parse_filter, present},
     state::{Mailbox, Shared, StoredMessage, merge, now_iso, opaque_id, random_string, stamp},
+    subscriptions::notify_message_change,
     validation::{json_body, record_violation},
 };
 
@@ -91,6 +92,8 @@ impl GraphFake {
         merge(&mut m.json, &patch);
         let fid = m.folder_id.clone();
         mb.log_change(id, &fid, false);
+        drop(st);
+        notify_message_change(&self.shared, &mailbox.to_lowercase(), id, &fid, "updated");
     }
 
     /// Folders of a mailbox (id, displayName, …).
@@ -300,30 +303,67 @@ pub(super) fn create_message(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: 
         Ok(b) => b,
         Err(r) => return r,
     };
+    let big_inline: Vec<String> = body["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            let len = a["contentBytes"].as_str()?.len() / 4 * 3;
+            (len >= 3 * 1024 * 1024).then(|| {
+                format!(
+                    "/attachments: `{}` ({len} bytes) is 3 MB or more; Graph wants an upload session (graph.md §3)",
+                    a["name"].as_str().unwrap_or_default()
+                )
+            })
+        })
+        .collect();
+    if !big_inline.is_empty() {
+        record_violation(shared, ctx, "microsoft.graph.message", big_inline.clone());
+        return graph_error(
+            ctx,
+            413,
+            "ErrorRequestEntityTooLarge",
+            &big_inline.join("; "),
+        );
+    }
     let mut st = shared.state();
     let mb = st.mailboxes.get_mut(mailbox).expect("mailbox");
     let Some(fid) = mb.folder_id(folder, false) else {
         return not_found(ctx);
     };
-    // PR_MESSAGE_FLAGS (Integer 0x0E07) with MSGFLAG_READ|… set at creation: not a draft.
-    let non_draft = body["singleValueExtendedProperties"]
-        .as_array()
-        .is_some_and(|ps| {
-            ps.iter().any(|p| {
-                p["id"]
-                    .as_str()
-                    .is_some_and(|i| i.eq_ignore_ascii_case("Integer 0x0E07"))
-                    && p["value"]
-                        .as_str()
-                        .and_then(|v| v.parse::<i64>().ok())
-                        .is_some_and(|v| v & 1 == 1)
-            })
-        });
+    let property = |id: &str| {
+        body["singleValueExtendedProperties"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)))
+            .and_then(|p| p["value"].as_str())
+            .map(str::to_string)
+    };
+    // PR_MESSAGE_FLAGS (Integer 0x0E07) set at creation: without MSGFLAG_UNSENT (8) not a
+    // draft; MSGFLAG_READ (1) is the read state.
+    let flags = property("Integer 0x0E07").and_then(|v| v.parse::<i64>().ok());
+    let delivered = property("SystemTime 0x0E06");
+    let submitted = property("SystemTime 0x0039");
     let mut msg = stamp(body, "AAMkM");
     msg["parentFolderId"] = json!(fid);
-    msg["isDraft"] = json!(!non_draft);
-    if msg.get("isRead").is_none() {
-        msg["isRead"] = json!(!non_draft);
+    match flags {
+        Some(f) => {
+            msg["isDraft"] = json!(f & 8 != 0);
+            msg["isRead"] = json!(f & 1 != 0);
+        }
+        None => {
+            msg["isDraft"] = json!(true);
+            if msg.get("isRead").is_none() {
+                msg["isRead"] = json!(true);
+            }
+        }
+    }
+    if let Some(t) = delivered {
+        msg["receivedDateTime"] = json!(t);
+    }
+    if let Some(t) = submitted {
+        msg["sentDateTime"] = json!(t);
     }
     msg["receivedDateTime"] = msg
         .get("receivedDateTime")
@@ -356,9 +396,11 @@ pub(super) fn create_message(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: 
     let id = msg["id"].as_str().unwrap_or_default().to_string();
     mb.log_change(&id, &fid, false);
     mb.messages.push(StoredMessage {
-        folder_id: fid,
+        folder_id: fid.clone(),
         json: msg.clone(),
     });
+    drop(st);
+    notify_message_change(shared, mailbox, &id, &fid, "created");
     Reply::json(201, present(ctx, &msg))
 }
 
@@ -382,7 +424,10 @@ pub(super) fn message_item(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) 
             merge(&mut mb.messages[pos].json, &patch.unwrap_or_default());
             let fid = mb.messages[pos].folder_id.clone();
             mb.log_change(id, &fid, false);
-            Reply::json(200, present(ctx, &mb.messages[pos].json))
+            let reply = Reply::json(200, present(ctx, &mb.messages[pos].json));
+            drop(st);
+            notify_message_change(shared, mailbox, id, &fid, "updated");
+            reply
         }
         "DELETE" => {
             let removed = mb.messages.remove(pos);

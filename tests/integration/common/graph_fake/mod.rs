@@ -20,8 +20,19 @@
 //!   that mailbox answers `201` with the EXISTING event (no duplicate is created), for the
 //!   fake's whole lifetime. Real Graph's window and duplicate response are unverified.
 //! - a message created with the extended property `Integer 0x0E07` (PR_MESSAGE_FLAGS)
-//!   whose value has bit 1 set is stored as a non-draft (`isDraft: false`) item; without it
-//!   messages created by POST are drafts, as Graph documents.
+//!   without `MSGFLAG_UNSENT` (8) is stored as a non-draft (`isDraft: false`) item, read
+//!   when `MSGFLAG_READ` (1) is set and unread otherwise (the flags win over `isRead`);
+//!   without the property, messages created by POST are drafts, as Graph documents.
+//!   `SystemTime 0x0E06` / `SystemTime 0x0039` set `receivedDateTime` / `sentDateTime`.
+//! - a JSON request body above 4 MB, or a file of 3 MB or more inline in a message
+//!   create, is refused (413) and recorded as a violation (graph.md §3).
+//! - `$filter` takes `internetMessageId eq '…'` (quotes doubled) and `… or …` of the
+//!   simple clauses; comparisons of strings ignore case.
+//! - `messages/{id}/$value` answers the MIME a test delivered with
+//!   [`GraphFake::put_mime_message`], or renders one from the item (see `mime`).
+//! - with [`GraphFakeConfig::notify_changes`] the fake notifies by itself: `created` for a
+//!   message POSTed into a watched folder, `updated` for a message PATCH or
+//!   [`GraphFake::update_message`]; otherwise only when the test asks.
 //! - `move` keeps the id when the request carries `Prefer: IdType="ImmutableId"`, and gives
 //!   a new id otherwise.
 //! - `linkedResources` of a task (a navigation property) are returned only with
@@ -37,8 +48,8 @@
 //!   requires https) before answering `201`. An expired subscription disappears (later
 //!   PATCH/GET: 404), as Graph deletes subscriptions not renewed in time; the fake keeps
 //!   the ids of those that expired for tests to assert none did.
-//! - notifications and lifecycle events are sent only when the test asks
-//!   ([`GraphFake::notify`], [`GraphFake::lifecycle`]); the fake knows each
+//! - notifications (unless `notify_changes`) and lifecycle events are sent only when the
+//!   test asks ([`GraphFake::notify`], [`GraphFake::lifecycle`]); the fake knows each
 //!   subscription's `clientState`.
 //! - message delta (`mailFolders/{id}/messages/delta`): tokens are the mailbox's change
 //!   sequence number; pages hold `delta_page_size` items (or `Prefer:
@@ -51,7 +62,8 @@
 //! Layout: this file holds the handle ([`GraphFake`]) and its start-up; `http` receives,
 //! records and routes requests; `auth`, `throttling`, `failures` and `validation` apply to
 //! every request; `resources` routes mailbox paths to `mail`, `attachments`, `events`,
-//! `contacts` and `todo` (each with the test-side helpers of its kind), `subscriptions`
+//! `contacts` and `todo` (each with the test-side helpers of its kind; `mime` renders a
+//! message's `$value`), `subscriptions`
 //! serves `/subscriptions` and sends notifications; `query` and `delta` serve collections;
 //! `state` and `config` hold the data.
 
@@ -66,6 +78,7 @@ mod events;
 mod failures;
 mod http;
 mod mail;
+mod mime;
 mod query;
 mod resources;
 mod state;

@@ -47,6 +47,8 @@ pub(super) enum Filter {
     DisplayName(String),
     /// `clause and clause …` of the simple forms the action searches use.
     Clauses(Vec<Clause>),
+    /// `… or …` of such conjunctions (e.g. several `internetMessageId eq '…'`).
+    AnyOf(Vec<Vec<Clause>>),
 }
 
 /// One simple `$filter` clause: `path eq 'text'|true|false`, `path ge|lt 'text'`
@@ -71,9 +73,30 @@ fn at_path<'a>(item: &'a Value, path: &str) -> &'a Value {
     })
 }
 
+/// Splits `s` at every `sep` outside single-quoted literals (so a quoted value may
+/// contain ` and ` or ` or `).
+fn split_outside_quotes<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut i) = (0, false, 0);
+    let bytes = s.as_bytes();
+    while i < bytes.len() {
+        if bytes[i] == b'\'' {
+            quoted = !quoted;
+        } else if !quoted && s[i..].starts_with(sep) {
+            parts.push(&s[start..i]);
+            i += sep.len();
+            start = i;
+            continue;
+        }
+        i += 1;
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
 fn parse_clauses(f: &str) -> Option<Vec<Clause>> {
     let mut out = Vec::new();
-    for part in f.split(" and ") {
+    for part in split_outside_quotes(f, " and ") {
         let part = part.trim();
         if let Some(inner) = part
             .strip_prefix("contains(")
@@ -118,6 +141,15 @@ pub(super) fn parse_filter(ctx: &Ctx, shared: &Shared) -> Result<Filter, Reply> 
     {
         return Ok(Filter::DisplayName(n));
     }
+    let alternatives = split_outside_quotes(f, " or ");
+    if alternatives.len() > 1
+        && let Some(any) = alternatives
+            .iter()
+            .map(|a| parse_clauses(a))
+            .collect::<Option<Vec<_>>>()
+    {
+        return Ok(Filter::AnyOf(any));
+    }
     if let Some(clauses) = parse_clauses(f) {
         return Ok(Filter::Clauses(clauses));
     }
@@ -149,18 +181,23 @@ pub(super) fn matches(filter: &Filter, item: &Value) -> bool {
         Filter::DisplayName(n) => item["displayName"]
             .as_str()
             .is_some_and(|d| d.eq_ignore_ascii_case(n)),
-        Filter::Clauses(cs) => cs.iter().all(|c| match c {
-            Clause::Eq(p, v) => match (at_path(item, p), v) {
-                (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
-                (a, b) => a == b,
-            },
-            Clause::Ge(p, v) => at_path(item, p).as_str().is_some_and(|a| a >= v.as_str()),
-            Clause::Lt(p, v) => at_path(item, p).as_str().is_some_and(|a| a < v.as_str()),
-            Clause::Contains(p, v) => at_path(item, p)
-                .as_str()
-                .is_some_and(|a| a.to_lowercase().contains(&v.to_lowercase())),
-        }),
+        Filter::Clauses(cs) => all_hold(cs, item),
+        Filter::AnyOf(alternatives) => alternatives.iter().any(|cs| all_hold(cs, item)),
     }
+}
+
+fn all_hold(cs: &[Clause], item: &Value) -> bool {
+    cs.iter().all(|c| match c {
+        Clause::Eq(p, v) => match (at_path(item, p), v) {
+            (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => a == b,
+        },
+        Clause::Ge(p, v) => at_path(item, p).as_str().is_some_and(|a| a >= v.as_str()),
+        Clause::Lt(p, v) => at_path(item, p).as_str().is_some_and(|a| a < v.as_str()),
+        Clause::Contains(p, v) => at_path(item, p)
+            .as_str()
+            .is_some_and(|a| a.to_lowercase().contains(&v.to_lowercase())),
+    })
 }
 
 /// Shapes an item for output: navigation properties only when `$expand`ed.

@@ -12,6 +12,7 @@ use super::{
         create_folder, create_message, get_folder, list_folders, list_messages, message_delta,
         message_item, move_message, send_draft, send_mail,
     },
+    mime::message_value,
     query::{list_reply, matches, parse_filter, present},
     state::{Mailbox, Shared, merge, now_iso_millis, random_string},
     todo::{
@@ -34,6 +35,9 @@ pub(super) fn resource(ctx: &Ctx, shared: &Shared, mailbox: &str, rest: &[&str])
         ("POST", ["mailFolders", fid, "messages"]) => create_message(ctx, shared, mailbox, fid),
         ("GET", ["mailFolders", fid, "messages", d]) if *d == "delta" || *d == "delta()" => {
             message_delta(ctx, shared, mailbox, fid)
+        }
+        ("GET", ["messages", id, v]) if *v == "$value" || *v == "%24value" => {
+            message_value(ctx, shared, mailbox, id)
         }
         (_, ["messages", id]) | (_, ["mailFolders", _, "messages", id]) => {
             message_item(ctx, shared, mailbox, id)

@@ -28,6 +28,8 @@ pub(super) struct Mailbox {
     pub(super) folders: Vec<Value>,
     pub(super) messages: Vec<StoredMessage>,
     pub(super) attachment_bytes: HashMap<String, Vec<u8>>,
+    /// MIME of messages delivered with their own (`$value` renders the others).
+    pub(super) mime: HashMap<String, Vec<u8>>,
     pub(super) events: Vec<Value>,
     pub(super) contacts: Vec<Value>,
     pub(super) lists: Vec<Value>,

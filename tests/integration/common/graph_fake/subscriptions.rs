@@ -72,27 +72,14 @@ impl GraphFake {
     ) -> Value {
         let st = self.shared.state();
         let s = st.subscriptions.get(sub_id).expect("live subscription");
-        let (kind, seg) = match s.collection.as_str() {
-            "events" => ("#Microsoft.Graph.Event", "Events"),
-            "contacts" => ("#Microsoft.Graph.Contact", "Contacts"),
-            _ => ("#Microsoft.Graph.Message", "Messages"),
-        };
-        let resource = format!("Users/{}/{seg}/{item_id}", s.mailbox);
-        json!({"value": [{
-            "id": uuid::Uuid::new_v4().to_string(),
-            "subscriptionId": sub_id,
-            "subscriptionExpirationDateTime": s.json["expirationDateTime"],
-            "clientState": client_state.unwrap_or(&s.client_state),
-            "changeType": change_type,
-            "resource": resource,
-            "tenantId": self.shared.config().tenant,
-            "resourceData": {
-                "@odata.type": kind,
-                "@odata.id": resource,
-                "@odata.etag": format!("W/\"{}\"", random_string(12)),
-                "id": item_id,
-            }
-        }]})
+        notification(
+            s,
+            sub_id,
+            &self.shared.config().tenant,
+            change_type,
+            item_id,
+            client_state,
+        )
     }
 
     /// POSTs `body` to the subscription's notificationUrl; returns the HTTP status.
@@ -140,6 +127,96 @@ impl GraphFake {
             .get(sub_id)
             .map(|s| s.client_state.clone())
     }
+}
+
+/// The change notification collection Graph would POST for `item_id` on `s`.
+fn notification(
+    s: &FakeSubscription,
+    sub_id: &str,
+    tenant: &str,
+    change_type: &str,
+    item_id: &str,
+    client_state: Option<&str>,
+) -> Value {
+    let (kind, seg) = match s.collection.as_str() {
+        "events" => ("#Microsoft.Graph.Event", "Events"),
+        "contacts" => ("#Microsoft.Graph.Contact", "Contacts"),
+        _ => ("#Microsoft.Graph.Message", "Messages"),
+    };
+    let resource = format!("Users/{}/{seg}/{item_id}", s.mailbox);
+    json!({"value": [{
+        "id": uuid::Uuid::new_v4().to_string(),
+        "subscriptionId": sub_id,
+        "subscriptionExpirationDateTime": s.json["expirationDateTime"],
+        "clientState": client_state.unwrap_or(&s.client_state),
+        "changeType": change_type,
+        "resource": resource,
+        "tenantId": tenant,
+        "resourceData": {
+            "@odata.type": kind,
+            "@odata.id": resource,
+            "@odata.etag": format!("W/\"{}\"", random_string(12)),
+            "id": item_id,
+        }
+    }]})
+}
+
+/// With [`GraphFakeConfig::notify_changes`](super::GraphFakeConfig), notifies every live
+/// subscription watching the messages of `mailbox` (or of the message's folder) that
+/// `message_id` was `created` or `updated`, shortly after, from a thread of its own (as
+/// Graph does, after the answer).
+pub(super) fn notify_message_change(
+    shared: &Shared,
+    mailbox: &str,
+    message_id: &str,
+    folder_id: &str,
+    change_type: &str,
+) {
+    let config = shared.config();
+    if !config.notify_changes {
+        return;
+    }
+    let deliveries: Vec<(String, Value)> = {
+        let mut st = shared.state();
+        purge_expired(&mut st);
+        let Some(mb) = st.mailboxes.get(mailbox) else {
+            return;
+        };
+        st.subscriptions
+            .iter()
+            .filter(|(_, s)| {
+                s.mailbox == mailbox
+                    && s.collection == "messages"
+                    && s.json["changeType"]
+                        .as_str()
+                        .is_some_and(|c| c.split(',').any(|c| c.trim() == change_type))
+                    && s.folder
+                        .as_deref()
+                        .is_none_or(|f| mb.folder_id(f, false).as_deref() == Some(folder_id))
+            })
+            .map(|(id, s)| {
+                let body = notification(s, id, &config.tenant, change_type, message_id, None);
+                (s.notification_url.clone(), body)
+            })
+            .collect()
+    };
+    if deliveries.is_empty() {
+        return;
+    }
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for (url, body) in &deliveries {
+                post_json(url, body).await;
+            }
+        });
+    });
 }
 
 async fn post_json(url: &str, body: &Value) -> u16 {

@@ -12,6 +12,9 @@ use super::{
     state::Shared,
 };
 
+/// Largest request body Graph accepts.
+pub(super) const REQUEST_BODY_MAX: usize = 4 * 1024 * 1024;
+
 /// A request body (or request) that did not match Graph's schema or rules.
 #[derive(Debug, Clone)]
 pub struct Violation {
@@ -87,6 +90,14 @@ pub(super) fn json_body(
             "BadRequest",
             "Empty Payload. JSON content expected.",
         ));
+    }
+    if ctx.body.len() > REQUEST_BODY_MAX {
+        let m = format!(
+            "request body of {} bytes; Graph takes at most 4 MB (graph.md §3)",
+            ctx.body.len()
+        );
+        record_violation(shared, ctx, schema, vec![m.clone()]);
+        return Err(graph_error(ctx, 413, "ErrorRequestEntityTooLarge", &m));
     }
     if !ctx
         .header("content-type")
