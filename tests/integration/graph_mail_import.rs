@@ -365,7 +365,7 @@ async fn one_request_per_mail_plus_the_upload_sessions_of_large_files() {
     let mut want = vec![("POST".to_string(), false), ("POST".to_string(), true)];
     want.extend((0..puts).map(|_| ("PUT".to_string(), false)));
     assert_eq!(shape, want, "create, session, {puts} chunks");
-    assert!(sent.iter().all(|r| r.body.len() <= 4 * 1024 * 1024));
+    assert!(sent.iter().all(|r| r.body.len() <= 4_000_000));
     let m = stored_message(&fake, &imported.id);
     assert_eq!(stored_files(&fake, &m), file_keys(&r.mail.attachments));
     fake.assert_no_violations();

@@ -5,10 +5,10 @@
 //!
 //! One import is one `POST /users/{m}/mailFolders/{id}/messages` (graph.md §3) carrying:
 //! the message; `PR_MESSAGE_FLAGS` (`Integer 0x0E07`) without `MSGFLAG_UNSENT` (8), so the
-//! item is not a draft, and with `MSGFLAG_READ` (1) as the caller says (MS-OXCMSG
-//! §2.2.1.6: both bits are settable only before the first save, hence in the create
-//! itself); the delivery and submit times (`SystemTime 0x0E06`, `SystemTime 0x0039`,
-//! imap.md); the bridge's origin marker; and every attachment that fits Graph's 4 MB
+//! item is not a draft, and with `MSGFLAG_READ` (1) as the caller says (Exchange lets a
+//! client set both bits only before an item's first save, hence in the create itself);
+//! the delivery and submit times (`SystemTime 0x0E06`, `SystemTime 0x0039`); the
+//! bridge's origin marker; and every attachment that fits Graph's 4 MB
 //! request. An attachment of 3 MB or more goes through an upload session (one POST, then
 //! one PUT per chunk); a small one that no longer fits the create is POSTed on its own.
 //! Graph does not document the flags trick (graph.md §3, §7): a mailbox that ignored it
@@ -28,8 +28,9 @@ use super::{
 };
 use crate::graph::{GraphError, ORIGIN_PROPERTY_ID, origin_marker};
 
-/// Largest request body Graph accepts (graph.md §3, imap.md: 4 MB).
-pub const REQUEST_BODY_MAX: usize = 4 * 1024 * 1024;
+/// Largest request body Graph accepts (graph.md §3: 4 MB), read as decimal
+/// megabytes: the smaller reading is the safe one.
+pub const REQUEST_BODY_MAX: usize = 4_000_000;
 /// Room kept free in a create request for what the size estimate does not count.
 const REQUEST_BODY_MARGIN: usize = 16 * 1024;
 /// `PR_MESSAGE_DELIVERY_TIME`: when the item arrived (Outlook's "Received").

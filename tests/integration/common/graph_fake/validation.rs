@@ -12,8 +12,8 @@ use super::{
     state::Shared,
 };
 
-/// Largest request body Graph accepts.
-pub(super) const REQUEST_BODY_MAX: usize = 4 * 1024 * 1024;
+/// Largest request body Graph accepts ("4 MB", read as the smaller 4,000,000 bytes).
+pub(super) const REQUEST_BODY_MAX: usize = 4_000_000;
 
 /// A request body (or request) that did not match Graph's schema or rules.
 #[derive(Debug, Clone)]
