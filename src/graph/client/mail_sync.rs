@@ -3,7 +3,8 @@
 //! folders named by display name or well-known name, and a message's MIME for the way
 //! back to DingTalk.
 //!
-//! One import is one `POST /users/{m}/mailFolders/{id}/messages` (graph.md §3) carrying:
+//! One import is one `POST /users/{m}/mailFolders/{id}/messages`
+//! (<https://learn.microsoft.com/graph/api/mailfolder-post-messages>) carrying:
 //! the message; `PR_MESSAGE_FLAGS` (`Integer 0x0E07`) without `MSGFLAG_UNSENT` (8), so the
 //! item is not a draft, and with `MSGFLAG_READ` (1) as the caller says (Exchange lets a
 //! client set both bits only before an item's first save, hence in the create itself);
@@ -11,8 +12,9 @@
 //! bridge's origin marker; and every attachment that fits Graph's 4 MB
 //! request. An attachment of 3 MB or more goes through an upload session (one POST, then
 //! one PUT per chunk); a small one that no longer fits the create is POSTed on its own.
-//! Graph does not document the flags trick (graph.md §3, §7): a mailbox that ignored it
-//! would show the item as a draft.
+//! Graph's pages do not document the flags trick (the flags are Exchange's
+//! `PidTagMessageFlags`, see [`MESSAGE_FLAGS_PROPERTY_ID`]): a mailbox that ignored it would
+//! show the item as a draft.
 
 use std::collections::HashMap;
 
@@ -28,7 +30,8 @@ use super::{
 };
 use crate::graph::{GraphError, ORIGIN_PROPERTY_ID, origin_marker};
 
-/// Largest request body Graph accepts (graph.md §3: 4 MB), read as decimal
+/// Largest request body Graph accepts (4 MB,
+/// <https://learn.microsoft.com/graph/outlook-large-attachments>), read as decimal
 /// megabytes: the smaller reading is the safe one.
 pub const REQUEST_BODY_MAX: usize = 4_000_000;
 /// Room kept free in a create request for what the size estimate does not count.
@@ -39,7 +42,8 @@ const DELIVERY_TIME_PROPERTY_ID: &str = "SystemTime 0x0E06";
 const SUBMIT_TIME_PROPERTY_ID: &str = "SystemTime 0x0039";
 /// `MSGFLAG_READ` of `PR_MESSAGE_FLAGS`; `MSGFLAG_UNSENT` (8, a draft) is never set here.
 const MSGFLAG_READ: u32 = 1;
-/// Ids Graph accepts in place of a folder id (graph.md §3); a route may name them.
+/// Ids Graph accepts in place of a folder id
+/// (<https://learn.microsoft.com/graph/api/resources/mailfolder>); a route may name them.
 const WELL_KNOWN_FOLDERS: &[&str] = &[
     "inbox",
     "archive",

@@ -311,7 +311,7 @@ pub(super) fn create_message(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: 
             let len = a["contentBytes"].as_str()?.len() / 4 * 3;
             (len >= 3 * 1024 * 1024).then(|| {
                 format!(
-                    "/attachments: `{}` ({len} bytes) is 3 MB or more; Graph wants an upload session (graph.md §3)",
+                    "/attachments: `{}` ({len} bytes) is 3 MB or more; Graph wants an upload session (https://learn.microsoft.com/graph/outlook-large-attachments)",
                     a["name"].as_str().unwrap_or_default()
                 )
             })

@@ -25,7 +25,8 @@
 //!   without the property, messages created by POST are drafts, as Graph documents.
 //!   `SystemTime 0x0E06` / `SystemTime 0x0039` set `receivedDateTime` / `sentDateTime`.
 //! - a JSON request body above 4 MB, or a file of 3 MB or more inline in a message
-//!   create, is refused (413) and recorded as a violation (graph.md §3).
+//!   create, is refused (413) and recorded as a violation
+//!   (<https://learn.microsoft.com/graph/outlook-large-attachments>).
 //! - `$filter` takes `internetMessageId eq '…'` (quotes doubled) and `… or …` of the
 //!   simple clauses; comparisons of strings ignore case.
 //! - `messages/{id}/$value` answers the MIME a test delivered with

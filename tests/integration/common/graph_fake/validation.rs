@@ -93,7 +93,7 @@ pub(super) fn json_body(
     }
     if ctx.body.len() > REQUEST_BODY_MAX {
         let m = format!(
-            "request body of {} bytes; Graph takes at most 4 MB (graph.md §3)",
+            "request body of {} bytes; Graph takes at most 4 MB (https://learn.microsoft.com/graph/outlook-large-attachments)",
             ctx.body.len()
         );
         record_violation(shared, ctx, schema, vec![m.clone()]);
