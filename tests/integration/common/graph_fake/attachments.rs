@@ -85,7 +85,7 @@ pub(super) fn add_attachment(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str
             shared,
             ctx,
             schema,
-            vec!["inline attachment above 3 MB (graph.md §3: use an upload session)".into()],
+            vec!["inline attachment above 3 MB (use an upload session: https://learn.microsoft.com/graph/outlook-large-attachments)".into()],
         );
         return graph_error(
             ctx,
@@ -207,7 +207,7 @@ pub(super) fn create_upload_session(ctx: &Ctx, shared: &Shared, mailbox: &str, i
 
 pub(super) fn upload_put(ctx: &Ctx, shared: &Shared, token: &str) -> Reply {
     if ctx.header("authorization").is_some() {
-        record_violation(shared, ctx, "upload session", vec!["PUT to an upload URL carried an Authorization header (graph.md §3: the URL is pre-authenticated; send none)".into()]);
+        record_violation(shared, ctx, "upload session", vec!["PUT to an upload URL carried an Authorization header (the URL is pre-authenticated; send none)".into()]);
         return graph_error(
             ctx,
             401,

@@ -377,7 +377,7 @@ impl TestCert {
         (k, c)
     }
 
-    /// A client assertion as graph.md §1 describes: PS256 + `x5t#S256` when `pss`,
+    /// A client assertion as the Entra certificate-credentials page describes (<https://learn.microsoft.com/entra/identity-platform/certificate-credentials>): PS256 + `x5t#S256` when `pss`,
     /// else RS256 + `x5t`; `claims` overrides/extends the standard claims.
     pub fn assertion(&self, pss: bool, aud: &str, client_id: &str, claims: Value) -> String {
         use jsonwebtoken::{Algorithm, EncodingKey, Header};

@@ -79,7 +79,7 @@ pub(super) fn create_event(ctx: &Ctx, shared: &Shared, mailbox: &str) -> Reply {
     if let Some(tx) = body["transactionId"].as_str()
         && let Some(existing) = mb.events.iter().find(|e| e["transactionId"] == tx)
     {
-        // The fake's assumption (graph.md §5: unverified): the existing event.
+        // The fake's assumption (undocumented by Graph): the existing event.
         return Reply::json(201, present(ctx, existing));
     }
     let ev = stamp(body, "AAMkE");
@@ -98,7 +98,10 @@ pub(super) fn event_delta(ctx: &Ctx, shared: &Shared, mailbox: &str) -> Reply {
             shared,
             ctx,
             "calendarView/delta",
-            vec!["startDateTime and endDateTime are required (graph.md §3)".into()],
+            vec![
+                "startDateTime and endDateTime are required (Graph: calendarView needs both)"
+                    .into(),
+            ],
         );
         return graph_error(
             ctx,

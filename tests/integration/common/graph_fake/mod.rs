@@ -8,14 +8,14 @@
 //! - keeps per-mailbox state (folders, messages with extended properties and attachments,
 //!   upload sessions, events, contacts, To Do lists and tasks, sent mail);
 //! - validates every JSON request body against the schema of its operation in
-//!   `tests/oracles/graph-openapi-subset.yaml` (with the relaxations of graph.md §6.4) and
+//!   `tests/oracles/graph-openapi-subset.yaml` (with the relaxations of tests/oracles/README.md) and
 //!   records every mismatch as a violation (tests assert `violations()` is empty);
 //! - throttles like Graph: at most 4 requests in flight per mailbox (429
 //!   `ApplicationThrottled`/`MailboxConcurrency`) and an optional request budget per window
 //!   (429 `TooManyRequests`), both with `Retry-After`;
 //! - lets tests inject one-off failures and inspect everything it received.
 //!
-//! Assumptions of the fake where Graph's behaviour is not documented (graph.md §5, §7):
+//! Assumptions of the fake where Graph's behaviour is not documented:
 //! - event `transactionId`: a second `POST /events` with a `transactionId` already used in
 //!   that mailbox answers `201` with the EXISTING event (no duplicate is created), for the
 //!   fake's whole lifetime. Real Graph's window and duplicate response are unverified.
@@ -43,7 +43,7 @@
 //!   number Entra uses for that is not known, the description says so.
 //! - `$batch` is not implemented (answers 501 and records a violation).
 //! - subscriptions: `POST /subscriptions` validates the body against the oracle (plus
-//!   the required fields of graph.md §6.4.4), refuses lifetimes beyond 4 230 minutes and
+//!   the required fields of tests/oracles/README.md, rule 4), refuses lifetimes beyond 4 230 minutes and
 //!   `clientState` over 128 characters, and runs Graph's validation handshake against
 //!   `notificationUrl` and `lifecycleNotificationUrl` (both; http allowed here, Graph
 //!   requires https) before answering `201`. An expired subscription disappears (later

@@ -180,7 +180,7 @@ fn collection_item(ctx: &Ctx, shared: &Shared, mailbox: &str, coll: Coll, id: &s
                     shared,
                     ctx,
                     schema,
-                    vec!["/transactionId: immutable after create (graph.md §3)".into()],
+                    vec!["/transactionId: immutable after create (Graph: transactionId cannot change)".into()],
                 );
                 return graph_error(
                     ctx,

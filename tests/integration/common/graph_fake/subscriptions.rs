@@ -13,7 +13,7 @@ use super::{
     validation::{json_body, record_violation},
 };
 
-/// Outlook's longest subscription lifetime (graph.md §2.6).
+/// Outlook's longest subscription lifetime (<https://learn.microsoft.com/graph/change-notifications-overview#subscription-lifetime>).
 pub const MAX_SUBSCRIPTION_MINUTES: i64 = 4230;
 
 /// A subscription as the fake keeps it.
@@ -259,8 +259,8 @@ fn parse_resource(resource: &str) -> Option<(String, String, Option<String>)> {
     }
 }
 
-/// What Graph requires of a rich (`includeResourceData`) Outlook subscription (graph.md
-/// §2.1, §2.6, §2.7): a base64 X.509 certificate and its id, `$select` in the resource,
+/// What Graph requires of a rich (`includeResourceData`) Outlook subscription
+/// (<https://learn.microsoft.com/graph/change-notifications-with-resource-data>): a base64 X.509 certificate and its id, `$select` in the resource,
 /// no `$expand` but extended properties, and at most one day of lifetime.
 fn rich_problems(body: &Value, resource: &str) -> Vec<String> {
     use base64::Engine;
@@ -404,7 +404,7 @@ pub(super) async fn subscriptions_endpoint(ctx: &Ctx, shared: &Shared, rest: &[&
             let client_state = body["clientState"].as_str().unwrap_or_default().to_string();
             if client_state.is_empty() {
                 problems.push(
-                    "/clientState: graph.md §2.1 — always set a secret clientState".to_string(),
+                    "/clientState: Graph echoes clientState in every notification; always set a secret one".to_string(),
                 );
             }
             if client_state.chars().count() > 128 {

@@ -201,7 +201,7 @@ fn strip_odata_type_required(v: &mut Value) {
     }
 }
 
-/// The oracle as JSON, with `@odata.type` stripped from every `required` (graph.md §6.4.1).
+/// The oracle as JSON, with `@odata.type` stripped from every `required` (tests/oracles/README.md, rule 1).
 pub fn oracle_document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
@@ -270,7 +270,7 @@ pub fn schema_errors(name: &str, body: &Value) -> Vec<String> {
 }
 
 /// Renames an action body's top-level keys to the CSDL casing (Graph matches parameter
-/// names case-insensitively, graph.md §6.4.3); unknown names are reported.
+/// names case-insensitively, tests/oracles/README.md, rule 3); unknown names are reported.
 fn normalise_action(action: &str, body: &Value) -> (Value, Vec<String>) {
     let params = &validators().action_params[action];
     let mut out = serde_json::Map::new();
@@ -290,7 +290,7 @@ fn normalise_action(action: &str, body: &Value) -> (Value, Vec<String>) {
     (Value::Object(out), errors)
 }
 
-/// Separate required-field checks (graph.md §6.4.4).
+/// Separate required-field checks (tests/oracles/README.md, rule 4).
 fn rule_errors(kind: &str, body: &Value, creating: bool) -> Vec<String> {
     let mut errs = vec![];
     match kind {
