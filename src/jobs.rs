@@ -142,21 +142,46 @@ impl Task {
     /// The task as a fresh job (new id, enqueued now) for the store.
     pub fn into_job(self) -> Job {
         let kind = self.kind();
-        // Every payload is plain data with string keys, so serialising cannot fail; the
-        // envelope's `payload` member is what the store keeps.
-        let payload = match serde_json::to_value(self) {
-            Ok(Value::Object(mut envelope)) => envelope.remove("payload").unwrap_or_default(),
-            _ => Value::Null,
-        };
+        // Each payload on its own, not through the tagged envelope: an `echo` payload is
+        // moved as it is, and nothing is copied twice on the ingest path. Every payload is
+        // plain data with string keys, so serialising cannot fail.
+        let payload = match self {
+            Task::Echo(v) => Ok(v),
+            Task::DingtalkEvent(e) => serde_json::to_value(e),
+            Task::GraphNotification(n) | Task::GraphLifecycle(n) => serde_json::to_value(n),
+            Task::GraphResync(r) => serde_json::to_value(r),
+            Task::HookDelivery(h) => serde_json::to_value(h),
+        }
+        .unwrap_or_default();
         Job::new(kind, payload)
     }
 
-    /// Reads a stored job's kind and payload.
+    /// Reads a stored job's kind and payload (the same shape the tagged enum reads, without
+    /// building an envelope and copying the payload into it first).
     pub fn from_job(job: &Job) -> Result<Task, serde_json::Error> {
-        serde_json::from_value(serde_json::json!({
-            "kind": job.kind,
-            "payload": job.payload,
-        }))
+        use serde::de::Error as _;
+        let p = &job.payload;
+        Ok(match job.kind.as_str() {
+            DINGTALK_EVENT => Task::DingtalkEvent(SyncEvent::deserialize(p)?),
+            GRAPH_NOTIFICATION => Task::GraphNotification(GraphNotification::deserialize(p)?),
+            GRAPH_LIFECYCLE => Task::GraphLifecycle(GraphNotification::deserialize(p)?),
+            GRAPH_RESYNC => Task::GraphResync(GraphResync::deserialize(p)?),
+            HOOK_DELIVERY => Task::HookDelivery(HookDelivery::deserialize(p)?),
+            ECHO => Task::Echo(p.clone()),
+            other => {
+                return Err(serde_json::Error::unknown_variant(
+                    other,
+                    &[
+                        DINGTALK_EVENT,
+                        GRAPH_NOTIFICATION,
+                        GRAPH_LIFECYCLE,
+                        GRAPH_RESYNC,
+                        HOOK_DELIVERY,
+                        ECHO,
+                    ],
+                ));
+            }
+        })
     }
 }
 
