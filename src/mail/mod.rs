@@ -6,6 +6,7 @@
 //! third-party clients once the admin allows it, so this is the DingTalk side of
 //! the mailbox sync.
 
+pub mod backup;
 pub mod error;
 pub mod imap;
 pub mod message;
