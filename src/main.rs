@@ -35,8 +35,9 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Checks the configuration, the store, Graph (token and every route's mailbox) and
-    /// the DingTalk app; exits 1 when a check fails.
+    /// Checks the configuration, the store, Graph (token and every route's mailbox), the
+    /// DingTalk app, and each mailbox route's IMAP server (reachable, TLS, login,
+    /// extensions, folders) and backup; exits 1 when a check fails.
     Doctor,
     /// Writes a backup of the Redis store (every key but leases) as JSON lines.
     Export {

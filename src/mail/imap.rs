@@ -118,6 +118,39 @@ impl Capabilities {
     }
 }
 
+impl Capabilities {
+    /// The extensions the sync uses that the server lacks, each with what the sync
+    /// does without it.
+    pub fn missing(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if !self.idle {
+            out.push((
+                "IDLE",
+                "new mail and read flags are found by polling, not pushed: they arrive later",
+            ));
+        }
+        if !self.uidplus {
+            out.push((
+                "UIDPLUS",
+                "mail written into DingTalk is recognised by a Message-ID search instead of by the UID APPEND reports",
+            ));
+        }
+        if !self.condstore {
+            out.push((
+                "CONDSTORE",
+                "read-flag changes are found by re-checking recently synced mails instead of asking for changes since the last check",
+            ));
+        }
+        if !self.r#move {
+            out.push((
+                "MOVE",
+                "moves (with allow_deletes) are done as COPY, \\Deleted and EXPUNGE",
+            ));
+        }
+        out
+    }
+}
+
 fn capability_name(c: &imap_proto::Capability<'_>) -> String {
     match c {
         imap_proto::Capability::Imap4rev1 => "IMAP4rev1".into(),

@@ -22,6 +22,7 @@ mod http_hardening;
 mod integrations;
 mod lowcode;
 mod mail_backup;
+mod mail_doctor;
 mod mail_imap;
 mod openapi;
 mod queue_faults;

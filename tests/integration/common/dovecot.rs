@@ -107,6 +107,12 @@ impl Dovecot {
     /// Starts a server after `seed` has filled its Maildirs (seeding before the start is
     /// the fastest way to a large mailbox).
     pub fn start_with(seed: impl FnOnce(&mut Dovecot)) -> Dovecot {
+        Self::start_configured("", seed)
+    }
+
+    /// Like [`Dovecot::start_with`], with extra lines for `dovecot.conf` (for example
+    /// `imap_capability = IMAP4rev1 ID` to take extensions away).
+    pub fn start_configured(extra_conf: &str, seed: impl FnOnce(&mut Dovecot)) -> Dovecot {
         ensure_dovecot();
         let mut d = Dovecot {
             imap_port: free_port(),
@@ -116,7 +122,7 @@ impl Dovecot {
             owner: owner(),
             seeded: 0,
         };
-        d.write_files();
+        d.write_files(extra_conf);
         seed(&mut d);
         d.chown_mail();
         d.start_again();
@@ -150,7 +156,7 @@ impl Dovecot {
         }
     }
 
-    fn write_files(&self) {
+    fn write_files(&self, extra_conf: &str) {
         for sub in ["mail", "run", "state"] {
             std::fs::create_dir_all(self.path(sub)).expect("dir");
         }
@@ -180,6 +186,8 @@ ssl_cert = <{d}/cert.pem
 ssl_key = <{d}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# Refused logins answer at once (the default waits 2 s).
+auth_failure_delay = 0
 mail_location = maildir:{d}/mail/%u
 mail_uid = {user}
 mail_gid = {group}
@@ -207,10 +215,16 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+  # No growing delay for logins from an address that failed once (tests log in with
+  # wrong passwords on purpose).
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 protocol imap {{
   mail_max_userip_connections = 100
 }}
+{extra_conf}
 "#,
             user = o.user,
             group = o.group,
