@@ -167,10 +167,17 @@ async fn graph_checks(config: &Config, http: reqwest::Client) -> Vec<Check> {
         Status::Ok,
         "client credentials accepted by Entra ID",
     )];
+    // Mailbox routes too: their Outlook side must be an Exchange Online mailbox.
     let mailboxes: BTreeSet<String> = config
         .routes
         .iter()
         .map(|r| r.mailbox.to_ascii_lowercase())
+        .chain(
+            config
+                .mailbox_routes
+                .iter()
+                .map(|r| r.mailbox.to_ascii_lowercase()),
+        )
         .collect();
     for mailbox in mailboxes {
         let name = format!("graph mailbox {mailbox}");

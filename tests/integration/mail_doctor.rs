@@ -1,7 +1,8 @@
 //! `dingbridge doctor` on mailbox routes against a real Dovecot: a working route passes
 //! and warns until its mailbox is backed up; a wrong password, an untrusted certificate,
 //! a wrong port and a missing folder each fail saying what to change; a server without
-//! IDLE/UIDPLUS/CONDSTORE/MOVE is a warning that says what the sync does instead.
+//! IDLE/UIDPLUS/CONDSTORE/MOVE is a warning that says what the sync does instead; an
+//! Outlook side that is no Exchange Online mailbox fails.
 
 use crate::common;
 
@@ -9,7 +10,8 @@ use std::time::SystemTime;
 
 use common::{
     dovecot::{Dovecot, PASSWORD, Seed, USER, sample_mail},
-    env::Env,
+    env::{Env, MAILBOX},
+    graph_fake::{GraphFake, GraphFakeConfig},
 };
 
 /// (exit code, report) of `dingbridge doctor` with this configuration.
@@ -169,6 +171,34 @@ fn a_server_without_the_sync_extensions_is_a_warning_that_says_what_changes() {
             "{cap}: {caps}"
         );
     }
+    assert!(
+        line(&report, "mail dt login").starts_with("ok "),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_outlook_side_of_a_mailbox_route_must_be_an_exchange_online_mailbox() {
+    let dovecot = Dovecot::start();
+    let graph = GraphFake::start(GraphFakeConfig {
+        mailboxes: Some(vec![MAILBOX.to_string()]),
+        ..GraphFakeConfig::default()
+    });
+    let onprem = dovecot.route_toml("dt", "").replace(
+        "mailbox = \"ops@contoso.com\"",
+        "mailbox = \"onprem@contoso.com\"",
+    );
+    let out = Env::new()
+        .graph(&graph)
+        .config_toml(&onprem)
+        .run(&["doctor"]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let mailbox = line(&report, "graph mailbox onprem@contoso.com");
+    assert!(
+        mailbox.starts_with("FAIL") && mailbox.contains("on-premises"),
+        "{mailbox}"
+    );
     assert!(
         line(&report, "mail dt login").starts_with("ok "),
         "{report}"
