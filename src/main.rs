@@ -289,7 +289,7 @@ fn mail(config: &Config, command: MailCommand) -> ExitCode {
     match result {
         Ok(s) => {
             eprintln!(
-                "backed up {} folders: {} messages, {} saved now ({}), {} already there{}",
+                "backed up {} folder(s): {} messages, {} saved now ({}), {} already there{}",
                 s.folders,
                 s.messages,
                 s.downloaded,

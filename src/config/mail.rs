@@ -113,6 +113,7 @@ impl fmt::Debug for ImapConfig {
             .field("host", &self.host)
             .field("port", &self.port())
             .field("tls", &self.tls)
+            .field("allow_plaintext", &self.allow_plaintext)
             .field("user", &self.user)
             .field("password_env", &self.password_env)
             .field("password_file", &self.password_file)

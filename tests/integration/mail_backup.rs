@@ -94,7 +94,7 @@ async fn a_thousand_mails_are_backed_up_verified_and_the_mailbox_is_left_as_it_w
     let took = t.elapsed();
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        err.contains("backed up 3 folders: 1005 messages, 1005 saved now"),
+        err.contains("backed up 3 folder(s): 1005 messages, 1005 saved now"),
         "{err}"
     );
 
