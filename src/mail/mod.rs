@@ -11,6 +11,7 @@ pub mod error;
 pub mod imap;
 pub mod message;
 pub mod transport;
+pub mod types;
 pub mod utf7;
 
 pub use error::{ImapError, LOGIN_HELP};
