@@ -5,9 +5,10 @@
 use std::{collections::BTreeSet, fmt, sync::Arc, time::Duration};
 
 use crate::{
-    config::Config,
+    config::{Config, MailboxRouteConfig, TlsMode},
     dingtalk::client::{DingTalkClient, DingTalkSettings},
     graph::{GraphClient, GraphError},
+    mail::{ImapClient, ImapSettings, backup},
     store,
 };
 
@@ -84,8 +85,9 @@ pub async fn run(config: &Config) -> Vec<Check> {
         "configuration",
         Status::Ok,
         format!(
-            "valid; {} route(s), listening on {}",
+            "valid; {} route(s), {} mailbox route(s), listening on {}",
             config.routes.len(),
+            config.mailbox_routes.len(),
             config.listen
         ),
     )];
@@ -122,6 +124,9 @@ pub async fn run(config: &Config) -> Vec<Check> {
         }
     };
     checks.extend(graph_checks(config, http.clone()).await);
+    for route in &config.mailbox_routes {
+        checks.extend(mailbox_route_checks(route).await);
+    }
     let dingtalk = DingTalkSettings::from_config(&config.dingtalk)
         .map(|s| Arc::new(DingTalkClient::new(http, s, store.clone())));
     checks.push(match dingtalk {
@@ -162,10 +167,17 @@ async fn graph_checks(config: &Config, http: reqwest::Client) -> Vec<Check> {
         Status::Ok,
         "client credentials accepted by Entra ID",
     )];
+    // Mailbox routes too: their Outlook side must be an Exchange Online mailbox.
     let mailboxes: BTreeSet<String> = config
         .routes
         .iter()
         .map(|r| r.mailbox.to_ascii_lowercase())
+        .chain(
+            config
+                .mailbox_routes
+                .iter()
+                .map(|r| r.mailbox.to_ascii_lowercase()),
+        )
         .collect();
     for mailbox in mailboxes {
         let name = format!("graph mailbox {mailbox}");
@@ -177,6 +189,190 @@ async fn graph_checks(config: &Config, http: reqwest::Client) -> Vec<Check> {
         );
     }
     checks
+}
+
+/// The DingTalk side of a mailbox route: the IMAP server is reachable, TLS is valid, the
+/// login works, which extensions it offers, the folders exist, and a backup was made.
+async fn mailbox_route_checks(route: &MailboxRouteConfig) -> Vec<Check> {
+    let name = |what: &str| format!("mail {} {what}", route.name);
+    let mut checks = Vec::new();
+    let settings = match ImapSettings::from_config(&route.imap) {
+        Ok(s) => s,
+        Err(e) => return vec![Check::new(name("imap"), Status::Fail, e.to_string())],
+    };
+    let addr = settings.address();
+    let reachable = Check::new(name("reachable"), Status::Ok, format!("{addr} answers"));
+    let tls_ok = match settings.tls {
+        TlsMode::None => Check::new(
+            name("tls"),
+            Status::Warn,
+            "no TLS (tls = \"none\", for tests): the client password travels in clear text",
+        ),
+        TlsMode::Implicit | TlsMode::Starttls => Check::new(
+            name("tls"),
+            Status::Ok,
+            format!(
+                "{} with a valid certificate for {}",
+                if settings.tls == TlsMode::Implicit {
+                    "implicit TLS"
+                } else {
+                    "STARTTLS"
+                },
+                settings.host
+            ),
+        ),
+    };
+    let mut client = match ImapClient::connect(&settings).await {
+        Ok(c) => c,
+        Err(e) if e.is_tls() => {
+            checks.push(reachable);
+            checks.push(Check::new(name("tls"), Status::Fail, e.to_string()));
+            checks.push(backup_check(route));
+            return checks;
+        }
+        Err(e) if e.is_login() => {
+            checks.extend([reachable, tls_ok]);
+            checks.push(Check::new(name("login"), Status::Fail, e.to_string()));
+            checks.push(backup_check(route));
+            return checks;
+        }
+        Err(e) => {
+            checks.push(Check::new(
+                name("reachable"),
+                Status::Fail,
+                format!(
+                    "{e} — check imap.host, imap.port and imap.tls against the admin console (通讯录 → 邮箱管理 → 安全策略 → 第三方客户端管理)"
+                ),
+            ));
+            checks.push(backup_check(route));
+            return checks;
+        }
+    };
+    checks.extend([
+        reachable,
+        tls_ok,
+        Check::new(
+            name("login"),
+            Status::Ok,
+            format!("logged in as {}", settings.user),
+        ),
+    ]);
+    let caps = client.capabilities().clone();
+    let missing = caps.missing();
+    checks.push(match missing.is_empty() {
+        true => Check::new(
+            name("capabilities"),
+            Status::Ok,
+            "IDLE, UIDPLUS, CONDSTORE, MOVE",
+        ),
+        false => Check::new(
+            name("capabilities"),
+            Status::Warn,
+            missing
+                .iter()
+                .map(|(cap, without)| format!("no {cap}: {without}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    });
+    checks.push(match client.list_folders().await {
+        Err(e) => Check::new(name("folders"), Status::Fail, e.to_string()),
+        Ok(folders) => {
+            let absent: Vec<&str> = route
+                .folders
+                .iter()
+                .map(|p| p.dingtalk.trim())
+                .filter(|want| {
+                    !folders.iter().any(|f| {
+                        f.name.display == *want
+                            || f.name.wire == *want
+                            || (want.eq_ignore_ascii_case("INBOX")
+                                && f.name.wire.eq_ignore_ascii_case("INBOX"))
+                    })
+                })
+                .collect();
+            if absent.is_empty() {
+                Check::new(
+                    name("folders"),
+                    Status::Ok,
+                    format!(
+                        "{} paired, {} on the server",
+                        route.folders.len(),
+                        folders.len()
+                    ),
+                )
+            } else {
+                let listed: Vec<&str> = folders.iter().map(|f| f.name.display.as_str()).collect();
+                Check::new(
+                    name("folders"),
+                    Status::Fail,
+                    format!(
+                        "not on the server: {}; it has: {}",
+                        absent.join(", "),
+                        listed.join(", ")
+                    ),
+                )
+            }
+        }
+    });
+    client.logout().await;
+    checks.push(backup_check(route));
+    checks
+}
+
+/// Whether the route's `backup_dir` holds a complete backup of its mailbox.
+fn backup_check(route: &MailboxRouteConfig) -> Check {
+    let name = format!("mail {} backup", route.name);
+    let run = format!("dingbridge mail backup --route {}", route.name);
+    let Some(dir) = &route.backup_dir else {
+        return Check::new(
+            name,
+            Status::Warn,
+            format!(
+                "no backup_dir: back the DingTalk mailbox up before the first sync (`{run} --out DIR`) and set backup_dir = DIR so this check finds it"
+            ),
+        );
+    };
+    match backup::read_state(dir) {
+        Ok(None) => Check::new(
+            name,
+            Status::Warn,
+            format!(
+                "no backup in {} yet: run `{run}` before the first sync",
+                dir.display()
+            ),
+        ),
+        Err(e) => Check::new(name, Status::Warn, e.to_string()),
+        Ok(Some(s)) if !s.user.eq_ignore_ascii_case(route.imap.user.trim()) => Check::new(
+            name,
+            Status::Warn,
+            format!(
+                "{} holds a backup of {}, not of {}",
+                dir.display(),
+                s.user,
+                route.imap.user
+            ),
+        ),
+        Ok(Some(s)) if !s.complete => Check::new(
+            name,
+            Status::Warn,
+            format!(
+                "the last backup run into {} did not finish ({} messages so far): run `{run}` again",
+                dir.display(),
+                s.messages
+            ),
+        ),
+        Ok(Some(s)) => Check::new(
+            name,
+            Status::Ok,
+            format!(
+                "{} messages in {}, finished {}",
+                s.messages,
+                dir.display(),
+                s.finished_at.as_deref().unwrap_or("?")
+            ),
+        ),
+    }
 }
 
 /// The exit status of a report: 0 when nothing failed, 1 otherwise.

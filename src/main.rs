@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use dingbridge::{
     Application, apikeys,
     config::{Config, StoreKind},
+    mail::{self, backup},
     store, telemetry,
 };
 
@@ -34,14 +35,20 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Checks the configuration, the store, Graph (token and every route's mailbox) and
-    /// the DingTalk app; exits 1 when a check fails.
+    /// Checks the configuration, the store, Graph (token and every route's mailbox), the
+    /// DingTalk app, and each mailbox route's IMAP server (reachable, TLS, login,
+    /// extensions, folders) and backup; exits 1 when a check fails.
     Doctor,
     /// Writes a backup of the Redis store (every key but leases) as JSON lines.
     Export {
         /// Where to write it; `-` for standard output.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// DingTalk Mail (IMAP) of the mailbox routes.
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
     },
     /// Restores a backup made by `export` (the rollback path: stop every instance, start
     /// the previous version, restore the backup taken before the upgrade).
@@ -55,6 +62,29 @@ enum Command {
         /// Also delete keys the backup does not hold: the store becomes the backup.
         #[arg(long)]
         exact: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailCommand {
+    /// Downloads every message of every folder of a mailbox route's DingTalk mailbox:
+    /// one `.eml` per message and a manifest (folder, UID, UIDVALIDITY, Message-ID,
+    /// size, SHA-256, internal date, flags). Read-only (EXAMINE, BODY.PEEK); run it again
+    /// to resume an interrupted backup.
+    Backup {
+        /// The mailbox route (`[[mailbox_routes]]` name).
+        #[arg(long)]
+        route: String,
+        /// Where to write; default the route's `backup_dir` (where `doctor` looks).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Instead of backing up: re-read every file and compare size and SHA-256 with
+        /// the manifest; exits 1 naming each mismatch. Needs no connection.
+        #[arg(long)]
+        verify: bool,
+        /// Stops after saving this many messages, as if interrupted (tests of resuming).
+        #[arg(long, hide = true)]
+        stop_after: Option<u64>,
     },
 }
 
@@ -128,6 +158,7 @@ fn main() -> ExitCode {
         Command::Sign { what } => sign(&config, what),
         Command::Keys { command } => keys(config, command),
         Command::Doctor => doctor(&config),
+        Command::Mail { command } => mail(&config, command),
         Command::Export { out } => backup(&config, |store| async move {
             let summary = if out.as_os_str() == "-" {
                 store.export(&mut std::io::stdout().lock()).await?
@@ -174,6 +205,149 @@ fn doctor(config: &Config) -> ExitCode {
         println!("{c}");
     }
     ExitCode::from(dingbridge::doctor::exit_code(&checks))
+}
+
+fn mail(config: &Config, command: MailCommand) -> ExitCode {
+    let MailCommand::Backup {
+        route,
+        out,
+        verify,
+        stop_after,
+    } = command;
+    let Some(r) = config.mailbox_route(&route) else {
+        let names: Vec<&str> = config
+            .mailbox_routes
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        eprintln!(
+            "dingbridge: no mailbox route named `{route}` (configured: {})",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+        return ExitCode::from(2);
+    };
+    let Some(out) = out.or_else(|| r.backup_dir.clone()) else {
+        eprintln!(
+            "dingbridge: --out DIR is needed (or set backup_dir in the mailbox route `{route}`)"
+        );
+        return ExitCode::from(2);
+    };
+    if verify {
+        return verify_backup(&out);
+    }
+    let settings = match mail::ImapSettings::from_config(&r.imap) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dingbridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} messages, {msg} ({elapsed}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut bytes = 0u64;
+    let mut on_progress = |p: backup::Progress| match p {
+        backup::Progress::Start { messages, already } => {
+            eprintln!(
+                "backing up {messages} messages of {} on {} into {} ({already} already there)",
+                settings.user,
+                settings.host,
+                out.display()
+            );
+            bar.set_length(messages);
+            bar.set_position(already);
+        }
+        backup::Progress::Saved { bytes: b } => {
+            bytes += b;
+            bar.set_message(indicatif::HumanBytes(bytes).to_string());
+            bar.inc(1);
+        }
+    };
+    let options = backup::Options { stop_after };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| backup::BackupError::Refused(e.to_string()))
+        .and_then(|rt| {
+            rt.block_on(backup::run(
+                &r.name,
+                &settings,
+                &out,
+                &options,
+                &mut on_progress,
+            ))
+        });
+    bar.finish_and_clear();
+    match result {
+        Ok(s) => {
+            eprintln!(
+                "backed up {} folder(s): {} messages, {} saved now ({}), {} already there{}",
+                s.folders,
+                s.messages,
+                s.downloaded,
+                indicatif::HumanBytes(s.bytes),
+                s.skipped,
+                match s.vanished {
+                    0 => String::new(),
+                    n => format!(", {n} deleted on the server during the backup"),
+                }
+            );
+            if !s.complete {
+                eprintln!("dingbridge: stopped early (--stop-after): run again to resume");
+                return ExitCode::FAILURE;
+            }
+            if r.backup_dir.as_deref() != Some(out.as_path()) {
+                eprintln!(
+                    "note: `dingbridge doctor` looks for this route's backup in its backup_dir; set backup_dir = \"{}\" in the mailbox route `{}`",
+                    out.display(),
+                    r.name
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dingbridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify_backup(dir: &std::path::Path) -> ExitCode {
+    match backup::verify(dir) {
+        Ok(v) if v.problems.is_empty() => {
+            println!(
+                "ok: {} messages ({}) match the manifest in {}",
+                v.checked,
+                indicatif::HumanBytes(v.bytes),
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            for p in &v.problems {
+                println!("MISMATCH {p}");
+            }
+            eprintln!(
+                "dingbridge: {} problem(s) in the backup in {} ({} messages checked)",
+                v.problems.len(),
+                dir.display(),
+                v.checked
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("dingbridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs a backup command against the configured Redis store.
