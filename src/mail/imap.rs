@@ -521,6 +521,15 @@ pub struct ImapClient {
     events: Vec<ServerEvent>,
 }
 
+impl std::fmt::Debug for ImapClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapClient")
+            .field("capabilities", &self.caps.all)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ImapClient {
     /// Connects, protects the connection as configured, logs in, reads the
     /// capabilities and identifies itself (`ID`) where the server offers it.
