@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod leader;
 pub mod limits;
+pub mod mail;
 pub mod metrics;
 pub mod outbound;
 pub mod retry_after;
@@ -48,6 +49,7 @@ pub const USER_AGENT: &str = concat!("dingbridge/", env!("CARGO_PKG_VERSION"));
 pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, config::ConfigError> {
     let config = Config::load(path)?;
     graph::check_key_files(&config)?;
+    mail::check_ca_files(&config)?;
     Ok(config)
 }
 

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("graph", 3),
     ("outbound", 3),
     ("echo", 3),
+    ("mail", 3),
     ("worker", 2),
     ("jobs", 2),
     ("ingest", 2),

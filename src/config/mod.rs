@@ -6,8 +6,13 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+mod mail;
 mod values;
 
+pub use mail::{
+    DEFAULT_DINGTALK_FOLDER, DEFAULT_OUTLOOK_FOLDER, FolderPair, ImapConfig, MAX_START_DAYS,
+    MailboxRouteConfig, SyncStart, TlsMode,
+};
 pub use values::{
     AES_KEY_CHARS, AesKey, AllowedNet, AssertionAlg, BootstrapKey, OptionItem, Scope, parse_scopes,
 };
@@ -67,6 +72,8 @@ pub struct Config {
     pub echo: EchoConfig,
     /// Built-in sync routes: which DingTalk source pairs with which Outlook mailbox.
     pub routes: Vec<RouteConfig>,
+    /// DingTalk Mail (IMAP) ⇄ Outlook mailbox routes.
+    pub mailbox_routes: Vec<MailboxRouteConfig>,
     /// The low-code API (`/v1`): bootstrap keys and dropdown contents.
     pub api: ApiConfig,
     /// REST hook deliveries to Zapier / n8n.
@@ -598,6 +605,7 @@ impl Default for Config {
             graph: GraphConfig::default(),
             echo: EchoConfig::default(),
             routes: Vec::new(),
+            mailbox_routes: Vec::new(),
             api: ApiConfig::default(),
             hooks: HooksConfig::default(),
         }
@@ -690,10 +698,15 @@ impl Config {
         let defaults = toml::Table::try_from(Config::default())
             .map_err(|e| ConfigError::new("config", e.to_string()))?;
         let env: BTreeMap<String, String> = env.into_iter().collect();
+        let passwords = mail::password_variables(&table);
         for (name, value) in &env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
+            // A mailbox route's password variable may carry the prefix; it is no setting.
+            if passwords.contains(name) {
+                continue;
+            }
             // CONFIG names the file; LOG is the tracing filter read by telemetry.
             if rest == "CONFIG" || rest.is_empty() {
                 continue;
@@ -706,9 +719,12 @@ impl Config {
                 value,
             )?;
         }
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::from_value_error(e.message()))?;
+        for (i, route) in config.mailbox_routes.iter_mut().enumerate() {
+            route.resolve_password(i, &env)?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -911,7 +927,25 @@ impl Config {
                 check_http_url(&key("dingtalk.robot_webhook"), url.expose_secret())?;
             }
         }
+        // `--route NAME` (backup, undo) addresses both kinds: one name space.
+        for (i, r) in self.mailbox_routes.iter().enumerate() {
+            r.validate(i)?;
+            if !names.insert(r.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("mailbox_routes[{i}].name"),
+                    format!(
+                        "`{}` is already the name of another route or mailbox route",
+                        r.name
+                    ),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The mailbox route called `name`.
+    pub fn mailbox_route(&self, name: &str) -> Option<&MailboxRouteConfig> {
+        self.mailbox_routes.iter().find(|r| r.name == name)
     }
 
     /// The parsed listen address.
@@ -1376,10 +1410,12 @@ union_id = "union-1"
             env(&[
                 ("DINGBRIDGE_GRAPH_CLIENT_SECRET", "s"),
                 ("DINGBRIDGE_DINGTALK_APP_SECRET", "s"),
+                ("DINGTALK_MAIL_PASSWORD", "s"),
             ]),
         )
         .expect("deploy/dingbridge.example.toml loads");
         assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.mailbox_routes.len(), 1);
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod hook_owners;
 mod http_hardening;
 mod integrations;
 mod lowcode;
+mod mail_imap;
 mod openapi;
 mod queue_faults;
 mod relays;

@@ -12,6 +12,7 @@ use std::{
 };
 
 pub mod dingtalk_fake;
+pub mod dovecot;
 pub mod env;
 pub mod fake;
 pub mod graph_fake;
@@ -35,7 +36,7 @@ pub fn ensure_node() {
 }
 
 /// Runs `program --version`; when that fails, installs Debian's `package`.
-fn ensure_program(program: &str, package: &str) {
+pub fn ensure_program(program: &str, package: &str) {
     let present = Command::new(program)
         .arg("--version")
         .output()

@@ -1,0 +1,34 @@
+//! DingTalk Mail over IMAP: the client of a mailbox route's DingTalk side, and the
+//! local backup of a DingTalk mailbox (`dingbridge mail backup`).
+//!
+//! DingTalk's own mail API has no bodies, attachments or read flag (see
+//! `shared/protocols/dingtalk.md` §5.4); its enterprise mailboxes speak IMAP to
+//! third-party clients once the admin allows it, so this is the DingTalk side of
+//! the mailbox sync.
+
+pub mod error;
+pub mod imap;
+pub mod message;
+pub mod transport;
+pub mod utf7;
+
+pub use error::{ImapError, LOGIN_HELP};
+pub use imap::{
+    AppendUid, Capabilities, FetchedMessage, Folder, FolderState, IdleOutcome, ImapClient,
+    ImapSettings, MailboxName, MessageMeta, ServerEvent,
+};
+
+use crate::config::{Config, ConfigError};
+
+/// Reads the extra CA files the mailbox routes name, so that a bad file fails at
+/// start-up rather than at the first connection.
+pub fn check_ca_files(config: &Config) -> Result<(), ConfigError> {
+    for (i, route) in config.mailbox_routes.iter().enumerate() {
+        if let Some(path) = &route.imap.tls_ca_file {
+            transport::read_ca_file(path).map_err(|reason| {
+                ConfigError::new(format!("mailbox_routes[{i}].imap.tls_ca_file"), reason)
+            })?;
+        }
+    }
+    Ok(())
+}
