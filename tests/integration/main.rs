@@ -22,6 +22,7 @@ mod http_hardening;
 mod integrations;
 mod lowcode;
 mod mail_imap;
+mod mailbox_sync;
 mod openapi;
 mod queue_faults;
 mod relays;
