@@ -470,3 +470,69 @@ async fn a_refused_login_shows_in_readyz_with_the_reason() {
     assert!(error.contains("第三方客户端管理"), "{error}");
     assert!(!error.contains("not-the-password"), "{error}");
 }
+
+#[tokio::test]
+async fn without_idle_the_route_polls_and_start_new_skips_what_was_there() {
+    let mut dovecot = Dovecot::start_with(|d| {
+        d.seed(
+            USER,
+            None,
+            &[Seed {
+                raw: sample_mail("before", 1, 300),
+                flags: "",
+                received: minutes_ago(1),
+            }],
+        );
+    });
+    // The same server without IDLE.
+    let c = dovecot.client().await;
+    let caps: Vec<String> = c
+        .capabilities()
+        .all
+        .iter()
+        .filter(|n| !n.eq_ignore_ascii_case("IDLE") && !n.starts_with("AUTH="))
+        .cloned()
+        .collect();
+    c.logout().await;
+    dovecot.reconfigure(&format!("imap_capability = {}", caps.join(" ")));
+    let c = dovecot.client().await;
+    assert!(!c.capabilities().idle, "{:?}", c.capabilities());
+    c.logout().await;
+
+    let fake = GraphFake::start_default();
+    let app = Env::new()
+        .graph(&fake)
+        .mailbox_route(&dovecot, "ops-mail", "poll_interval_secs = 1")
+        .spawn();
+    // The route has started when its folder exists in Outlook.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            fake.folder_id(MAILBOX, FOLDER)
+        })
+        .await
+        .is_some(),
+        "logs:\n{}",
+        app.logs().join("\n")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    dovecot
+        .append("INBOX", &sample_mail("polled", 1, 300), &[])
+        .await;
+    assert!(
+        wait_for_items(&fake, 1, Duration::from_secs(5)).await,
+        "logs:\n{}",
+        app.logs().join("\n")
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(copies(&fake, "<1.polled@dingbridge.test>"), 1);
+    assert_eq!(
+        copies(&fake, "<1.before@dingbridge.test>"),
+        0,
+        "start = new: mail already there stays out"
+    );
+    assert_eq!(
+        app.metric("mailbox_idle_connected{route=\"ops-mail\"}")
+            .await,
+        Some(0.0)
+    );
+}

@@ -287,6 +287,7 @@ impl RouteSync {
             Err(e) => return e.into(),
         };
         let idle = client.capabilities().idle;
+        metrics::set_mailbox_idle(self.name(), false);
         tracing::info!(route = %self.name(), idle, server = %self.settings.address(), "connected to DingTalk Mail");
         self.report(RouteHealth {
             ok: true,
@@ -312,7 +313,19 @@ impl RouteSync {
         // writing: look it up even without a Message-ID.
         let mut fresh = true;
         let mut folder_ids: HashMap<String, String> = HashMap::new();
+        let mut reported = Instant::now();
         loop {
+            // The stored health expires unless renewed (its holder may die).
+            if reported.elapsed() >= self.route.lease_ttl() {
+                self.report(RouteHealth {
+                    ok: true,
+                    kind: None,
+                    error: None,
+                    at_ms: crate::store::now_ms(),
+                })
+                .await;
+                reported = Instant::now();
+            }
             for f in &folders {
                 let folder_id = match folder_ids.get(&f.outlook) {
                     Some(id) => id.clone(),
@@ -564,9 +577,7 @@ impl RouteSync {
                 .await
             {
                 Ok(i) => i,
-                Err(e) if e.is_transient() || matches!(e, GraphError::Auth(_)) => {
-                    return Err(e.into());
-                }
+                Err(e) if !refused_mail(&e) => return Err(e.into()),
                 Err(e) => {
                     // This message cannot be written (Graph refuses it): recorded, skipped,
                     // so that the rest of the folder still arrives.
@@ -612,6 +623,17 @@ impl RouteSync {
             tracing::info!(route = %self.name(), folder = %f.label, uid, how, graph_id = %imported.id, "DingTalk mail synced to Outlook");
         }
         Ok(())
+    }
+}
+
+/// Whether Graph refused this one mail (its content), rather than the mailbox, the
+/// folder, the credentials or the connection: only then is the mail skipped (audited) so
+/// that the rest of the folder still arrives; anything else is retried later.
+fn refused_mail(e: &GraphError) -> bool {
+    match e {
+        GraphError::AttachmentTooLarge { .. } => true,
+        GraphError::Api { status, .. } => matches!(status, 400 | 413 | 415 | 422),
+        _ => false,
     }
 }
 

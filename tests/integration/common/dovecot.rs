@@ -96,6 +96,8 @@ pub struct Dovecot {
     child: Option<Child>,
     owner: Owner,
     seeded: u64,
+    /// Lines appended to `dovecot.conf` (see [`Dovecot::reconfigure`]).
+    extra_conf: String,
 }
 
 impl Dovecot {
@@ -115,6 +117,7 @@ impl Dovecot {
             child: None,
             owner: owner(),
             seeded: 0,
+            extra_conf: String::new(),
         };
         d.write_files();
         seed(&mut d);
@@ -167,6 +170,10 @@ impl Dovecot {
             format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n"),
         )
         .expect("passwd");
+        self.write_conf();
+    }
+
+    fn write_conf(&self) {
         let d = self.dir.path().display();
         let o = &self.owner;
         let conf = format!(
@@ -211,7 +218,9 @@ service anvil {{
 protocol imap {{
   mail_max_userip_connections = 100
 }}
+{extra}
 "#,
+            extra = self.extra_conf,
             user = o.user,
             group = o.group,
             internal = o.internal_user,
@@ -343,6 +352,15 @@ protocol imap {{
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stops, appends `extra` to the configuration (e.g. `imap_capability = …`) and
+    /// starts again on the same ports.
+    pub fn reconfigure(&mut self, extra: &str) {
+        self.stop();
+        self.extra_conf = extra.to_string();
+        self.write_conf();
+        self.start_again();
     }
 
     /// Kills and starts again: every open connection is dropped, the mail stays.
