@@ -663,3 +663,48 @@ async fn renew(
     }
     lost.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16) -> GraphError {
+        GraphError::Api {
+            status,
+            code: "x".into(),
+            message: String::new(),
+            request_id: None,
+            client_request_id: "c".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn only_a_mail_graph_refuses_is_skipped_everything_else_is_retried() {
+        assert!(refused_mail(&api(400)));
+        assert!(refused_mail(&GraphError::AttachmentTooLarge {
+            name: "a".into(),
+            size: 1,
+            max: 0
+        }));
+        for status in [401, 403, 404, 429, 500, 503] {
+            assert!(!refused_mail(&api(status)), "{status}");
+        }
+        assert!(!refused_mail(&GraphError::Transport("reset".into())));
+    }
+
+    #[test]
+    fn errors_say_what_kind_of_problem_readyz_shows() {
+        let login = SyncError::Imap(ImapError::Login {
+            user: "u".into(),
+            server: "NO".into(),
+        });
+        assert_eq!(login.kind(), "login");
+        let gone = SyncError::Imap(ImapError::Connect {
+            addr: "h:993".into(),
+            reason: "refused".into(),
+        });
+        assert_eq!(gone.kind(), "connection");
+        assert_eq!(SyncError::Graph(api(404)).kind(), "graph");
+    }
+}
