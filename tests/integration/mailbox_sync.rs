@@ -536,3 +536,93 @@ async fn without_idle_the_route_polls_and_start_new_skips_what_was_there() {
         Some(0.0)
     );
 }
+
+#[tokio::test]
+async fn every_mapped_folder_is_synced_into_its_own_outlook_folder() {
+    let dovecot = Dovecot::start_with(|d| {
+        d.seed(
+            USER,
+            None,
+            &[Seed {
+                raw: sample_mail("in", 1, 300),
+                flags: "",
+                received: minutes_ago(3),
+            }],
+        );
+        d.seed(
+            USER,
+            Some("已发送"),
+            &[Seed {
+                raw: sample_mail("sent", 1, 300),
+                flags: "S",
+                received: minutes_ago(2),
+            }],
+        );
+    });
+    let fake = GraphFake::start_default();
+    let app = Env::new()
+        .graph(&fake)
+        .mailbox_route(
+            &dovecot,
+            "ops-mail",
+            "start = \"days:1\"\npoll_interval_secs = 1\nfolders = [{ dingtalk = \"INBOX\", outlook = \"DingTalk Mail\" }, { dingtalk = \"已发送\", outlook = \"DingTalk Sent\" }]",
+        )
+        .spawn();
+    let sent_folder = |n: usize| {
+        let fake = &fake;
+        async move { (fake.messages(MAILBOX, "DingTalk Sent").len() >= n).then_some(()) }
+    };
+    assert!(
+        wait_for_items(&fake, 1, Duration::from_secs(15)).await
+            && eventually(Duration::from_secs(5), || sent_folder(1))
+                .await
+                .is_some(),
+        "logs:\n{}",
+        app.logs().join("\n")
+    );
+    // New mail in the folder the connection does not wait on comes within a poll.
+    dovecot
+        .append("已发送", &sample_mail("sent", 2, 300), &["\\Seen"])
+        .await;
+    assert!(
+        eventually(Duration::from_secs(6), || sent_folder(2))
+            .await
+            .is_some()
+    );
+    dovecot
+        .append("INBOX", &sample_mail("in", 2, 300), &[])
+        .await;
+    assert!(wait_for_items(&fake, 2, Duration::from_secs(6)).await);
+    let sent = fake.messages(MAILBOX, "DingTalk Sent");
+    assert!(sent.iter().all(|m| m["isRead"] == true), "{sent:?}");
+    assert_eq!(fake.messages(MAILBOX, FOLDER).len(), 2);
+    assert_eq!(copies(&fake, "<2.sent@dingbridge.test>"), 1);
+}
+
+#[tokio::test]
+async fn a_route_without_graph_is_reported_not_synced() {
+    let dovecot = Dovecot::start();
+    let app = Env::new().mailbox_route(&dovecot, "ops-mail", "").spawn();
+    let ready = eventually(Duration::from_secs(10), || async {
+        let r = readyz(&app).await;
+        (r["checks"]["mailbox_routes"]["ops-mail"]["ok"] == false).then_some(r)
+    })
+    .await
+    .expect("the route reports why it does not run");
+    assert_eq!(ready["status"], "degraded");
+    assert_eq!(
+        ready["checks"]["mailbox_routes"]["ops-mail"]["kind"],
+        "config"
+    );
+    assert!(
+        app.logs()
+            .iter()
+            .any(|l| l.contains("mailbox route not synced") && l.contains("Graph")),
+        "logged clearly"
+    );
+    assert_eq!(
+        logins(&dovecot),
+        0,
+        "no IMAP connection without a place to write"
+    );
+}
