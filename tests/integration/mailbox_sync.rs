@@ -535,6 +535,16 @@ async fn without_idle_the_route_polls_and_start_new_skips_what_was_there() {
             .await,
         Some(0.0)
     );
+    // SIGTERM stops the loop and gives the lease back.
+    let mut app = app;
+    assert!(app.terminate(Duration::from_secs(15)), "clean exit");
+    assert!(
+        app.logs()
+            .iter()
+            .any(|l| l.contains("mailbox sync stopped")),
+        "logs:\n{}",
+        app.logs().join("\n")
+    );
 }
 
 #[tokio::test]
