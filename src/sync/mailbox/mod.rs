@@ -387,11 +387,15 @@ impl RouteSync {
     ) -> Result<(), SyncError> {
         let opened = client.examine(&f.name).await?;
         let key = state::mark_key(self.name(), &f.label);
-        let stored: Option<FolderMark> = self
-            .store
-            .kv_get(&key)
-            .await?
-            .and_then(|t| serde_json::from_str(&t).ok());
+        let stored: Option<FolderMark> = match self.store.kv_get(&key).await? {
+            // An unreadable mark must not restart the folder from scratch (`new` would
+            // skip mail): the route stops and says why.
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("mailbox mark {key}: {e}")))?,
+            ),
+            None => None,
+        };
         let top = match opened.uid_next {
             Some(next) => next.saturating_sub(1),
             None => client.uid_search("ALL").await?.last().copied().unwrap_or(0),
