@@ -636,3 +636,41 @@ async fn a_route_without_graph_is_reported_not_synced() {
         "no IMAP connection without a place to write"
     );
 }
+
+#[tokio::test]
+async fn an_instance_killed_mid_import_resumes_without_doubling_a_mail() {
+    let redis = RedisServer::start();
+    let raws: Vec<Vec<u8>> = (0..30).map(|n| sample_mail("crash", n, 400)).collect();
+    let dovecot = Dovecot::start_with(|d| {
+        let seeds: Vec<Seed> = raws
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| Seed {
+                raw: raw.clone(),
+                flags: "",
+                received: minutes_ago(50 - i as u64),
+            })
+            .collect();
+        d.seed(USER, None, &seeds);
+    });
+    let fake = GraphFake::start_default();
+    fake.set_latency(Duration::from_millis(80));
+    let env = Env::new().redis(&redis).graph(&fake).mailbox_route(
+        &dovecot,
+        "ops-mail",
+        "start = \"days:1\"\nlease_secs = 3",
+    );
+    let mut app = env.spawn();
+    assert!(wait_for_items(&fake, 10, Duration::from_secs(20)).await);
+    // Killed while a create may be in flight: the next one finds it by Message-ID.
+    app.kill9();
+    let again = env.spawn();
+    assert!(
+        wait_for_items(&fake, raws.len(), Duration::from_secs(30)).await,
+        "logs:\n{}",
+        again.logs().join("\n")
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.messages(MAILBOX, FOLDER).len(), raws.len());
+    assert_each_once(&fake, &raws);
+}
