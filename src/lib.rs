@@ -61,6 +61,7 @@ pub struct Application {
     backfill: Option<dingtalk::backfill::Backfill>,
     subscriptions: Option<leader::LeaderTask>,
     todo_poll: Option<leader::LeaderTask>,
+    mailbox_sync: Option<sync::mailbox::MailboxSync>,
     stream: Option<tokio::task::JoinHandle<()>>,
     stream_cancel: CancellationToken,
     shutdown_timeout: Duration,
@@ -113,6 +114,7 @@ impl Application {
         let subscriptions = subscription_manager
             .map(|manager| sync::to_dingtalk::start_subscription_task(store.clone(), manager));
         let todo_poll = startup::todo_poll(&config, &store, &clients);
+        let mailbox_sync = startup::mailbox_sync(&config, &store, &clients).await;
         Ok(Application {
             addr,
             server,
@@ -120,6 +122,7 @@ impl Application {
             backfill,
             subscriptions,
             todo_poll,
+            mailbox_sync,
             stream,
             stream_cancel,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
@@ -142,6 +145,9 @@ impl Application {
         }
         for task in [self.subscriptions, self.todo_poll].into_iter().flatten() {
             task.shutdown(self.shutdown_timeout).await;
+        }
+        if let Some(mailbox_sync) = self.mailbox_sync {
+            mailbox_sync.shutdown(self.shutdown_timeout).await;
         }
         if let Some(backfill) = self.backfill {
             backfill.shutdown(self.shutdown_timeout).await;

@@ -121,6 +121,57 @@ pub fn record_ingest(source: &str, result: &'static str, n: usize) {
         .increment(n as u64);
 }
 
+/// Counts one mail of mailbox route `route` written (or mapped: `result`) the way
+/// `direction` says (`to_outlook`, `to_dingtalk`).
+pub fn record_mail_synced(route: &str, direction: &'static str, result: &'static str) {
+    metrics::counter!(
+        "mailbox_messages_synced_total",
+        "route" => route.to_string(),
+        "direction" => direction,
+        "result" => result
+    )
+    .increment(1);
+}
+
+/// Marks now as the last successful sync of mailbox route `route` in `direction`.
+pub fn set_mailbox_synced_at(route: &str, direction: &'static str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    metrics::gauge!(
+        "mailbox_last_sync_timestamp_seconds",
+        "route" => route.to_string(),
+        "direction" => direction
+    )
+    .set(now);
+}
+
+/// Whether mailbox route `route`'s IMAP connection is waiting in `IDLE` now.
+pub fn set_mailbox_idle(route: &str, connected: bool) {
+    metrics::gauge!("mailbox_idle_connected", "route" => route.to_string()).set(if connected {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// Messages of mailbox route `route` found but not yet synced.
+pub fn set_mailbox_backlog(route: &str, n: usize) {
+    metrics::gauge!("mailbox_backlog", "route" => route.to_string()).set(n as f64);
+}
+
+/// Counts a problem of mailbox route `route` (`login`, `connection`, `graph`,
+/// `import_refused`…).
+pub fn record_mailbox_error(route: &str, kind: &'static str) {
+    metrics::counter!(
+        "mailbox_errors_total",
+        "route" => route.to_string(),
+        "kind" => kind
+    )
+    .increment(1);
+}
+
 /// Publishes the queue counts as gauges (called at scrape time).
 pub fn set_queue_depth(depth: &QueueDepth) {
     for (state, v) in [

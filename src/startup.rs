@@ -337,6 +337,17 @@ pub fn todo_poll(
     ))
 }
 
+/// The DingTalk Mail → Outlook sync of the mailbox routes that go to Outlook (one IMAP
+/// connection per route across all instances, under a store lease).
+pub async fn mailbox_sync(
+    config: &Config,
+    store: &SharedStore,
+    clients: &Clients,
+) -> Option<sync::mailbox::MailboxSync> {
+    sync::mailbox::MailboxSync::start(store.clone(), clients.graph.clone(), &config.mailbox_routes)
+        .await
+}
+
 /// The HTTP server: the routes behind the request context and the body deadline, serving
 /// at most `max_connections` clients at once (lowered to fit the open-file limit).
 pub fn http_server(

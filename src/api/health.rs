@@ -41,10 +41,30 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
                 None => json!({ "ok": true }),
                 Some(e) => json!({ "ok": false, "error": e.to_string(), "kind": e.kind.as_str() }),
             });
-            let degraded = graph.as_ref().is_some_and(|g| g["ok"] == false);
+            let mut degraded = graph.as_ref().is_some_and(|g| g["ok"] == false);
+            let mut checks = json!({ "store": { "ok": true, "backend": backend }, "graph": graph });
+            // Mailbox routes: what the instance holding each route's IMAP connection last
+            // reported (a route that cannot log in says why).
+            let mailboxes =
+                crate::sync::mailbox::route_health(&state.store, &state.config.mailbox_routes)
+                    .await;
+            if !mailboxes.is_empty() {
+                let mut routes = serde_json::Map::new();
+                for (name, health) in mailboxes {
+                    let value = match health {
+                        Some(h) => {
+                            degraded |= !h.ok;
+                            serde_json::to_value(h).unwrap_or_default()
+                        }
+                        None => json!({ "ok": null, "status": "not connected yet" }),
+                    };
+                    routes.insert(name, value);
+                }
+                checks["mailbox_routes"] = serde_json::Value::Object(routes);
+            }
             Ok(HttpResponse::Ok().json(json!({
                 "status": if degraded { "degraded" } else { "ready" },
-                "checks": { "store": { "ok": true, "backend": backend }, "graph": graph },
+                "checks": checks,
             })))
         }
         Ok(Err(e)) => Err(not_ready(backend, &e.to_string())),

@@ -37,8 +37,35 @@ pub struct MailboxRouteConfig {
     /// the route's backup.
     #[serde(default)]
     pub backup_dir: Option<PathBuf>,
+    /// Without IDLE on the server: how often the sync looks for new mail, in seconds.
+    #[serde(default = "default_poll_interval_secs")]
+    pub poll_interval_secs: u64,
+    /// With IDLE: how often the wait is re-issued, in seconds (RFC 2177 asks for less
+    /// than 29 minutes; default 25).
+    #[serde(default = "default_idle_interval_secs")]
+    pub idle_interval_secs: u64,
+    /// Lifetime of the store lease that gives one instance the route's IMAP connection,
+    /// in seconds: another instance takes over this long after the holder died.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
     /// How to reach the DingTalk mailbox.
     pub imap: ImapConfig,
+}
+
+fn default_poll_interval_secs() -> u64 {
+    60
+}
+
+/// Longest IDLE before it is re-issued (RFC 2177: servers may drop a client after 30
+/// minutes of inactivity).
+pub const MAX_IDLE_INTERVAL_SECS: u64 = 29 * 60;
+
+fn default_idle_interval_secs() -> u64 {
+    25 * 60
+}
+
+fn default_lease_secs() -> u64 {
+    30
 }
 
 /// A DingTalk folder and the Outlook folder it pairs with.
@@ -270,11 +297,43 @@ impl MailboxRouteConfig {
         Ok(())
     }
 
+    /// How often to look for new mail without IDLE.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.poll_interval_secs)
+    }
+
+    /// How long one IDLE waits before it is re-issued.
+    pub fn idle_interval(&self) -> Duration {
+        Duration::from_secs(self.idle_interval_secs)
+    }
+
+    /// Lifetime of the route's connection lease.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+
     /// Checks one route's values (the password was resolved before).
     pub(super) fn validate(&self, index: usize) -> Result<(), ConfigError> {
         let key = |field: &str| format!("mailbox_routes[{index}].{field}");
         if self.name.trim().is_empty() {
             return Err(ConfigError::new(key("name"), "must not be empty"));
+        }
+        if !(1..=3600).contains(&self.poll_interval_secs) {
+            return Err(ConfigError::new(
+                key("poll_interval_secs"),
+                "must be 1..=3600",
+            ));
+        }
+        if !(1..=MAX_IDLE_INTERVAL_SECS).contains(&self.idle_interval_secs) {
+            return Err(ConfigError::new(
+                key("idle_interval_secs"),
+                format!(
+                    "must be 1..={MAX_IDLE_INTERVAL_SECS} (servers may drop an IDLE client after 30 minutes)"
+                ),
+            ));
+        }
+        if !(3..=600).contains(&self.lease_secs) {
+            return Err(ConfigError::new(key("lease_secs"), "must be 3..=600"));
         }
         if self.mailbox.trim().is_empty() || self.mailbox.contains('/') {
             return Err(ConfigError::new(
@@ -426,6 +485,32 @@ password_env = "OPS_MAIL_PASSWORD"
         let password = r.imap.password.as_ref().expect("resolved");
         assert_eq!(password.expose_secret(), "client-pw-123");
         assert_eq!(r.imap.timeout(), Duration::from_secs(30));
+        assert_eq!(r.poll_interval(), Duration::from_secs(60));
+        assert_eq!(r.idle_interval(), Duration::from_secs(25 * 60));
+        assert_eq!(r.lease_ttl(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn sync_intervals_stay_in_range() {
+        let with = |line: &str| {
+            ROUTE.replace(
+                "[mailbox_routes.imap]",
+                &format!("{line}\n[mailbox_routes.imap]"),
+            )
+        };
+        let c = with_password(&with(
+            "poll_interval_secs = 2\nidle_interval_secs = 5\nlease_secs = 4",
+        ))
+        .expect("short intervals for tests");
+        assert_eq!(c.mailbox_routes[0].poll_interval(), Duration::from_secs(2));
+        for (line, field) in [
+            ("poll_interval_secs = 0", "poll_interval_secs"),
+            ("idle_interval_secs = 1800", "idle_interval_secs"),
+            ("lease_secs = 1", "lease_secs"),
+        ] {
+            let err = with_password(&with(line)).expect_err(line);
+            assert_eq!(err.key, format!("mailbox_routes[0].{field}"), "{err}");
+        }
     }
 
     #[test]

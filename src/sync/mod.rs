@@ -4,6 +4,7 @@
 
 pub mod keys;
 pub mod mail_import;
+pub mod mailbox;
 pub mod mapping;
 pub mod outlook_triggers;
 pub mod routes;

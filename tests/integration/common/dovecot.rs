@@ -96,6 +96,8 @@ pub struct Dovecot {
     child: Option<Child>,
     owner: Owner,
     seeded: u64,
+    /// Lines appended to `dovecot.conf` (see [`Dovecot::reconfigure`]).
+    extra_conf: String,
 }
 
 impl Dovecot {
@@ -121,8 +123,9 @@ impl Dovecot {
             child: None,
             owner: owner(),
             seeded: 0,
+            extra_conf: extra_conf.to_string(),
         };
-        d.write_files(extra_conf);
+        d.write_files();
         seed(&mut d);
         d.chown_mail();
         d.start_again();
@@ -156,7 +159,7 @@ impl Dovecot {
         }
     }
 
-    fn write_files(&self, extra_conf: &str) {
+    fn write_files(&self) {
         for sub in ["mail", "run", "state"] {
             std::fs::create_dir_all(self.path(sub)).expect("dir");
         }
@@ -173,6 +176,10 @@ impl Dovecot {
             format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n"),
         )
         .expect("passwd");
+        self.write_conf();
+    }
+
+    fn write_conf(&self) {
         let d = self.dir.path().display();
         let o = &self.owner;
         let conf = format!(
@@ -224,8 +231,9 @@ service anvil {{
 protocol imap {{
   mail_max_userip_connections = 100
 }}
-{extra_conf}
+{extra}
 "#,
+            extra = self.extra_conf,
             user = o.user,
             group = o.group,
             internal = o.internal_user,
@@ -357,6 +365,15 @@ protocol imap {{
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stops, appends `extra` to the configuration (e.g. `imap_capability = …`) and
+    /// starts again on the same ports.
+    pub fn reconfigure(&mut self, extra: &str) {
+        self.stop();
+        self.extra_conf = extra.to_string();
+        self.write_conf();
+        self.start_again();
     }
 
     /// Kills and starts again: every open connection is dropped, the mail stays.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{
     RedisServer, TestApp,
     dingtalk_fake::{AES_KEY, APP_KEY, APP_SECRET, DingTalk, TOKEN},
+    dovecot::Dovecot,
     graph_fake::GraphFake,
 };
 
@@ -142,6 +143,14 @@ impl Env {
     /// Writes a configuration file with these routes (every DingTalk kind to Outlook).
     pub fn routes(self, routes: &[Route<'_>]) -> Env {
         self.config_toml(&routes_toml(routes))
+    }
+
+    /// A configuration file with one `[[mailbox_routes]]` entry `name` for the mailbox of
+    /// `dovecot` (implicit TLS, its throwaway certificate trusted) and [`MAILBOX`] in
+    /// Outlook; `extra` holds further route settings (`start = "days:30"`,
+    /// `poll_interval_secs = 1`…), one per line.
+    pub fn mailbox_route(self, dovecot: &Dovecot, name: &str, extra: &str) -> Env {
+        self.config_toml(&dovecot.route_toml(name, extra))
     }
 
     /// The listening address (the harness default is `127.0.0.1:0`).
