@@ -50,6 +50,21 @@ enum Command {
         #[command(subcommand)]
         command: MailCommand,
     },
+    /// Lists (dry run) or, with `--apply`, removes the Outlook items the bridge itself
+    /// wrote for one route since a time: found through the audit trail and the stored id
+    /// pairs, each confirmed by its origin marker before anything is removed. Exits 1
+    /// naming any item that could not be read or removed.
+    Undo {
+        /// The route (`[[routes]]` or `[[mailbox_routes]]` name).
+        #[arg(long)]
+        route: String,
+        /// From when: an RFC 3339 time, or back from now (`90m`, `24h`, `7d`).
+        #[arg(long)]
+        since: String,
+        /// Remove the items (default: only list them).
+        #[arg(long)]
+        apply: bool,
+    },
     /// Restores a backup made by `export` (the rollback path: stop every instance, start
     /// the previous version, restore the backup taken before the upgrade).
     Import {
@@ -159,6 +174,11 @@ fn main() -> ExitCode {
         Command::Keys { command } => keys(config, command),
         Command::Doctor => doctor(&config),
         Command::Mail { command } => mail(&config, command),
+        Command::Undo {
+            route,
+            since,
+            apply,
+        } => undo(&config, &route, &since, apply),
         Command::Export { out } => backup(&config, |store| async move {
             let summary = if out.as_os_str() == "-" {
                 store.export(&mut std::io::stdout().lock()).await?
@@ -318,6 +338,168 @@ fn mail(config: &Config, command: MailCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn undo(config: &Config, route: &str, since: &str, apply: bool) -> ExitCode {
+    use dingbridge::sync::undo::{self, Outcome};
+    let mailbox = match (
+        config.routes.iter().find(|r| r.name == route),
+        config.mailbox_route(route),
+    ) {
+        (Some(r), _) => r.mailbox.clone(),
+        (None, Some(r)) => r.mailbox.clone(),
+        (None, None) => {
+            let names: Vec<&str> = (config.routes.iter().map(|r| r.name.as_str()))
+                .chain(config.mailbox_routes.iter().map(|r| r.name.as_str()))
+                .collect();
+            eprintln!(
+                "dingbridge: no route named `{route}` (configured: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let since_ms = match undo::parse_since(since, dingbridge::store::now_ms()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("dingbridge: --since {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(config.store_kind(), Ok(StoreKind::Memory)) {
+        eprintln!(
+            "dingbridge: the embedded memory store lives inside the running service and cannot be reached from here; undo needs the id pairs and the audit trail in Redis (set DINGBRIDGE_STORE_URL=redis://…)"
+        );
+        return ExitCode::from(2);
+    }
+    let http = match reqwest::Client::builder()
+        .user_agent(dingbridge::USER_AGENT)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+    {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("dingbridge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let graph = match dingbridge::graph::GraphClient::from_config(&config.graph, http) {
+        Ok(Some(g)) => g,
+        Ok(None) => {
+            eprintln!(
+                "dingbridge: Graph is not configured (graph.tenant_id, graph.client_id and a credential): undo reads and removes the items in Outlook"
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("dingbridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dingbridge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async {
+        let store = store::open(&config.store_settings()?).await?;
+        let cap = usize::try_from(config.audit_max_entries).unwrap_or(usize::MAX);
+        let found = undo::find(store.as_ref(), route, since_ms, cap).await?;
+        println!("note: undo {}", undo::COVERAGE);
+        if let Some(oldest) = found.trail_starts_ms {
+            println!(
+                "note: the audit trail (audit_max_entries = {}) reaches back only to {}; items written before then are not found",
+                config.audit_max_entries,
+                when(oldest)
+            );
+        }
+        let (mut removed, mut would, mut gone, mut kept, mut uncovered) = (0, 0, 0, 0, 0);
+        let mut failures = Vec::new();
+        for w in &found.items {
+            let (outcome, title) =
+                undo::undo_one(store.as_ref(), &graph, route, &mailbox, w, apply).await;
+            let what = match &outcome {
+                Outcome::WouldRemove => {
+                    would += 1;
+                    "would remove".to_string()
+                }
+                Outcome::Removed => {
+                    removed += 1;
+                    "removed".to_string()
+                }
+                Outcome::Gone => {
+                    gone += 1;
+                    "already gone".to_string()
+                }
+                Outcome::NotMarked(found) => {
+                    kept += 1;
+                    match found {
+                        Some(v) => format!("KEPT (its origin marker is `{v}`, not the bridge's for it)"),
+                        None => "KEPT (no bridge origin marker)".to_string(),
+                    }
+                }
+                Outcome::NotCovered => {
+                    uncovered += 1;
+                    "KEPT (undo cannot remove this kind yet)".to_string()
+                }
+                Outcome::Failed(e) => {
+                    failures.push(format!("{} {}: {e}", w.kind.as_str(), w.graph_id));
+                    format!("FAILED ({e})")
+                }
+            };
+            println!(
+                "{:<8} {}  {}  {}  {what}",
+                w.kind.as_str(),
+                when(w.at_ms),
+                w.graph_id,
+                title.as_deref().unwrap_or("-")
+            );
+        }
+        println!(
+            "route {route} since {}: {} item(s) written by the bridge; {} {}, {gone} already gone, {kept} kept without the bridge's marker, {uncovered} of kinds not covered, {} failed{}",
+            when(since_ms),
+            found.items.len(),
+            if apply { removed } else { would },
+            if apply { "removed" } else { "would be removed (dry run: add --apply)" },
+            failures.len(),
+            match found.already {
+                0 => String::new(),
+                n => format!(", {n} undone before"),
+            }
+        );
+        if failures.is_empty() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            for f in &failures {
+                eprintln!("dingbridge: undo failed for {f}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dingbridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Unix ms as an RFC 3339 time (UTC, seconds).
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
 }
 
 fn verify_backup(dir: &std::path::Path) -> ExitCode {

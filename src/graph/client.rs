@@ -573,6 +573,12 @@ impl GraphClient {
         Ok(())
     }
 
+    /// Deletes a mail item (to Graph's recoverable items, not Deleted Items); one already
+    /// gone counts as deleted.
+    pub async fn delete_message(&self, mailbox: &str, id: &str) -> Result<(), GraphError> {
+        self.delete(mailbox, &["messages", id], true).await
+    }
+
     /// Deletes an event; an event that is already gone counts as deleted.
     pub async fn delete_event(&self, mailbox: &str, id: &str) -> Result<(), GraphError> {
         self.delete(mailbox, &["events", id], true).await

@@ -11,6 +11,7 @@ pub mod routes;
 pub mod to_dingtalk;
 pub mod to_outlook;
 pub mod todo_sync;
+pub mod undo;
 
 // The event model sits below the platform modules that produce it (crate::event).
 pub use crate::event::{Action, EventKind, Source, SyncEvent};

@@ -33,3 +33,4 @@ mod spine;
 mod store_contract;
 mod store_outage;
 mod todo_sync;
+mod undo;
