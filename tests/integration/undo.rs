@@ -111,7 +111,7 @@ async fn undo_removes_exactly_the_relayed_items_of_the_route_since_the_time() {
     let after = now_rfc3339();
     // The user's own mail in the same folder, and one bridge item whose marker was
     // changed since (it no longer says the bridge wrote it for this message).
-    let own = graph.seed_message(MAILBOX, "DingTalk", json!({"subject": "my own note"}));
+    let own = graph.put_message(MAILBOX, "DingTalk", json!({"subject": "my own note"}));
     let mails = graph.messages(MAILBOX, "DingTalk");
     assert_eq!(mails.len(), 3);
     let tampered = mails
@@ -133,14 +133,14 @@ async fn undo_removes_exactly_the_relayed_items_of_the_route_since_the_time() {
     );
     assert_eq!(mirror_before, (1, 1));
 
-    // Dry run: lists the route's four items, removes nothing.
+    // Dry run: lists the route's three items (two mails, one event), removes nothing.
     let (ok, out, err) = cli(&env, &["undo", "--route", "customs", "--since", &before]);
     assert!(ok, "dry run failed: {err}\n{out}");
     let lines = item_lines(&out);
-    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines.len(), 3, "{out}");
     assert_eq!(
         lines.iter().filter(|l| l.contains("would remove")).count(),
-        3,
+        2,
         "{out}"
     );
     assert!(
@@ -160,7 +160,7 @@ async fn undo_removes_exactly_the_relayed_items_of_the_route_since_the_time() {
     assert_eq!(graph.events(MAILBOX).len(), 1);
     assert!(removed_entries(&redis).is_empty());
 
-    // Apply: exactly the three marked items go.
+    // Apply: exactly the two marked items go.
     let (ok, out, err) = cli(
         &env,
         &["undo", "--route", "customs", "--since", &before, "--apply"],
@@ -171,7 +171,7 @@ async fn undo_removes_exactly_the_relayed_items_of_the_route_since_the_time() {
             .iter()
             .filter(|l| l.ends_with("removed"))
             .count(),
-        3,
+        2,
         "{out}"
     );
     let left: Vec<String> = graph
@@ -192,7 +192,7 @@ async fn undo_removes_exactly_the_relayed_items_of_the_route_since_the_time() {
         "the other route's items stay"
     );
     let removed = removed_entries(&redis);
-    assert_eq!(removed.len(), 3, "{removed:?}");
+    assert_eq!(removed.len(), 2, "{removed:?}");
     assert!(removed.iter().all(|e| e["detail"]["route"] == "customs"
         && e["detail"]["kind"].is_string()
         && e["detail"]["graph_id"].is_string()));
@@ -210,8 +210,8 @@ async fn undo_removes_exactly_the_relayed_items_of_the_route_since_the_time() {
         "{out}"
     );
     assert!(summary(&out).contains("0 removed"), "{out}");
-    assert!(summary(&out).contains("3 undone before"), "{out}");
-    assert_eq!(removed_entries(&redis).len(), 3);
+    assert!(summary(&out).contains("2 undone before"), "{out}");
+    assert_eq!(removed_entries(&redis).len(), 2);
     assert_eq!(graph.messages(MAILBOX, "DingTalk").len(), 2);
 
     // After the writes: nothing.
@@ -255,7 +255,7 @@ async fn undo_of_a_mailbox_route_removes_the_imported_mails_and_keeps_the_users_
     .await;
     assert!(imported.is_some(), "{}", app.logs().join("\n"));
     drop(app);
-    let own = fake.seed_message(MAILBOX, "DingTalk Mail", json!({"subject": "typed by me"}));
+    let own = fake.put_message(MAILBOX, "DingTalk Mail", json!({"subject": "typed by me"}));
     assert_eq!(fake.messages(MAILBOX, "DingTalk Mail").len(), 4);
 
     let (ok, out, err) = cli(&env, &["undo", "--route", "ops-mail", "--since", &before]);
