@@ -88,7 +88,7 @@ pub struct Written {
     pub at_ms: i64,
     /// The Outlook (Graph) id.
     pub graph_id: String,
-    /// The id-pair namespace and the DingTalk side of the pair.
+    /// The id-pair namespace.
     pub pair_ns: String,
     /// The DingTalk side of the pair.
     pub left: String,
