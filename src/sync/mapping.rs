@@ -180,20 +180,8 @@ pub fn task_version(task: &Value) -> String {
 /// A DingTalk todo body (create or update) from a Graph To Do task; `source_id` is set on
 /// creates so that a retried create finds the first todo.
 pub fn todo_from_task(task: &Value, source_id: Option<&str>) -> Value {
-    let subject: String = task
-        .get("title")
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or("(Outlook task)")
-        .chars()
-        .take(1024)
-        .collect();
-    let description = text_preview(
-        task.pointer("/body/content")
-            .and_then(Value::as_str)
-            .unwrap_or(""),
-        4096,
-    );
+    let subject = title_or(task, "title", "(Outlook task)", 1024);
+    let description = body_preview(task, 4096);
     let mut body = json!({
         "subject": subject,
         "description": description,
@@ -360,6 +348,29 @@ pub fn mail_from_chat(msg: &ChatMessage, mailbox: &str, origin_value: &str, zone
         "sentDateTime": sent.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         "singleValueExtendedProperties": [{ "id": ORIGIN_PROPERTY, "value": origin_value }],
     })
+}
+
+/// `field` of a Graph item when it holds more than whitespace, else `placeholder`; at
+/// most `max` characters (DingTalk's length limits).
+pub fn title_or(item: &Value, field: &str, placeholder: &str, max: usize) -> String {
+    item.get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or(placeholder)
+        .chars()
+        .take(max)
+        .collect()
+}
+
+/// The plain-text preview of a Graph item's body (`/body/content`), at most `max`
+/// characters.
+pub fn body_preview(item: &Value, max: usize) -> String {
+    text_preview(
+        item.pointer("/body/content")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        max,
+    )
 }
 
 /// Plain text of an HTML body, for previews.

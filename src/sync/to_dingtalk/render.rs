@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::sync::{
     keys::TODO_SOURCE_PREFIX,
-    mapping::{fixed_offset_minutes, iana_time_zone, text_preview},
+    mapping::{body_preview, fixed_offset_minutes, iana_time_zone, text_preview, title_or},
 };
 
 /// Characters of mail text shown in the DingTalk message.
@@ -56,20 +56,8 @@ pub fn dingtalk_event_from_graph(ev: &Value, zone: &str) -> Option<Value> {
     let all_day = ev.get("isAllDay").and_then(Value::as_bool).unwrap_or(false);
     let start = dingtalk_time(ev.get("start")?, all_day, zone)?;
     let end = dingtalk_time(ev.get("end")?, all_day, zone)?;
-    let summary: String = ev
-        .get("subject")
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or("(Outlook event)")
-        .chars()
-        .take(2048)
-        .collect();
-    let description = text_preview(
-        ev.pointer("/body/content")
-            .and_then(Value::as_str)
-            .unwrap_or(""),
-        4900,
-    );
+    let summary = title_or(ev, "subject", "(Outlook event)", 2048);
+    let description = body_preview(ev, 4900);
     let mut body = json!({
         "summary": summary,
         "description": description,
