@@ -235,3 +235,43 @@ async fn without_condstore_recent_mail_is_rechecked_and_a_to_outlook_route_write
     assert_eq!(read_changes(&app, "to_dingtalk", false).await, 0.0);
     fake.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_read_flag_set_while_the_route_idles_reaches_outlook_at_once() {
+    let dovecot = Dovecot::start();
+    assert!(dovecot.client().await.capabilities().idle, "IDLE");
+    let fake = GraphFake::start_default();
+    // `to_outlook` with IDLE: the loop waits up to idle_interval_secs (25 minutes), so
+    // only the server's untagged FETCH (FLAGS) can wake it in time.
+    let app = Env::new()
+        .graph(&fake)
+        .mailbox_route(&dovecot, "ops-mail", "")
+        .spawn();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            fake.folder_id(MAILBOX, FOLDER)
+        })
+        .await
+        .is_some(),
+        "logs:\n{}",
+        app.logs().join("\n")
+    );
+    let a = "<1.idle@dingbridge.test>";
+    dovecot
+        .append("INBOX", &sample_mail("idle", 1, 300), &[])
+        .await;
+    assert!(
+        arrived(&fake, &[a]).await,
+        "logs:\n{}",
+        app.logs().join("\n")
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    set_seen(&dovecot, a, true).await;
+    assert!(
+        outlook_read_is(&fake, a, true).await,
+        "logs:\n{}",
+        app.logs().join("\n")
+    );
+    assert_eq!(read_changes(&app, "to_outlook", true).await, 1.0);
+    fake.assert_no_violations();
+}
