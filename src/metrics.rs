@@ -133,6 +133,18 @@ pub fn record_mail_synced(route: &str, direction: &'static str, result: &'static
     .increment(1);
 }
 
+/// Counts one read-state change of mailbox route `route` relayed the way `direction`
+/// says (`to_outlook`: `isRead` set in Outlook; `to_dingtalk`: `\\Seen` stored).
+pub fn record_mail_read_synced(route: &str, direction: &'static str, read: bool) {
+    metrics::counter!(
+        "mailbox_read_changes_total",
+        "route" => route.to_string(),
+        "direction" => direction,
+        "read" => if read { "true" } else { "false" }
+    )
+    .increment(1);
+}
+
 /// Marks now as the last successful sync of mailbox route `route` in `direction`.
 pub fn set_mailbox_synced_at(route: &str, direction: &'static str) {
     let now = std::time::SystemTime::now()

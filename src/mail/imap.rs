@@ -664,13 +664,39 @@ impl ImapClient {
             .await
     }
 
+    /// Metadata of the messages whose flags changed after mod-sequence `modseq`
+    /// (`UID FETCH 1:* (…) (CHANGEDSINCE modseq)`, RFC 7162); needs CONDSTORE.
+    pub async fn fetch_meta_changed_since(
+        &mut self,
+        modseq: u64,
+    ) -> Result<Vec<MessageMeta>, ImapError> {
+        if !self.caps.condstore {
+            return Err(ImapError::Usage(
+                "the server does not offer CONDSTORE; re-check the flags instead".into(),
+            ));
+        }
+        self.fetch_meta_modified("1:*", &format!(" (CHANGEDSINCE {modseq})"), &|_| true)
+            .await
+    }
+
     async fn fetch_meta_set(
         &mut self,
         set: &str,
         wanted: &(dyn Fn(u32) -> bool + Sync),
     ) -> Result<Vec<MessageMeta>, ImapError> {
+        self.fetch_meta_modified(set, "", wanted).await
+    }
+
+    /// `UID FETCH set (…) modifiers`: the metadata of the messages `wanted` keeps.
+    async fn fetch_meta_modified(
+        &mut self,
+        set: &str,
+        modifiers: &str,
+        wanted: &(dyn Fn(u32) -> bool + Sync),
+    ) -> Result<Vec<MessageMeta>, ImapError> {
         let modseq = if self.caps.condstore { " MODSEQ" } else { "" };
-        let line = format!("UID FETCH {set} (UID RFC822.SIZE FLAGS INTERNALDATE{modseq})");
+        let line =
+            format!("UID FETCH {set} (UID RFC822.SIZE FLAGS INTERNALDATE{modseq}){modifiers}");
         let mut out = Vec::new();
         self.run(Step::Fetch, &line, self.timeout, &mut |r| {
             let Response::Fetch(_, attrs) = r else {

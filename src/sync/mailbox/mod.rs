@@ -14,11 +14,15 @@
 //! `poll_interval_secs`. Any IMAP error closes the connection and opens a new one after a
 //! growing pause. A changed `UIDVALIDITY` starts the folder again from the route's start
 //! date, matching by `Message-ID`.
+//!
+//! Read state goes both ways once per change ([`read`]): a route that writes to
+//! DingTalk Mail (`both`) opens its folders with `SELECT` instead, to store `\Seen`.
 
+mod read;
 pub mod state;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -33,7 +37,9 @@ use super::mail_import::{self, ImportContext};
 use crate::{
     config::MailboxRouteConfig,
     graph::{GraphClient, GraphError, ImportedAs, Precheck},
-    mail::{ImapClient, ImapError, ImapSettings, MailboxName},
+    mail::{
+        FolderState, IdleOutcome, ImapClient, ImapError, ImapSettings, MailboxName, ServerEvent,
+    },
     metrics,
     store::{AuditEntry, SharedStore, Side, StoreError},
 };
@@ -182,6 +188,18 @@ impl RouteSync {
         &self.route.name
     }
 
+    /// Opens a folder: read-only unless the route writes `\Seen` to DingTalk Mail.
+    async fn open(
+        &self,
+        client: &mut ImapClient,
+        folder: &MailboxName,
+    ) -> Result<FolderState, ImapError> {
+        match self.route.direction.to_dingtalk() {
+            true => client.select(folder).await,
+            false => client.examine(folder).await,
+        }
+    }
+
     /// Holds the lease while it can and syncs under it; waits for it otherwise.
     async fn run(self: Arc<Self>, stop: CancellationToken) {
         let lease = state::lease_name(self.name());
@@ -314,6 +332,8 @@ impl RouteSync {
         let mut fresh = true;
         let mut folder_ids: HashMap<String, String> = HashMap::new();
         let mut reported = Instant::now();
+        // UIDs whose flags the server reported changed on its own, per folder index.
+        let mut flagged: Vec<HashSet<u32>> = vec![HashSet::new(); folders.len()];
         loop {
             // The stored health expires unless renewed (its holder may die).
             if reported.elapsed() >= self.route.lease_ttl() {
@@ -326,7 +346,7 @@ impl RouteSync {
                 .await;
                 reported = Instant::now();
             }
-            for f in &folders {
+            for (i, f) in folders.iter().enumerate() {
                 let folder_id = match folder_ids.get(&f.outlook) {
                     Some(id) => id.clone(),
                     None => match self
@@ -341,8 +361,9 @@ impl RouteSync {
                         Err(e) => return e.into(),
                     },
                 };
+                let changed = std::mem::take(&mut flagged[i]);
                 if let Err(e) = self
-                    .sync_folder(&mut client, f, &folder_id, &mut fresh)
+                    .sync_folder(&mut client, f, &folder_id, &mut fresh, &changed)
                     .await
                 {
                     return e;
@@ -351,27 +372,36 @@ impl RouteSync {
             metrics::set_mailbox_backlog(self.name(), 0);
             metrics::set_mailbox_synced_at(self.name(), DIRECTION);
             // Wait on the first folder; with several, come back for the others in time.
-            let wait = if folders.len() > 1 || !idle {
+            // Outlook's read states are polled (routes writing to DingTalk Mail): in time too.
+            let wait = if folders.len() > 1 || !idle || self.route.direction.to_dingtalk() {
                 self.route.poll_interval().min(self.route.idle_interval())
             } else {
                 self.route.idle_interval()
             };
             if idle {
                 if folders.len() > 1
-                    && let Err(e) = client.examine(&folders[0].name).await
+                    && let Err(e) = self.open(&mut client, &folders[0].name).await
                 {
                     return e.into();
                 }
                 metrics::set_mailbox_idle(self.name(), true);
                 let waited = client.idle(wait).await;
                 metrics::set_mailbox_idle(self.name(), false);
-                if let Err(e) = waited {
-                    return e.into();
+                match waited {
+                    Err(e) => return e.into(),
+                    Ok(IdleOutcome::Changed(events)) => flagged[0].extend(flag_uids(&events)),
+                    Ok(IdleOutcome::Timeout) => {}
                 }
             } else {
                 tokio::time::sleep(wait).await;
-                if let Err(e) = client.noop().await {
-                    return e.into();
+                match client.noop().await {
+                    Err(e) => return e.into(),
+                    // The last folder synced is the one open.
+                    Ok(events) => {
+                        if let Some(last) = flagged.last_mut() {
+                            last.extend(flag_uids(&events));
+                        }
+                    }
                 }
             }
         }
@@ -384,8 +414,9 @@ impl RouteSync {
         f: &FolderRun,
         folder_id: &str,
         fresh: &mut bool,
+        flagged: &HashSet<u32>,
     ) -> Result<(), SyncError> {
-        let opened = client.examine(&f.name).await?;
+        let opened = self.open(client, &f.name).await?;
         let key = state::mark_key(self.name(), &f.label);
         let stored: Option<FolderMark> = match self.store.kv_get(&key).await? {
             // An unreadable mark must not restart the folder from scratch (`new` would
@@ -468,7 +499,8 @@ impl RouteSync {
             mark.mark = mark.initial_top;
             self.save_mark(&key, &mark).await?;
         }
-        Ok(())
+        self.sync_read(client, f, &key, &mut mark, &opened, flagged)
+            .await
     }
 
     async fn save_mark(&self, key: &str, mark: &FolderMark) -> Result<(), StoreError> {
@@ -515,6 +547,11 @@ impl RouteSync {
         if !group.is_empty() {
             messages.extend(client.fetch(&group, size).await?);
         }
+        let seen: HashMap<u32, bool> = messages
+            .iter()
+            .map(|m| (m.meta.uid, m.meta.seen()))
+            .collect();
+        let mut recent = self.recent_pairs(f, mark.uid_validity).await?;
         let rendered: Vec<_> = messages
             .iter()
             .map(|m| {
@@ -604,6 +641,12 @@ impl RouteSync {
             };
             let left = state::pair_left(&f.label, mark.uid_validity, uid);
             self.store.map_put(&ns, &left, &imported.id).await?;
+            // The state written with the mail: later changes are relayed from it.
+            if let Some(&read) = seen.get(&uid) {
+                self.put_read(&left, read).await?;
+            }
+            recent.push(mark.uid_validity, uid, &imported.id);
+            self.save_recent(f, &recent).await?;
             let how = match imported.how {
                 ImportedAs::Created => "created",
                 ImportedAs::Completed => "completed",
@@ -628,6 +671,15 @@ impl RouteSync {
         }
         Ok(())
     }
+}
+
+/// The UIDs whose flags changed among events the server sent on its own (a server that
+/// leaves the UID out is covered by the next re-check or `CHANGEDSINCE`).
+fn flag_uids(events: &[ServerEvent]) -> impl Iterator<Item = u32> + '_ {
+    events.iter().filter_map(|e| match e {
+        ServerEvent::Flags { uid, .. } => *uid,
+        _ => None,
+    })
 }
 
 /// Whether Graph refused this one mail (its content), rather than the mailbox, the

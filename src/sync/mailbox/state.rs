@@ -32,6 +32,65 @@ pub fn pair_left(folder: &str, uid_validity: u32, uid: u32) -> String {
     format!("{folder}:{uid_validity}:{uid}")
 }
 
+/// Store key of the read state last synced for the pair whose DingTalk side is `left`
+/// ([`pair_left`]) on `route`: `1` read, `0` unread. A change on either side is relayed
+/// only when it differs from this, and this is written right after the relay, so each
+/// change crosses once and the other side's echo of it is recognised.
+pub fn read_key(route: &str, left: &str) -> String {
+    format!("mailbox-read:{route}:{left}")
+}
+
+/// Store key of the folder's most recently mapped messages ([`RecentPairs`]).
+pub fn recent_key(route: &str, folder: &str) -> String {
+    format!("mailbox-recent:{route}:{folder}")
+}
+
+/// The stored form of a read state.
+pub fn read_value(read: bool) -> &'static str {
+    if read { "1" } else { "0" }
+}
+
+/// A stored read state (anything unreadable counts as unknown).
+pub fn parse_read(text: &str) -> Option<bool> {
+    match text.trim() {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// How many recently mapped messages per folder have their read state re-checked each
+/// cycle: in DingTalk Mail when the server lacks CONDSTORE, and in Outlook (one `GET`
+/// each) for routes that write to DingTalk. Older messages are not re-checked that way.
+pub const RECENT_PAIRS: usize = 50;
+
+/// The most recently mapped messages of a folder (UID and Outlook id), newest last, at
+/// most [`RECENT_PAIRS`], for one `UIDVALIDITY`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentPairs {
+    /// The `UIDVALIDITY` the UIDs belong to.
+    pub uid_validity: u32,
+    /// `(uid, graph id)`, oldest first.
+    pub pairs: Vec<(u32, String)>,
+}
+
+impl RecentPairs {
+    /// Adds a mapped message, dropping the oldest beyond [`RECENT_PAIRS`]; a list of
+    /// another `UIDVALIDITY` starts over.
+    pub fn push(&mut self, uid_validity: u32, uid: u32, graph_id: &str) {
+        if self.uid_validity != uid_validity {
+            *self = RecentPairs {
+                uid_validity,
+                pairs: Vec::new(),
+            };
+        }
+        self.pairs.retain(|(u, _)| *u != uid);
+        self.pairs.push((uid, graph_id.to_string()));
+        let extra = self.pairs.len().saturating_sub(RECENT_PAIRS);
+        self.pairs.drain(..extra);
+    }
+}
+
 /// The folder name used in keys and origins: `INBOX` in any case is `INBOX`.
 pub fn folder_label(name: &str) -> String {
     let name = name.trim();
@@ -58,6 +117,10 @@ pub struct FolderMark {
     /// When the route first synced this folder (Unix ms): after a `UIDVALIDITY` change,
     /// the messages from then on are matched again.
     pub started_ms: i64,
+    /// The folder's `HIGHESTMODSEQ` up to which flag changes were looked at (CONDSTORE
+    /// servers); `None`: not yet, the next cycle starts from the folder's current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modseq: Option<u64>,
 }
 
 impl FolderMark {
@@ -72,6 +135,7 @@ impl FolderMark {
                 initial_top: top,
                 since_ms: None,
                 started_ms: now_ms,
+                modseq: None,
             },
             SyncStart::Days(n) => FolderMark {
                 uid_validity,
@@ -79,6 +143,7 @@ impl FolderMark {
                 initial_top: top,
                 since_ms: Some(now_ms - i64::from(n) * 86_400_000),
                 started_ms: now_ms,
+                modseq: None,
             },
         }
     }
@@ -93,6 +158,7 @@ impl FolderMark {
             initial_top: top,
             since_ms: Some(self.since_ms.unwrap_or(self.started_ms)),
             started_ms: self.started_ms,
+            modseq: None,
         }
     }
 
@@ -161,6 +227,34 @@ mod tests {
         assert_eq!(pair_left("已发送", 7, 42), "已发送:7:42");
         assert_eq!(folder_label(" inbox "), "INBOX");
         assert_eq!(folder_label("已发送"), "已发送");
+        assert_eq!(read_key("r", "INBOX:7:42"), "mailbox-read:r:INBOX:7:42");
+        assert_eq!(recent_key("r", "INBOX"), "mailbox-recent:r:INBOX");
+        assert_eq!(parse_read(read_value(true)), Some(true));
+        assert_eq!(parse_read(read_value(false)), Some(false));
+        assert_eq!(parse_read("x"), None);
+    }
+
+    #[test]
+    fn a_mark_stored_before_modseqs_were_kept_still_reads() {
+        let old = r#"{"uid_validity":9,"mark":30,"initial_top":30,"since_ms":null,"started_ms":1}"#;
+        let m: FolderMark = serde_json::from_str(old).expect("mark");
+        assert_eq!(m.modseq, None);
+        assert!(!serde_json::to_string(&m).expect("json").contains("modseq"));
+    }
+
+    #[test]
+    fn recent_pairs_keep_the_newest_and_start_over_on_a_new_uidvalidity() {
+        let mut r = RecentPairs::default();
+        for uid in 1..=(RECENT_PAIRS as u32 + 5) {
+            r.push(7, uid, &format!("g{uid}"));
+        }
+        assert_eq!(r.pairs.len(), RECENT_PAIRS);
+        assert_eq!(r.pairs[0].0, 6);
+        r.push(7, 6, "again");
+        assert_eq!(r.pairs.len(), RECENT_PAIRS);
+        assert_eq!(r.pairs.last(), Some(&(6, "again".to_string())));
+        r.push(8, 1, "new");
+        assert_eq!(r.pairs, vec![(1, "new".to_string())]);
     }
 
     #[test]
