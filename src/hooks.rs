@@ -105,6 +105,15 @@ pub async fn save(store: &dyn Store, hook: &Hook) -> StoreResult<()> {
     store.set_add(INDEX, &hook.id).await
 }
 
+/// Rewrites a hook that still exists (a delivery recording its 404 run or disabling
+/// it); `false` when it was deleted meanwhile, which then stays so.
+pub async fn update(store: &dyn Store, hook: &Hook) -> StoreResult<bool> {
+    let json = serde_json::to_string(hook).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    store
+        .kv_replace(&format!("{KV_PREFIX}{}", hook.id), &json)
+        .await
+}
+
 /// Reads one hook.
 pub async fn get(store: &dyn Store, id: &str) -> StoreResult<Option<Hook>> {
     match store.kv_get(&format!("{KV_PREFIX}{id}")).await? {

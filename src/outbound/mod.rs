@@ -136,7 +136,7 @@ impl JobHandler for HookDeliverer {
         match status {
             200..=299 => {
                 if hook.not_found_since_ms.take().is_some() {
-                    hooks::save(self.store.as_ref(), &hook)
+                    hooks::update(self.store.as_ref(), &hook)
                         .await
                         .map_err(store_failure)?;
                 }
@@ -161,9 +161,13 @@ impl JobHandler for HookDeliverer {
                 let for_ms = now.saturating_sub(since);
                 if for_ms >= self.gone_grace.as_millis() as i64 {
                     hook.status = HookStatus::Disabled;
-                    hooks::save(self.store.as_ref(), &hook)
+                    if !hooks::update(self.store.as_ref(), &hook)
                         .await
-                        .map_err(store_failure)?;
+                        .map_err(store_failure)?
+                    {
+                        tracing::info!(hook_id, "hook was deleted during the delivery");
+                        return Ok(());
+                    }
                     tracing::warn!(hook_id, "target kept answering 404; hook disabled");
                     self.audit(
                         "hook.disabled",
@@ -174,10 +178,14 @@ impl JobHandler for HookDeliverer {
                     .await;
                     return Ok(());
                 }
-                if since == now {
-                    hooks::save(self.store.as_ref(), &hook)
+                if since == now
+                    && !hooks::update(self.store.as_ref(), &hook)
                         .await
-                        .map_err(store_failure)?;
+                        .map_err(store_failure)?
+                {
+                    // Deleted while this delivery ran: no retry, and it stays deleted.
+                    tracing::info!(hook_id, "hook was deleted during the delivery");
+                    return Ok(());
                 }
                 Err(JobFailure::transient(format!(
                     "target answered 404 (an inactive n8n workflow answers so); the hook is disabled if this lasts {} s",

@@ -446,6 +446,28 @@ pub async fn kv_roundtrip_and_prefix_listing(store: &dyn Store) {
     assert_eq!(keys, vec![format!("{p}a"), format!("{p}b")]);
     assert!(store.kv_delete(&format!("{p}a")).await.expect("delete"));
     assert!(!store.kv_delete(&format!("{p}a")).await.expect("delete"));
+    // A replace never brings a deleted value back; an existing one is overwritten.
+    assert!(
+        !store
+            .kv_replace(&format!("{p}a"), "late")
+            .await
+            .expect("replace")
+    );
+    assert_eq!(store.kv_get(&format!("{p}a")).await.expect("get"), None);
+    assert!(
+        store
+            .kv_replace(&format!("{p}b"), "2b")
+            .await
+            .expect("replace")
+    );
+    assert_eq!(
+        store
+            .kv_get(&format!("{p}b"))
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("2b")
+    );
 }
 
 /// Counters add atomically under concurrency and start again after their ttl.

@@ -475,6 +475,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn kv_replace(&self, key: &str, value: &str) -> StoreResult<bool> {
+        let k = format!("kv:{key}");
+        let mut inner = self.lock();
+        if inner.get(&k).is_none() {
+            return Ok(false);
+        }
+        inner.set(&k, value.into(), None);
+        Ok(true)
+    }
+
     async fn kv_delete(&self, key: &str) -> StoreResult<bool> {
         let k = format!("kv:{key}");
         let mut inner = self.lock();

@@ -293,6 +293,9 @@ pub trait Store: Send + Sync + 'static {
     async fn kv_get(&self, key: &str) -> StoreResult<Option<String>>;
     /// Writes a value, optionally expiring.
     async fn kv_put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()>;
+    /// Overwrites a value only if it still exists (keeping no expiry); `false` when it was
+    /// gone, so a concurrent delete is never undone by a late write.
+    async fn kv_replace(&self, key: &str, value: &str) -> StoreResult<bool>;
     /// Deletes a value; `true` when it existed.
     async fn kv_delete(&self, key: &str) -> StoreResult<bool>;
     /// Keys under `prefix`. On Redis this scans the whole keyspace (every dedupe mark

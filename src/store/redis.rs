@@ -983,6 +983,19 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn kv_replace(&self, key: &str, value: &str) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        // SET … XX: one atomic step, so a DEL between a read and this write wins.
+        let done: Option<String> = ::redis::cmd("SET")
+            .arg(self.key(&format!("kv:{key}")))
+            .arg(value)
+            .arg("XX")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(done.is_some())
+    }
+
     async fn kv_delete(&self, key: &str) -> StoreResult<bool> {
         let mut c = self.conn().await?;
         let n: i64 = c

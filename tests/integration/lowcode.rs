@@ -358,6 +358,49 @@ async fn an_n8n_404_past_the_grace_period_disables_the_hook_with_an_audit_entry(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_deleted_while_a_delivery_is_in_flight_stays_deleted() {
+    let redis = RedisServer::start();
+    let key = create_key(&redis, "n8n", "triggers,admin");
+    let echo = failing_echo_target();
+    // An inactive n8n workflow answering 404, slowly: the DELETE lands mid-delivery.
+    let target = FakeServer::start(|_| FakeReply::status(404).delayed(Duration::from_millis(1500)));
+    let app = spawn(&redis, &echo.url("/relay"), &[]);
+    let hook = subscribe(&app, &key, &target.url("/webhook/x/webhook"), "sync.failed").await;
+    let path = format!("/v1/hooks/{}", hook["id"].as_str().expect("id"));
+
+    fail_a_relay(&app, "evt-in-flight").await;
+    let in_flight = eventually(Duration::from_secs(20), || async {
+        (!target.requests().is_empty()).then_some(())
+    })
+    .await;
+    assert!(in_flight.is_some(), "a delivery started");
+    let resp = app
+        .http
+        .delete(app.url(&path))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("delete");
+    assert!(resp.status().is_success(), "{}", resp.status());
+
+    // The delivery's 404 answer arrives after the delete, and its retries would follow.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let list: Vec<Value> = get(&app, &key, "/v1/hooks")
+        .await
+        .json()
+        .await
+        .expect("list");
+    assert!(list.is_empty(), "the deleted hook came back: {list:?}");
+    let resp = get(&app, &key, &path).await;
+    assert_eq!(resp.status(), 404);
+    let n = target.requests().len();
+    assert_eq!(n, 1, "no retry to a deleted hook");
+    fail_a_relay(&app, "evt-after-delete").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(target.requests().len(), n, "nothing goes to a deleted hook");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_hook_answers_2xx_even_when_it_is_already_gone() {
     let redis = RedisServer::start();
     let key = create_key(&redis, "zapier", "triggers");
