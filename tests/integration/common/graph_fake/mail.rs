@@ -96,6 +96,22 @@ impl GraphFake {
         notify_message_change(&self.shared, &mailbox.to_lowercase(), id, &fid, "updated");
     }
 
+    /// Deletes a message (as a user in Outlook would), logging it for delta.
+    pub fn delete_message(&self, mailbox: &str, id: &str) {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .get_mut(&mailbox.to_lowercase())
+            .expect("mailbox");
+        let pos = mb
+            .messages
+            .iter()
+            .position(|m| m.json["id"] == id)
+            .expect("message");
+        let removed = mb.messages.remove(pos);
+        mb.log_change(id, &removed.folder_id, true);
+    }
+
     /// Folders of a mailbox (id, displayName, …).
     pub fn folders(&self, mailbox: &str) -> Vec<Value> {
         self.with_mailbox(mailbox, |m| m.folders.clone())
