@@ -156,7 +156,9 @@ pub fn register_outlook_relay(
     let Some(g) = &clients.graph else {
         return Ok(None);
     };
-    if routes.is_empty() {
+    // Mailbox routes writing to DingTalk Mail subscribe too: a notification wakes them.
+    let mailbox_wanted = graph::subscriptions::mailbox_wanted(&config.mailbox_routes);
+    if routes.is_empty() && mailbox_wanted.is_empty() {
         return Ok(None);
     }
     let encryption = match (
@@ -176,7 +178,10 @@ pub fn register_outlook_relay(
             store.clone(),
             g.clone(),
             s,
-            graph::subscriptions::wanted(&routes),
+            graph::subscriptions::wanted(&routes)
+                .into_iter()
+                .chain(mailbox_wanted.iter().cloned())
+                .collect(),
         ))
     });
     let mut relay = sync::to_dingtalk::OutlookRelay::new(
@@ -186,7 +191,8 @@ pub fn register_outlook_relay(
         clients.dingtalk.clone(),
         routes,
         manager.clone(),
-    );
+    )
+    .with_mailbox_routes(mailbox_wanted.iter().map(|w| w.route.clone()).collect());
     if let (Some(path), Ok(Some(id))) = (
         &config.graph.notification_private_key_path,
         config.graph.credentials(),
@@ -337,8 +343,8 @@ pub fn todo_poll(
     ))
 }
 
-/// The DingTalk Mail → Outlook sync of the mailbox routes that go to Outlook (one IMAP
-/// connection per route across all instances, under a store lease).
+/// The DingTalk Mail ⇄ Outlook sync of the mailbox routes, each way as the route says
+/// (one IMAP connection per route across all instances, under a store lease).
 pub async fn mailbox_sync(
     config: &Config,
     store: &SharedStore,

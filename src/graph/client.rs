@@ -32,8 +32,10 @@ use crate::{
     upstream,
 };
 
+mod mail_delta;
 mod mail_sync;
 
+pub use mail_delta::{DeltaItem, DeltaMessage, DeltaPage, parse_delta_page, received_since_filter};
 pub use mail_sync::{
     FoundMessage, ImportPlan, Importance, Imported, ImportedAs, MailAddress, MailAttachment,
     MailBody, Precheck, REQUEST_BODY_MAX, ReceivedMail, plan_import,

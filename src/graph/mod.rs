@@ -20,9 +20,9 @@ use crate::worker::JobFailure;
 
 pub use auth::{AssertionAlg, AuthError, AuthErrorKind, Credential, TokenProvider};
 pub use client::{
-    Collection, Created, FoundMessage, GraphClient, ImportPlan, Importance, Imported, ImportedAs,
-    LinkedResource, MailAddress, MailAttachment, MailBody, Precheck, ReceivedMail, RetryPolicy,
-    event_transaction_id, plan_import,
+    Collection, Created, DeltaItem, DeltaMessage, DeltaPage, FoundMessage, GraphClient, ImportPlan,
+    Importance, Imported, ImportedAs, LinkedResource, MailAddress, MailAttachment, MailBody,
+    Precheck, ReceivedMail, RetryPolicy, event_transaction_id, plan_import,
 };
 
 /// Reads the certificate and key files the Graph settings name — readable, PEM, RSA, and

@@ -18,7 +18,7 @@ use super::{
     notifications::EncryptionCertificate,
 };
 use crate::{
-    config::{Config, RouteConfig, RouteKind},
+    config::{Config, MailboxRouteConfig, RouteConfig, RouteKind},
     store::{SharedStore, Store, StoreResult},
 };
 
@@ -190,6 +190,26 @@ pub fn wanted(routes: &[RouteConfig]) -> Vec<Wanted> {
     out
 }
 
+/// The subscriptions the mailbox routes that write to DingTalk Mail ask for: the messages
+/// of the route's Outlook folder (its one mapped folder; the whole mailbox when it maps
+/// several), so that a new mail wakes the route's loop.
+pub fn mailbox_wanted(routes: &[MailboxRouteConfig]) -> Vec<Wanted> {
+    routes
+        .iter()
+        .filter(|r| r.direction.to_dingtalk())
+        .map(|r| Wanted {
+            route: r.name.clone(),
+            mailbox: r.mailbox.clone(),
+            watched: Watched::Messages,
+            folder: match r.folders.as_slice() {
+                [one] => Some(one.outlook.trim().to_string()),
+                _ => None,
+            },
+            rich: false,
+        })
+        .collect()
+}
+
 /// A random `clientState`: 64 alphanumerics (Graph allows 128).
 pub fn new_client_state() -> String {
     rand::thread_rng()
@@ -298,6 +318,8 @@ impl SubscriptionManager {
     async fn resource(&self, w: &Wanted) -> Result<(String, Option<String>), GraphError> {
         let m = &w.mailbox;
         Ok(match w.watched {
+            // No folder: every message of the mailbox.
+            Watched::Messages if w.folder.is_none() => (format!("users/{m}/messages"), None),
             Watched::Messages => {
                 let wanted = w.folder.clone().unwrap_or_else(|| "inbox".into());
                 let folder = if WELL_KNOWN_FOLDERS.contains(&wanted.to_ascii_lowercase().as_str()) {
@@ -544,6 +566,36 @@ mod tests {
         );
         assert_eq!(w[0].folder.as_deref(), Some("inbox"));
         assert_eq!(w[3].folder.as_deref(), Some("Projects"));
+    }
+
+    #[test]
+    fn mailbox_routes_writing_to_dingtalk_watch_their_outlook_folder() {
+        let route = |name: &str, extra: &str| -> MailboxRouteConfig {
+            toml::from_str(&format!(
+                "name = \"{name}\"\nmailbox = \"{name}@x\"\n{extra}\n[imap]\nhost = \"h\"\nuser = \"u\"\n"
+            ))
+            .expect("mailbox route")
+        };
+        let routes = vec![
+            route("in", ""),
+            route("out", "direction = \"to_dingtalk\""),
+            route(
+                "two",
+                "direction = \"both\"\nfolders = [{ dingtalk = \"INBOX\", outlook = \"inbox\" }, { dingtalk = \"Sent\", outlook = \"Sent DT\" }]",
+            ),
+        ];
+        let w = mailbox_wanted(&routes);
+        let got: Vec<_> = w
+            .iter()
+            .map(|w| (w.route.as_str(), w.watched, w.folder.as_deref(), w.rich))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("out", Watched::Messages, Some("DingTalk Mail"), false),
+                ("two", Watched::Messages, None, false),
+            ]
+        );
     }
 
     #[test]

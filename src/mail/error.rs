@@ -32,6 +32,8 @@ pub enum Step {
     Append,
     /// `UID STORE`.
     Store,
+    /// `EXPUNGE` / `UID EXPUNGE`.
+    Expunge,
     /// `NOOP`.
     Noop,
     /// `IDLE`.
@@ -55,6 +57,7 @@ impl fmt::Display for Step {
             Step::Fetch => "UID FETCH",
             Step::Append => "APPEND",
             Step::Store => "UID STORE",
+            Step::Expunge => "EXPUNGE",
             Step::Noop => "NOOP",
             Step::Idle => "IDLE",
             Step::Logout => "LOGOUT",

@@ -840,6 +840,29 @@ impl ImapClient {
         Ok(())
     }
 
+    /// Removes exactly these messages of the open folder for good: `UID EXPUNGE` with
+    /// UIDPLUS (RFC 4315); without it a plain `EXPUNGE`, and only when no other message
+    /// of the folder is marked `\Deleted` (it would go too). Answers whether it expunged.
+    /// The messages must be marked `\Deleted` first ([`ImapClient::store_flags`]).
+    pub async fn expunge_uids(&mut self, uids: &[u32]) -> Result<bool, ImapError> {
+        if uids.is_empty() {
+            return Ok(true);
+        }
+        if self.caps.uidplus {
+            let line = format!("UID EXPUNGE {}", uid_set(uids));
+            self.run(Step::Expunge, &line, self.timeout, &mut |_| false)
+                .await?;
+            return Ok(true);
+        }
+        let deleted = self.uid_search("DELETED").await?;
+        if deleted.iter().any(|u| !uids.contains(u)) {
+            return Ok(false);
+        }
+        self.run(Step::Expunge, "EXPUNGE", self.timeout, &mut |_| false)
+            .await?;
+        Ok(true)
+    }
+
     /// `NOOP`: lets the server report changes (for servers without IDLE); returns them.
     pub async fn noop(&mut self) -> Result<Vec<ServerEvent>, ImapError> {
         self.run(Step::Noop, "NOOP", self.timeout, &mut |_| false)
@@ -850,6 +873,16 @@ impl ImapClient {
     /// Waits in `IDLE` up to `wait` for the server to report a change in the open
     /// folder (RFC 2177 asks clients to re-issue IDLE at least every 29 minutes).
     pub async fn idle(&mut self, wait: Duration) -> Result<IdleOutcome, ImapError> {
+        self.idle_until(wait, std::future::pending()).await
+    }
+
+    /// [`ImapClient::idle`] that also ends (with `DONE`, as a timeout does) as soon as
+    /// `wake` completes: something outside IMAP wants the loop to run now.
+    pub async fn idle_until(
+        &mut self,
+        wait: Duration,
+        wake: impl Future<Output = ()> + Send,
+    ) -> Result<IdleOutcome, ImapError> {
         let step = Step::Idle;
         if !self.caps.idle {
             return Err(ImapError::Usage(
@@ -888,10 +921,15 @@ impl ImapClient {
             .await
             .map_err(|_| ImapError::timeout(step, timeout))?;
             started?;
-            // Then the wait itself: the first change, or the end of the wait.
+            // Then the wait itself: the first change, the end of the wait, or a wake-up.
             let deadline = tokio::time::Instant::now() + wait;
+            let mut wake = std::pin::pin!(wake);
             loop {
-                match tokio::time::timeout_at(deadline, next_item(session, step, &tag)).await {
+                let item = tokio::select! {
+                    item = tokio::time::timeout_at(deadline, next_item(session, step, &tag)) => item,
+                    _ = &mut wake => break,
+                };
+                match item {
                     Err(_) => break,
                     Ok(item) => match item? {
                         Item::Untagged(Some(e)) => {

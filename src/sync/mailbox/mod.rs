@@ -17,9 +17,16 @@
 //!
 //! Read state goes both ways once per change ([`read`]): a route that writes to
 //! DingTalk Mail (`both`) opens its folders with `SELECT` instead, to store `\Seen`.
+//!
+//! Outlook → DingTalk Mail ([`to_dingtalk`], routes going `to_dingtalk` or `both`) runs
+//! in the same loop, on the same connection, after each folder's DingTalk side; a Graph
+//! notification for the route's Outlook folder sets [`outlook::wake_key`], which ends
+//! the wait early. A `to_dingtalk` route imports nothing to Outlook.
 
+pub mod outlook;
 mod read;
 pub mod state;
+mod to_dingtalk;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -62,15 +69,14 @@ pub struct MailboxSync {
 }
 
 impl MailboxSync {
-    /// Starts one loop per mailbox route that goes to Outlook. A route that cannot run
-    /// (no Graph credentials, no password) is logged and reported as unhealthy.
+    /// Starts one loop per mailbox route (whichever its direction). A route that cannot
+    /// run (no Graph credentials, no password) is logged and reported as unhealthy.
     pub async fn start(
         store: SharedStore,
         graph: Option<Arc<GraphClient>>,
         routes: &[MailboxRouteConfig],
     ) -> Option<MailboxSync> {
-        let routes: Vec<&MailboxRouteConfig> =
-            routes.iter().filter(|r| r.direction.to_outlook()).collect();
+        let routes: Vec<&MailboxRouteConfig> = routes.iter().collect();
         if routes.is_empty() {
             return None;
         }
@@ -123,7 +129,7 @@ pub async fn route_health(
     routes: &[MailboxRouteConfig],
 ) -> Vec<(String, Option<RouteHealth>)> {
     let mut out = Vec::new();
-    for r in routes.iter().filter(|r| r.direction.to_outlook()) {
+    for r in routes {
         let health = match store.kv_get(&state::health_key(&r.name)).await {
             Ok(Some(text)) => serde_json::from_str(&text).ok(),
             _ => None,
@@ -362,15 +368,23 @@ impl RouteSync {
                     },
                 };
                 let changed = std::mem::take(&mut flagged[i]);
-                if let Err(e) = self
-                    .sync_folder(&mut client, f, &folder_id, &mut fresh, &changed)
-                    .await
+                if self.route.direction.to_outlook()
+                    && let Err(e) = self
+                        .sync_folder(&mut client, f, &folder_id, &mut fresh, &changed)
+                        .await
+                {
+                    return e;
+                }
+                if self.route.direction.to_dingtalk()
+                    && let Err(e) = self.relay_outlook(&mut client, f, &folder_id).await
                 {
                     return e;
                 }
             }
             metrics::set_mailbox_backlog(self.name(), 0);
-            metrics::set_mailbox_synced_at(self.name(), DIRECTION);
+            if self.route.direction.to_outlook() {
+                metrics::set_mailbox_synced_at(self.name(), DIRECTION);
+            }
             // Wait on the first folder; with several, come back for the others in time.
             // Outlook's read states are polled (routes writing to DingTalk Mail): in time too.
             let wait = if folders.len() > 1 || !idle || self.route.direction.to_dingtalk() {
@@ -385,7 +399,7 @@ impl RouteSync {
                     return e.into();
                 }
                 metrics::set_mailbox_idle(self.name(), true);
-                let waited = client.idle(wait).await;
+                let waited = client.idle_until(wait, self.woken()).await;
                 metrics::set_mailbox_idle(self.name(), false);
                 match waited {
                     Err(e) => return e.into(),
@@ -393,7 +407,10 @@ impl RouteSync {
                     Ok(IdleOutcome::Timeout) => {}
                 }
             } else {
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.woken() => {}
+                }
                 match client.noop().await {
                     Err(e) => return e.into(),
                     // The last folder synced is the one open.

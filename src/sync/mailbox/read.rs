@@ -157,7 +157,7 @@ impl RouteSync {
             .await
     }
 
-    async fn recorded_read(&self, left: &str) -> Result<Option<bool>, StoreError> {
+    pub(super) async fn recorded_read(&self, left: &str) -> Result<Option<bool>, StoreError> {
         Ok(self
             .store
             .kv_get(&state::read_key(self.name(), left))
@@ -178,7 +178,7 @@ impl RouteSync {
     }
 
     /// Records a relayed change: the state, the audit entry, the metric.
-    async fn record_read(
+    pub(super) async fn record_read(
         &self,
         f: &FolderRun,
         left: &str,

@@ -55,6 +55,7 @@ use crate::{
     store::SharedStore,
     sync::{
         keys::{dingtalk_echo_key, graph_echo_key, graph_item_claim},
+        mailbox,
         mapping::ORIGIN_PROPERTY,
         outlook_triggers,
     },
@@ -87,6 +88,9 @@ pub struct OutlookRelay {
     manager: Option<Arc<SubscriptionManager>>,
     jwks: Option<JwksValidator>,
     private_key: Option<RsaPrivateKey>,
+    /// Mailbox routes writing to DingTalk Mail: their notifications only wake the route's
+    /// sync loop ([`crate::sync::mailbox`]), which reads the Outlook folder's delta.
+    mailbox_routes: Vec<String>,
 }
 
 impl OutlookRelay {
@@ -108,7 +112,26 @@ impl OutlookRelay {
             manager,
             jwks: None,
             private_key: None,
+            mailbox_routes: Vec::new(),
         }
+    }
+
+    /// Names the mailbox routes whose subscriptions wake their sync loop.
+    pub fn with_mailbox_routes(mut self, names: Vec<String>) -> Self {
+        self.mailbox_routes = names;
+        self
+    }
+
+    /// Wakes the sync loop of mailbox route `route`, on whichever instance holds it.
+    async fn wake_mailbox(&self, route: &str) -> Result<(), JobFailure> {
+        self.store
+            .kv_put(
+                &mailbox::outlook::wake_key(route),
+                "1",
+                Some(Duration::from_secs(600)),
+            )
+            .await
+            .map_err(|e| JobFailure::transient(e.to_string()))
     }
 
     /// Enables rich notifications: `validationTokens` checked with `jwks`, content
@@ -331,6 +354,11 @@ impl OutlookRelay {
 impl JobHandler for OutlookRelay {
     async fn handle(&self, _job: &crate::store::Job, task: Task) -> Result<(), JobFailure> {
         let (payload, lifecycle) = match task {
+            Task::GraphResync(GraphResync { subscription })
+                if self.mailbox_routes.contains(&subscription.route) =>
+            {
+                return self.wake_mailbox(&subscription.route).await;
+            }
             Task::GraphResync(GraphResync { subscription }) => {
                 return self.resync(&subscription).await;
             }
@@ -341,6 +369,14 @@ impl JobHandler for OutlookRelay {
         let n: ChangeNotification = serde_json::from_value(payload.notification)
             .map_err(|e| JobFailure::permanent(format!("bad notification payload: {e}")))?;
         let record = &payload.subscription;
+        if self.mailbox_routes.contains(&record.route) {
+            // Lifecycle events keep the subscription alive as for any route; whatever
+            // happened, the route's next delta round covers it.
+            if lifecycle || n.lifecycle_event.is_some() {
+                self.on_lifecycle(&n, record).await?;
+            }
+            return self.wake_mailbox(&record.route).await;
+        }
         if lifecycle || n.lifecycle_event.is_some() {
             self.on_lifecycle(&n, record).await
         } else {

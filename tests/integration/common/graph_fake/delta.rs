@@ -84,14 +84,16 @@ pub(super) fn delta_reply(
         .cloned()
         .collect();
     let mut body = json!({ "value": page });
+    // A link may carry the first request's query options already.
+    let sep = if link.contains('?') { '&' } else { '?' };
     if offset + page_size < listed.len() {
         let since = since.map(|s| s.to_string()).unwrap_or_else(|| "i".into());
         body["@odata.nextLink"] = json!(format!(
-            "{link}?$skiptoken={since}.{}.{snapshot}",
+            "{link}{sep}$skiptoken={since}.{}.{snapshot}",
             offset + page_size
         ));
     } else {
-        body["@odata.deltaLink"] = json!(format!("{link}?$deltatoken={snapshot}"));
+        body["@odata.deltaLink"] = json!(format!("{link}{sep}$deltatoken={snapshot}"));
     }
     Reply::json(200, body)
 }

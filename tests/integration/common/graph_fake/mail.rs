@@ -96,6 +96,22 @@ impl GraphFake {
         notify_message_change(&self.shared, &mailbox.to_lowercase(), id, &fid, "updated");
     }
 
+    /// Deletes a message (as a user in Outlook would), logging it for delta.
+    pub fn delete_message(&self, mailbox: &str, id: &str) {
+        let mut st = self.shared.state();
+        let mb = st
+            .mailboxes
+            .get_mut(&mailbox.to_lowercase())
+            .expect("mailbox");
+        let pos = mb
+            .messages
+            .iter()
+            .position(|m| m.json["id"] == id)
+            .expect("message");
+        let removed = mb.messages.remove(pos);
+        mb.log_change(id, &removed.folder_id, true);
+    }
+
     /// Folders of a mailbox (id, displayName, …).
     pub fn folders(&self, mailbox: &str) -> Vec<Value> {
         self.with_mailbox(mailbox, |m| m.folders.clone())
@@ -479,23 +495,72 @@ pub(super) fn move_message(ctx: &Ctx, shared: &Shared, mailbox: &str, id: &str) 
     Reply::json(201, out)
 }
 
+/// The one `$filter` message delta takes (<https://learn.microsoft.com/graph/delta-query-messages>):
+/// `receivedDateTime ge|gt <time>`; answers the time and whether it is included.
+fn received_filter(filter: &str) -> Option<(chrono::DateTime<chrono::Utc>, bool)> {
+    let mut words = filter.split_whitespace();
+    let (field, op, value) = (words.next()?, words.next()?, words.next()?);
+    if words.next().is_some() || !field.eq_ignore_ascii_case("receivedDateTime") {
+        return None;
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(value.trim_matches('\''))
+        .ok()?
+        .with_timezone(&chrono::Utc);
+    match op.to_ascii_lowercase().as_str() {
+        "ge" => Some((t, true)),
+        "gt" => Some((t, false)),
+        _ => None,
+    }
+}
+
+/// `mailFolders/{id}/messages/delta`. A `$filter` (`receivedDateTime ge|gt …`) limits the
+/// first round's listing; like Graph, the fake carries it in the links it gives. Changes
+/// after the first round are listed whatever their receipt time (an assumption: Graph
+/// does not document how the filter applies to them).
 pub(super) fn message_delta(ctx: &Ctx, shared: &Shared, mailbox: &str, folder: &str) -> Reply {
+    let filter = match ctx.q("$filter") {
+        None => None,
+        Some(f) => match received_filter(f) {
+            Some(since) => Some((f.to_string(), since)),
+            None => {
+                return graph_error(
+                    ctx,
+                    400,
+                    "ErrorInvalidUrlQueryFilter",
+                    "Message delta only filters on receivedDateTime ge|gt (fake).",
+                );
+            }
+        },
+    };
     let st = shared.state();
     let mb = &st.mailboxes[mailbox];
     let Some(fid) = mb.folder_id(folder, false) else {
         return not_found(ctx);
     };
+    let first_round =
+        ctx.q("$deltatoken").is_none() && ctx.q("$skiptoken").is_none_or(|t| t.starts_with("i."));
     let in_folder: Vec<Value> = mb
         .messages
         .iter()
         .filter(|m| m.folder_id == fid)
+        .filter(|m| match (&filter, first_round) {
+            (Some((_, (since, inclusive))), true) => m.json["receivedDateTime"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| if *inclusive { t >= *since } else { t > *since }),
+            _ => true,
+        })
         .map(|m| m.json.clone())
         .collect();
-    let link = format!(
+    let mut link = format!(
         "{}/v1.0/users/{}/mailFolders/{folder}/messages/delta",
         shared.base(),
         url::form_urlencoded::byte_serialize(mailbox.as_bytes()).collect::<String>()
     );
+    if let Some((f, _)) = &filter {
+        link.push_str("?$filter=");
+        link.push_str(&url::form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>());
+    }
     delta_reply(ctx, shared, mb, &fid, &in_folder, link, |m| present(ctx, m))
 }
 

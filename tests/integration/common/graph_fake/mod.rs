@@ -57,7 +57,9 @@
 //!   odata.maxpagesize`), chained by `@odata.nextLink` (`$skiptoken`) up to a page with
 //!   `@odata.deltaLink` (`$deltatoken`). A change lists the item's current state once,
 //!   however often it changed; items deleted or moved out come as `@removed`. An
-//!   unknown token answers 410 `syncStateNotFound`. `calendarView/delta` works the same
+//!   unknown token answers 410 `syncStateNotFound`. `$filter=receivedDateTime ge|gt …`
+//!   (the one filter Graph allows there) limits the first round's listing and is carried
+//!   in the links; later changes are listed whatever their receipt time (undocumented). `calendarView/delta` works the same
 //!   way over the calendar (it requires the window on the first call but ignores dates).
 //!
 //! Layout: this file holds the handle ([`GraphFake`]) and its start-up; `http` receives,
