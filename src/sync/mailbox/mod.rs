@@ -18,6 +18,7 @@
 //! Read state goes both ways once per change ([`read`]): a route that writes to
 //! DingTalk Mail (`both`) opens its folders with `SELECT` instead, to store `\Seen`.
 
+mod deletes;
 mod read;
 pub mod state;
 
@@ -334,6 +335,7 @@ impl RouteSync {
         let mut reported = Instant::now();
         // UIDs whose flags the server reported changed on its own, per folder index.
         let mut flagged: Vec<HashSet<u32>> = vec![HashSet::new(); folders.len()];
+        let mut deletes_logged = false;
         loop {
             // The stored health expires unless renewed (its holder may die).
             if reported.elapsed() >= self.route.lease_ttl() {
@@ -368,6 +370,11 @@ impl RouteSync {
                 {
                     return e;
                 }
+            }
+            let removals =
+                self.relay_removals(&mut client, &folders, &folder_ids, &mut deletes_logged);
+            if let Err(e) = removals.await {
+                return e;
             }
             metrics::set_mailbox_backlog(self.name(), 0);
             metrics::set_mailbox_synced_at(self.name(), DIRECTION);
