@@ -25,6 +25,7 @@ mod mail_backup;
 mod mail_doctor;
 mod mail_imap;
 mod mailbox_deletes;
+mod mailbox_fidelity;
 mod mailbox_read;
 mod mailbox_sync;
 mod openapi;
