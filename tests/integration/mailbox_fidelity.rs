@@ -108,7 +108,9 @@ fn generated(n: usize, files: usize) -> (Vec<u8>, Want) {
     let body = format!("{body} {n}");
     let imid = format!("<fid-{n}@dingbridge.test>");
     let from = (name.to_string(), format!("sender{n}@example.cn"));
-    let cc = (n % 2 == 0).then(|| (cc_name.to_string(), format!("cc{n}@example.tw")));
+    let cc = n
+        .is_multiple_of(2)
+        .then(|| (cc_name.to_string(), format!("cc{n}@example.tw")));
     let mut head = format!(
         "From: {} <{}>\r\nTo: ops <{USER}>\r\n",
         word(&from.0, cs),
@@ -262,7 +264,7 @@ async fn a_hundred_mails_of_every_kind_land_in_outlook_exactly_once_and_intact()
             .enumerate()
             .map(|(i, raw)| Seed {
                 raw: raw.clone(),
-                flags: if i % 4 == 0 { "S" } else { "" },
+                flags: if i.is_multiple_of(4) { "S" } else { "" },
                 received: SystemTime::now() - Duration::from_secs(3600 - i as u64 * 10),
             })
             .collect();
@@ -329,7 +331,7 @@ async fn a_hundred_mails_of_every_kind_land_in_outlook_exactly_once_and_intact()
             w.imid
         );
         assert!(body_of(m).contains(&w.body), "{}: {}", w.imid, body_of(m));
-        assert_eq!(m["isRead"], (n % 4 == 0), "{}", w.imid);
+        assert_eq!(m["isRead"], n.is_multiple_of(4), "{}", w.imid);
         assert_eq!(m["isDraft"], false);
         let stored = stored_files(&fake, m);
         assert_eq!(
