@@ -9,7 +9,8 @@ use crate::{
     dingtalk::client::{DingTalkClient, DingTalkSettings},
     graph::{GraphClient, GraphError},
     mail::{ImapClient, ImapSettings, backup},
-    store,
+    store::{self, SharedStore},
+    sync::mailbox::state::{FolderMark, folder_label, mark_key},
 };
 
 /// How a check ended.
@@ -125,7 +126,8 @@ pub async fn run(config: &Config) -> Vec<Check> {
     };
     checks.extend(graph_checks(config, http.clone()).await);
     for route in &config.mailbox_routes {
-        checks.extend(mailbox_route_checks(route).await);
+        let first_sync = first_sync_ms(&store, route).await;
+        checks.extend(mailbox_route_checks(route, first_sync).await);
     }
     let dingtalk = DingTalkSettings::from_config(&config.dingtalk)
         .map(|s| Arc::new(DingTalkClient::new(http, s, store.clone())));
@@ -193,7 +195,8 @@ async fn graph_checks(config: &Config, http: reqwest::Client) -> Vec<Check> {
 
 /// The DingTalk side of a mailbox route: the IMAP server is reachable, TLS is valid, the
 /// login works, which extensions it offers, the folders exist, and a backup was made.
-async fn mailbox_route_checks(route: &MailboxRouteConfig) -> Vec<Check> {
+/// `first_sync`: when the route first synced (Unix ms), if it has.
+async fn mailbox_route_checks(route: &MailboxRouteConfig, first_sync: Option<i64>) -> Vec<Check> {
     let name = |what: &str| format!("mail {} {what}", route.name);
     let mut checks = Vec::new();
     let settings = match ImapSettings::from_config(&route.imap) {
@@ -227,13 +230,13 @@ async fn mailbox_route_checks(route: &MailboxRouteConfig) -> Vec<Check> {
         Err(e) if e.is_tls() => {
             checks.push(reachable);
             checks.push(Check::new(name("tls"), Status::Fail, e.to_string()));
-            checks.push(backup_check(route));
+            checks.push(backup_check(route, first_sync));
             return checks;
         }
         Err(e) if e.is_login() => {
             checks.extend([reachable, tls_ok]);
             checks.push(Check::new(name("login"), Status::Fail, e.to_string()));
-            checks.push(backup_check(route));
+            checks.push(backup_check(route, first_sync));
             return checks;
         }
         Err(e) => {
@@ -244,7 +247,7 @@ async fn mailbox_route_checks(route: &MailboxRouteConfig) -> Vec<Check> {
                     "{e} — check imap.host, imap.port and imap.tls against the admin console (通讯录 → 邮箱管理 → 安全策略 → 第三方客户端管理)"
                 ),
             ));
-            checks.push(backup_check(route));
+            checks.push(backup_check(route, first_sync));
             return checks;
         }
     };
@@ -316,12 +319,30 @@ async fn mailbox_route_checks(route: &MailboxRouteConfig) -> Vec<Check> {
         }
     });
     client.logout().await;
-    checks.push(backup_check(route));
+    checks.push(backup_check(route, first_sync));
     checks
 }
 
-/// Whether the route's `backup_dir` holds a complete backup of its mailbox.
-fn backup_check(route: &MailboxRouteConfig) -> Check {
+/// When mailbox route `route` first synced (Unix ms): the earliest start its folders'
+/// marks record (kept across a `UIDVALIDITY` reset); `None` before any sync, or when the
+/// store cannot say.
+async fn first_sync_ms(store: &SharedStore, route: &MailboxRouteConfig) -> Option<i64> {
+    let mut first: Option<i64> = None;
+    for pair in &route.folders {
+        let key = mark_key(&route.name, &folder_label(&pair.dingtalk));
+        let Ok(Some(text)) = store.kv_get(&key).await else {
+            continue;
+        };
+        if let Ok(mark) = serde_json::from_str::<FolderMark>(&text) {
+            first = Some(first.map_or(mark.started_ms, |f| f.min(mark.started_ms)));
+        }
+    }
+    first
+}
+
+/// Whether the route's `backup_dir` holds a complete backup of its mailbox, made after
+/// the route first synced (`first_sync`, Unix ms) when it has.
+fn backup_check(route: &MailboxRouteConfig, first_sync: Option<i64>) -> Check {
     let name = format!("mail {} backup", route.name);
     let run = format!("dingbridge mail backup --route {}", route.name);
     let Some(dir) = &route.backup_dir else {
@@ -362,6 +383,14 @@ fn backup_check(route: &MailboxRouteConfig) -> Check {
                 s.messages
             ),
         ),
+        Ok(Some(s)) if let Some(stale) = older_than_first_sync(&s, first_sync) => Check::new(
+            name,
+            Status::Warn,
+            format!(
+                "the backup in {} is older than the route's first sync ({stale}): mail since then is not in it; run `{run}` again (it fetches only what is new)",
+                dir.display()
+            ),
+        ),
         Ok(Some(s)) => Check::new(
             name,
             Status::Ok,
@@ -372,6 +401,25 @@ fn backup_check(route: &MailboxRouteConfig) -> Check {
                 s.finished_at.as_deref().unwrap_or("?")
             ),
         ),
+    }
+}
+
+/// `finished …, first sync …` when the backup's last complete run ended before the
+/// route first synced (`first_sync`, Unix ms); a backup without a readable end time
+/// counts as older.
+fn older_than_first_sync(s: &backup::BackupState, first_sync: Option<i64>) -> Option<String> {
+    let first = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(first_sync?)?;
+    let finished = s
+        .finished_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    match finished {
+        Some(f) if f >= first => None,
+        _ => Some(format!(
+            "backup finished {}, first sync {}",
+            s.finished_at.as_deref().unwrap_or("never"),
+            first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )),
     }
 }
 
@@ -393,5 +441,38 @@ mod tests {
         assert_eq!(exit_code(&[ok.clone(), fail.clone()]), 1);
         assert!(ok.to_string().starts_with("ok    store"));
         assert!(fail.to_string().starts_with("FAIL  graph token"));
+    }
+
+    #[test]
+    fn a_backup_that_ended_before_the_first_sync_is_older() {
+        let mut s = backup::BackupState {
+            format: 1,
+            route: "dt".into(),
+            host: "h".into(),
+            user: "u".into(),
+            started_at: "2026-03-01T08:00:00Z".into(),
+            finished_at: Some("2026-03-01T09:00:00Z".into()),
+            complete: true,
+            messages: 3,
+            bytes: 9,
+            folders: Vec::new(),
+        };
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .expect("time")
+                .timestamp_millis()
+        };
+        assert_eq!(older_than_first_sync(&s, None), None, "never synced");
+        assert_eq!(
+            older_than_first_sync(&s, Some(at("2026-03-01T08:30:00Z"))),
+            None
+        );
+        let stale = older_than_first_sync(&s, Some(at("2026-03-02T00:00:00Z")));
+        assert_eq!(
+            stale.as_deref(),
+            Some("backup finished 2026-03-01T09:00:00Z, first sync 2026-03-02T00:00:00Z")
+        );
+        s.finished_at = None;
+        assert!(older_than_first_sync(&s, Some(at("2026-03-02T00:00:00Z"))).is_some());
     }
 }

@@ -6,11 +6,13 @@
 
 use crate::common;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use common::{
+    RedisServer,
     dovecot::{Dovecot, PASSWORD, Seed, USER, sample_mail},
     env::{Env, MAILBOX},
+    eventually,
     graph_fake::{GraphFake, GraphFakeConfig},
 };
 
@@ -85,6 +87,80 @@ fn a_working_mailbox_route_passes_and_warns_until_it_is_backed_up() {
     assert!(
         backup.starts_with("ok ") && backup.contains("3 messages"),
         "{backup}"
+    );
+}
+
+#[tokio::test]
+async fn a_backup_older_than_the_routes_first_sync_is_a_warning_until_it_is_run_again() {
+    let dovecot = Dovecot::start_with(|d| {
+        let seeds: Vec<Seed> = (0..3)
+            .map(|i| Seed {
+                raw: sample_mail("first", i, 200),
+                flags: "",
+                received: SystemTime::now(),
+            })
+            .collect();
+        d.seed(USER, None, &seeds);
+    });
+    let redis = RedisServer::start();
+    let fake = GraphFake::start_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backup_dir = dir.path().join("ops-mail");
+    let env = Env::new()
+        .redis(&redis)
+        .graph(&fake)
+        .config_toml(&dovecot.route_toml(
+            "dt",
+            &format!(
+                "start = \"days:1\"\nbackup_dir = \"{}\"",
+                backup_dir.display()
+            ),
+        ));
+    let doctor = |env: &Env| {
+        let out = env.run(&["doctor"]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let backup = |env: &Env| {
+        let out = env.run(&["mail", "backup", "--route", "dt"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    backup(&env);
+    let report = doctor(&env);
+    assert!(
+        line(&report, "mail dt backup").starts_with("ok "),
+        "not synced yet:\n{report}"
+    );
+
+    // The backup's end time has whole seconds: the sync starts in a later one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let app = env.spawn();
+    let synced = eventually(Duration::from_secs(20), || async {
+        (fake.messages(MAILBOX, "DingTalk Mail").len() == 3).then_some(())
+    })
+    .await;
+    assert!(synced.is_some(), "{}", app.logs().join("\n"));
+    drop(app);
+    let report = doctor(&env);
+    let stale = line(&report, "mail dt backup");
+    assert!(
+        stale.starts_with("warn")
+            && stale.contains("older than the route's first sync")
+            && stale.contains("dingbridge mail backup --route dt"),
+        "{report}"
+    );
+
+    // Run again after the first sync, it covers what the sync saw.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    backup(&env);
+    let report = doctor(&env);
+    assert!(
+        line(&report, "mail dt backup").starts_with("ok "),
+        "{report}"
     );
 }
 

@@ -299,7 +299,7 @@ async fn a_dropped_connection_or_a_restarted_server_loses_and_doubles_nothing() 
 
 /// Gives the INBOX of [`USER`] a new `UIDVALIDITY` (Dovecot stopped): the index is
 /// dropped and the UID list rewritten, as a restored or rebuilt mailbox would be.
-fn reset_uidvalidity(dovecot: &mut Dovecot) {
+pub(crate) fn reset_uidvalidity(dovecot: &mut Dovecot) {
     dovecot.stop();
     let dir = dovecot.maildir(USER, None);
     for e in std::fs::read_dir(&dir).expect("maildir").flatten() {

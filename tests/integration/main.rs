@@ -24,6 +24,8 @@ mod lowcode;
 mod mail_backup;
 mod mail_doctor;
 mod mail_imap;
+mod mailbox_deletes;
+mod mailbox_fidelity;
 mod mailbox_outlook;
 mod mailbox_read;
 mod mailbox_sync;

@@ -23,6 +23,7 @@
 //! notification for the route's Outlook folder sets [`outlook::wake_key`], which ends
 //! the wait early. A `to_dingtalk` route imports nothing to Outlook.
 
+mod deletes;
 pub mod outlook;
 mod read;
 pub mod state;
@@ -340,6 +341,7 @@ impl RouteSync {
         let mut reported = Instant::now();
         // UIDs whose flags the server reported changed on its own, per folder index.
         let mut flagged: Vec<HashSet<u32>> = vec![HashSet::new(); folders.len()];
+        let mut deletes_logged = false;
         loop {
             // The stored health expires unless renewed (its holder may die).
             if reported.elapsed() >= self.route.lease_ttl() {
@@ -378,6 +380,13 @@ impl RouteSync {
                 if self.route.direction.to_dingtalk()
                     && let Err(e) = self.relay_outlook(&mut client, f, &folder_id).await
                 {
+                    return e;
+                }
+            }
+            if self.route.direction.to_outlook() {
+                let removals =
+                    self.relay_removals(&mut client, &folders, &folder_ids, &mut deletes_logged);
+                if let Err(e) = removals.await {
                     return e;
                 }
             }

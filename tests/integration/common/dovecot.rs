@@ -391,6 +391,23 @@ protocol imap {{
             .output();
     }
 
+    /// Runs `doveadm` on this server as a mail client would act (`expunge`, `move`);
+    /// panics with its output when it fails.
+    pub fn doveadm(&self, args: &[&str]) {
+        let out = Command::new("doveadm")
+            .arg("-c")
+            .arg(self.conf())
+            .args(args)
+            .output()
+            .expect("doveadm runs");
+        assert!(
+            out.status.success(),
+            "doveadm {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Dovecot's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("dovecot.log")).unwrap_or_default()
