@@ -20,6 +20,7 @@
 
 mod read;
 pub mod state;
+mod triggers;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -663,6 +664,8 @@ impl RouteSync {
                 }),
             )
             .await?;
+            self.publish_received(f, mark.uid_validity, uid, &r.mail, &imported.id)
+                .await?;
             mark.mark = uid;
             self.save_mark(key, mark).await?;
             metrics::record_mail_synced(self.name(), DIRECTION, how);
