@@ -23,6 +23,10 @@ pub const DINGTALK_MESSAGE_RECEIVED: &str = "dingtalk.message.received";
 pub const DINGTALK_CALENDAR_CHANGED: &str = "dingtalk.calendar.changed";
 /// A DingTalk to-do was created, changed or completed.
 pub const DINGTALK_TODO_CHANGED: &str = "dingtalk.todo.changed";
+/// A mail arrived in a synced DingTalk mailbox (found by the DingTalk Mail sync).
+pub const DINGTALK_MAIL_RECEIVED: &str = "dingtalk.mail.received";
+/// A mail in a synced DingTalk mailbox was marked read there.
+pub const DINGTALK_MAIL_READ: &str = "dingtalk.mail.read";
 /// A mail arrived in a watched Outlook mailbox.
 pub const OUTLOOK_MAIL_RECEIVED: &str = "outlook.mail.received";
 /// A mail in a watched mailbox was marked read.
@@ -49,6 +53,14 @@ pub const EVENTS: &[(&str, &str)] = &[
     (
         DINGTALK_TODO_CHANGED,
         "a DingTalk to-do was created, changed or completed",
+    ),
+    (
+        DINGTALK_MAIL_RECEIVED,
+        "a mail arrived in a synced DingTalk mailbox",
+    ),
+    (
+        DINGTALK_MAIL_READ,
+        "a mail in a synced DingTalk mailbox was marked read there",
     ),
     (
         OUTLOOK_MAIL_RECEIVED,

@@ -139,6 +139,7 @@ const creates = [
   ['dingtalk.send_message', 'Send DingTalk Message', 'Posts to a robot, a group or users.'],
   ['dingtalk.create_event', 'Create DingTalk Event', 'Creates a DingTalk calendar event.'],
   ['dingtalk.create_todo', 'Create DingTalk To-do', 'Creates a DingTalk to-do.'],
+  ['dingtalk.send_mail', 'Send DingTalk Mail', 'Sends a mail from a DingTalk mailbox (its SMTP), a copy kept in Sent.'],
 ].map(([name, label, description]) => action(name, label, description, { id: 'sample-1' }));
 
 const searches = [
@@ -155,7 +156,7 @@ module.exports = {
   beforeRequest: [addApiKey],
   triggers: byKey([
     ...events.map(hookTrigger),
-    ...['mailboxes', 'calendars', 'todo-lists', 'dingtalk-conversations'].map(optionTrigger),
+    ...['mailboxes', 'calendars', 'todo-lists', 'dingtalk-conversations', 'mail-routes'].map(optionTrigger),
   ]),
   creates: byKey(creates),
   searches: byKey(searches),

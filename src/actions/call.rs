@@ -228,3 +228,26 @@ pub struct DingTalkTodoInput {
     /// Executors' user ids.
     pub executor_user_ids: Vec<String>,
 }
+
+/// Input of `dingtalk.send_mail` (sent through a mailbox route's SMTP submission; no
+/// backend call).
+#[derive(Debug, Clone, Serialize)]
+pub struct DingTalkMailInput {
+    /// The mailbox route to send from (`GET /v1/options/mail-routes`); optional when only
+    /// one route can send.
+    pub route: Option<String>,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Copy.
+    pub cc: Vec<String>,
+    /// Blind copy.
+    pub bcc: Vec<String>,
+    /// Where replies go.
+    pub reply_to: Vec<String>,
+    /// Subject.
+    pub subject: String,
+    /// Plain-text body.
+    pub text: Option<String>,
+    /// HTML body.
+    pub html: Option<String>,
+}

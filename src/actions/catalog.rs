@@ -1,7 +1,8 @@
 //! The product's actions: how each reads its typed input (defined in [`super::call`])
 //! and where it runs. Outlook and DingTalk API actions go to the [`ActionBackend`] as a
 //! [`BackendCall`]; `dingtalk.send_message` with `target: robot` goes to the custom-robot
-//! sender ([`super::robot`]) directly.
+//! sender ([`super::robot`]) directly, and `dingtalk.send_mail` to the mailbox route's
+//! SMTP submission ([`super::mail`]).
 
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset};
@@ -10,10 +11,11 @@ use serde_json::Value;
 use super::{
     Action, ActionBackend, ActionContext, ActionKind, Family, FieldErrors, Fields,
     call::{
-        BackendCall, ContactInput, DingTalkEventInput, DingTalkMessageInput, DingTalkTodoInput,
-        FindEventInput, FindMailInput, MarkReadInput, OutlookEventInput, SendMailInput, TaskInput,
+        BackendCall, ContactInput, DingTalkEventInput, DingTalkMailInput, DingTalkMessageInput,
+        DingTalkTodoInput, FindEventInput, FindMailInput, MarkReadInput, OutlookEventInput,
+        SendMailInput, TaskInput,
     },
-    robot,
+    mail, robot,
 };
 use crate::error::ApiError;
 
@@ -494,5 +496,42 @@ impl Action for CreateDingTalkTodo {
             BackendCall::CreateDingTalkTodo(i),
         )
         .await
+    }
+}
+
+// ---- dingtalk.send_mail ----
+
+/// `dingtalk.send_mail`.
+pub struct SendDingTalkMail;
+
+#[async_trait]
+impl Action for SendDingTalkMail {
+    type Input = DingTalkMailInput;
+    const NAME: &'static str = "dingtalk.send_mail";
+    const KIND: ActionKind = ActionKind::Create;
+
+    fn validate(&self, input: &Value) -> Result<DingTalkMailInput, FieldErrors> {
+        let mut f = Fields::new(input);
+        let v = DingTalkMailInput {
+            route: f.opt_str("route", 255),
+            to: f.emails("to", true),
+            cc: f.emails("cc", false),
+            bcc: f.emails("bcc", false),
+            reply_to: f.emails("reply_to", false),
+            subject: f.req_str("subject", 255),
+            text: f.opt_str("text", 1_000_000),
+            html: f.opt_str("html", 1_000_000),
+        };
+        if v.subject.chars().any(char::is_control) {
+            f.error("subject", "must be one line without control characters");
+        }
+        if v.text.is_none() && v.html.is_none() {
+            f.error("text", "give text, html or both");
+        }
+        f.finish().map(|_| v)
+    }
+
+    async fn run(&self, ctx: &ActionContext<'_>, i: DingTalkMailInput) -> Result<Value, ApiError> {
+        mail::send(ctx, &i).await
     }
 }

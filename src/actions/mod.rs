@@ -3,12 +3,14 @@
 //! Creates answer one JSON object, searches an array. Outlook and DingTalk API work is
 //! delegated to an [`ActionBackend`] set by the application once the Graph and DingTalk
 //! clients exist; without one the action answers 404 `not_configured` naming the settings
-//! to add. `dingtalk.send_message` to a custom robot needs no backend and is built in.
+//! to add. `dingtalk.send_message` to a custom robot and `dingtalk.send_mail` (a mailbox
+//! route's SMTP submission) need no backend and are built in.
 //!
 //! Inside, the arrows run one way: `registry` ([`Actions`]) lists the actions of
 //! [`catalog`], which read their [`call`] inputs with [`input`]; the actions, the
-//! custom-robot sender ([`robot`]) and the backends ([`outlook`], [`dingtalk`]) use this
-//! file's contract ([`Action`], [`ActionContext`], [`ActionBackend`]) and nothing above it.
+//! custom-robot sender ([`robot`]), the DingTalk Mail sender ([`mail`]) and the backends
+//! ([`outlook`], [`dingtalk`]) use this file's contract ([`Action`], [`ActionContext`],
+//! [`ActionBackend`]) and nothing above it.
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ pub mod catalog;
 pub mod dingtalk;
 pub mod idempotency;
 pub mod input;
+pub mod mail;
 pub mod outlook;
 mod registry;
 pub mod robot;

@@ -10,7 +10,7 @@ use super::{
     Action, ActionBackend, ActionContext, ActionKind, Backends, Family,
     catalog::{
         CreateContact, CreateDingTalkEvent, CreateDingTalkTodo, CreateOutlookEvent, CreateTask,
-        FindEvent, FindMail, MarkRead, SendDingTalkMessage, SendMail,
+        FindEvent, FindMail, MarkRead, SendDingTalkMail, SendDingTalkMessage, SendMail,
     },
 };
 use crate::{
@@ -74,6 +74,7 @@ impl Actions {
         a.register(SendDingTalkMessage);
         a.register(CreateDingTalkEvent);
         a.register(CreateDingTalkTodo);
+        a.register(SendDingTalkMail);
         a
     }
 

@@ -230,6 +230,7 @@ const OPTION_LISTS: &[(&str, OptionList)] = &[
     ("dingtalk-conversations", conversation_options),
     ("calendars", calendar_options),
     ("todo-lists", todo_list_options),
+    ("mail-routes", mail_route_options),
 ];
 
 fn item(id: &str, label: &str) -> Value {
@@ -293,6 +294,18 @@ fn conversation_options<'a>(state: &'a AppState, _: &'a OptionsQuery) -> OptionI
     for r in &config.routes {
         if let Some(c) = &r.dingtalk.conversation_id {
             push_unique(&mut items, c, &r.name);
+        }
+    }
+    Box::pin(ready(Ok(items)))
+}
+
+/// `mail-routes`: the mailbox routes that can send (`dingtalk.send_mail`: those with an
+/// SMTP part; label: the route's name and the address it sends from).
+fn mail_route_options<'a>(state: &'a AppState, _: &'a OptionsQuery) -> OptionItems<'a> {
+    let mut items = Vec::new();
+    for r in &state.config.mailbox_routes {
+        if let Some(from) = r.smtp_user() {
+            push_unique(&mut items, &r.name, &format!("{} ({from})", r.name));
         }
     }
     Box::pin(ready(Ok(items)))

@@ -4,6 +4,11 @@
 //! admin allows it (admin console → 通讯录 → 邮箱管理 → 安全策略 → 第三方客户端管理), with a
 //! client password per account. Server names are not hard-coded: host, port and TLS mode
 //! are settings, copied from that console page.
+//!
+//! The same console switch opens SMTP submission, which `dingtalk.send_mail` uses: the
+//! optional `[mailbox_routes.smtp]` part names the SMTP server (shown next to the IMAP
+//! server in the DingTalk Mail client settings / the admin console's third-party client
+//! page), and reuses the IMAP login and client password unless it names its own.
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
 
@@ -50,6 +55,9 @@ pub struct MailboxRouteConfig {
     pub lease_secs: u64,
     /// How to reach the DingTalk mailbox.
     pub imap: ImapConfig,
+    /// SMTP submission for `dingtalk.send_mail`; without it the route cannot send.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
 }
 
 fn default_poll_interval_secs() -> u64 {
@@ -179,6 +187,89 @@ pub enum TlsMode {
     None,
 }
 
+/// The SMTP submission side of a mailbox route (`[mailbox_routes.smtp]`), used by the
+/// `dingtalk.send_mail` action.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Server host name, as the DingTalk admin console / mail client settings show it.
+    pub host: String,
+    /// Port; default 465 for `implicit`, 587 for `starttls` and `none`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `implicit` (TLS from the first byte, default), `starttls`, or `none` (tests only).
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// Must be `true` for `tls = "none"`: the password then travels in clear text.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Login name, also the `From` address; default `imap.user`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Environment variable holding the client password; default: the IMAP password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the client password; default: the IMAP password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Extra PEM certificate authorities trusted besides the public roots (as for IMAP).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Timeout of each network step, in seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Append a copy of each sent mail to the DingTalk Sent folder over IMAP. Turn it off
+    /// only when the server files submitted mail in Sent by itself (whether Alibaba
+    /// Mail, behind DingTalk Mail, does is not documented: check once, then decide).
+    #[serde(default = "default_true")]
+    pub save_sent_copy: bool,
+    /// The Sent folder when the server marks none with `\Sent` (RFC 6154); otherwise
+    /// it is found by that mark, then by the usual names (`Sent`, `已发送`, …).
+    #[serde(default)]
+    pub sent_folder: Option<String>,
+    /// The client password: `password_env`/`password_file`, else the IMAP one.
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port())
+            .field("tls", &self.tls)
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("user", &self.user)
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("save_sent_copy", &self.save_sent_copy)
+            .field("sent_folder", &self.sent_folder)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl SmtpConfig {
+    /// The port to connect to: the configured one, else the TLS mode's usual port.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            TlsMode::Implicit => 465,
+            TlsMode::Starttls | TlsMode::None => 587,
+        })
+    }
+
+    /// Timeout of each network step.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
 /// Where a route's first sync starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(try_from = "String", into = "String")]
@@ -230,7 +321,7 @@ impl From<SyncStart> for String {
     }
 }
 
-/// Environment variables named by `mailbox_routes[*].imap.password_env` in a parsed
+/// Environment variables named by `mailbox_routes[*].{imap,smtp}.password_env` in a parsed
 /// configuration file: they hold passwords, not settings, even when their names start
 /// with `DINGBRIDGE_`.
 pub(super) fn password_variables(table: &toml::Table) -> Vec<String> {
@@ -239,13 +330,61 @@ pub(super) fn password_variables(table: &toml::Table) -> Vec<String> {
     };
     routes
         .iter()
-        .filter_map(|r| r.get("imap")?.get("password_env")?.as_str())
+        .flat_map(|r| {
+            ["imap", "smtp"]
+                .into_iter()
+                .filter_map(move |part| r.get(part)?.get("password_env")?.as_str())
+        })
         .map(str::to_string)
         .collect()
 }
 
+/// The password named by a variable or a file (`None` when neither is set); `key` names
+/// the setting in errors.
+fn read_password(
+    key: &dyn Fn(&str) -> String,
+    var: Option<&str>,
+    file: Option<&std::path::Path>,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<String>, ConfigError> {
+    match (var, file) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            key("password_env"),
+            "set password_env or password_file, not both",
+        )),
+        (None, None) => Ok(None),
+        (Some(var), None) => {
+            let value = env.get(var).map(String::as_str).unwrap_or_default();
+            if value.is_empty() {
+                return Err(ConfigError::new(
+                    key("password_env"),
+                    format!("the environment variable {var} is not set or empty"),
+                ));
+            }
+            Ok(Some(value.to_string()))
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(
+                    key("password_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let line = text.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                return Err(ConfigError::new(
+                    key("password_file"),
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            Ok(Some(line.to_string()))
+        }
+    }
+}
+
 impl MailboxRouteConfig {
-    /// Reads the client password from the variable or file the route names.
+    /// Reads the client password from the variable or file the route names (for SMTP:
+    /// its own, else the IMAP one).
     pub(super) fn resolve_password(
         &mut self,
         index: usize,
@@ -253,46 +392,28 @@ impl MailboxRouteConfig {
     ) -> Result<(), ConfigError> {
         let key = |field: &str| format!("mailbox_routes[{index}].imap.{field}");
         let imap = &mut self.imap;
-        let password = match (&imap.password_env, &imap.password_file) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    key("password_env"),
-                    "set password_env or password_file, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(ConfigError::new(
-                    key("password_env"),
-                    "the client password is required: name an environment variable (password_env) or a file (password_file) holding it",
-                ));
-            }
-            (Some(var), None) => {
-                let value = env.get(var).map(String::as_str).unwrap_or_default();
-                if value.is_empty() {
-                    return Err(ConfigError::new(
-                        key("password_env"),
-                        format!("the environment variable {var} is not set or empty"),
-                    ));
-                }
-                value.to_string()
-            }
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::new(
-                        key("password_file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                let line = text.trim_end_matches(['\r', '\n']);
-                if line.is_empty() {
-                    return Err(ConfigError::new(
-                        key("password_file"),
-                        format!("{} is empty", path.display()),
-                    ));
-                }
-                line.to_string()
-            }
-        };
+        let password = read_password(
+            &key,
+            imap.password_env.as_deref(),
+            imap.password_file.as_deref(),
+            env,
+        )?
+        .ok_or_else(|| {
+            ConfigError::new(
+                key("password_env"),
+                "the client password is required: name an environment variable (password_env) or a file (password_file) holding it",
+            )
+        })?;
+        if let Some(smtp) = &mut self.smtp {
+            let key = |field: &str| format!("mailbox_routes[{index}].smtp.{field}");
+            let own = read_password(
+                &key,
+                smtp.password_env.as_deref(),
+                smtp.password_file.as_deref(),
+                env,
+            )?;
+            smtp.password = Some(SecretString::from(own.unwrap_or_else(|| password.clone())));
+        }
         imap.password = Some(SecretString::from(password));
         Ok(())
     }
@@ -387,7 +508,77 @@ impl MailboxRouteConfig {
                 "the client password is required (password_env or password_file)",
             ));
         }
+        if let Some(smtp) = &self.smtp {
+            self.validate_smtp(index, smtp)?;
+        }
         self.validate_folders(index)
+    }
+
+    /// The address mail is sent from: `smtp.user`, else `imap.user`.
+    pub fn smtp_user(&self) -> Option<&str> {
+        let smtp = self.smtp.as_ref()?;
+        Some(smtp.user.as_deref().unwrap_or(&self.imap.user).trim())
+    }
+
+    fn validate_smtp(&self, index: usize, smtp: &SmtpConfig) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("mailbox_routes[{index}].smtp.{field}");
+        let host = smtp.host.trim();
+        if host.is_empty() || host.contains(char::is_whitespace) || host.contains("://") {
+            return Err(ConfigError::new(
+                key("host"),
+                "must be a host name or IP address (no scheme, no port): copy the SMTP server from the DingTalk Mail client settings (third-party clients must be allowed in the admin console: 通讯录 → 邮箱管理 → 安全策略 → 第三方客户端管理)",
+            ));
+        }
+        if smtp.port == Some(0) {
+            return Err(ConfigError::new(key("port"), "must be 1..=65535"));
+        }
+        let user = self.smtp_user().unwrap_or_default();
+        match user.rsplit_once('@') {
+            Some((local, domain))
+                if !local.is_empty()
+                    && !domain.is_empty()
+                    && !user.contains(char::is_whitespace) => {}
+            _ => {
+                return Err(ConfigError::new(
+                    key("user"),
+                    "must be the full mailbox address (it is the From address and names the Message-ID domain); set smtp.user or make imap.user the address",
+                ));
+            }
+        }
+        if smtp.tls == TlsMode::None && !smtp.allow_plaintext {
+            return Err(ConfigError::new(
+                key("tls"),
+                "`none` sends the client password and every mail in clear text; it is for tests only and needs allow_plaintext = true",
+            ));
+        }
+        if smtp.tls == TlsMode::None && smtp.tls_ca_file.is_some() {
+            return Err(ConfigError::new(
+                key("tls_ca_file"),
+                "has no effect with tls = \"none\": remove it or use implicit/starttls",
+            ));
+        }
+        if !(1..=600).contains(&smtp.timeout_secs) {
+            return Err(ConfigError::new(key("timeout_secs"), "must be 1..=600"));
+        }
+        if let Some(folder) = &smtp.sent_folder
+            && (folder.trim().is_empty() || folder.contains(['\r', '\n', '\0']))
+        {
+            return Err(ConfigError::new(
+                key("sent_folder"),
+                "must be a folder name on one line",
+            ));
+        }
+        if smtp
+            .password
+            .as_ref()
+            .is_none_or(|p| p.expose_secret().is_empty())
+        {
+            return Err(ConfigError::new(
+                key("password_env"),
+                "the client password is required (its own password_env/password_file, or the IMAP one)",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_folders(&self, index: usize) -> Result<(), ConfigError> {
@@ -654,5 +845,79 @@ password_env = "OPS_MAIL_PASSWORD"
             .expect_err("scheme");
         assert_eq!(err.key, "mailbox_routes[0].imap.host");
         assert!(err.reason.contains("第三方客户端管理"), "{err}");
+    }
+
+    const SMTP: &str = "[mailbox_routes.smtp]\nhost = \"smtp.example.net\"\n";
+
+    #[test]
+    fn smtp_is_optional_and_defaults_to_implicit_tls_and_the_imap_login() {
+        let c = with_password(ROUTE).expect("loads");
+        assert!(c.mailbox_routes[0].smtp.is_none());
+        let c = with_password(&format!("{ROUTE}{SMTP}")).expect("smtp");
+        let r = &c.mailbox_routes[0];
+        let smtp = r.smtp.as_ref().expect("smtp");
+        assert_eq!(smtp.tls, TlsMode::Implicit);
+        assert_eq!(smtp.port(), 465);
+        assert!(smtp.save_sent_copy);
+        assert_eq!(r.smtp_user(), Some("ops@corp.example"));
+        let pw = smtp.password.as_ref().expect("pw");
+        assert_eq!(pw.expose_secret(), "client-pw-123");
+        let c = with_password(&format!("{ROUTE}{SMTP}tls = \"starttls\"\n")).expect("587");
+        assert_eq!(c.mailbox_routes[0].smtp.as_ref().expect("s").port(), 587);
+    }
+
+    #[test]
+    fn smtp_may_have_its_own_password_and_never_prints_it() {
+        let toml = format!("{ROUTE}{SMTP}password_env = \"OPS_SMTP_PW\"\n");
+        let c = load(
+            &toml,
+            &[
+                ("OPS_MAIL_PASSWORD", "imap-pw-1"),
+                ("OPS_SMTP_PW", "smtp-pw-2"),
+            ],
+        )
+        .expect("own password");
+        let smtp = c.mailbox_routes[0].smtp.as_ref().expect("smtp");
+        assert_eq!(
+            smtp.password.as_ref().expect("pw").expose_secret(),
+            "smtp-pw-2"
+        );
+        let printed = format!("{c:?}");
+        assert!(
+            !printed.contains("smtp-pw-2") && !printed.contains("imap-pw-1"),
+            "{printed}"
+        );
+        let err = load(&toml, &[("OPS_MAIL_PASSWORD", "imap-pw-1")]).expect_err("unset");
+        assert_eq!(err.key, "mailbox_routes[0].smtp.password_env");
+        // The SMTP variable may carry the service prefix, like the IMAP one.
+        let prefixed = toml.replace("OPS_SMTP_PW", "DINGBRIDGE_OPS_SMTP_PW");
+        load(
+            &prefixed,
+            &[("OPS_MAIL_PASSWORD", "a"), ("DINGBRIDGE_OPS_SMTP_PW", "b")],
+        )
+        .expect("not a setting");
+    }
+
+    #[test]
+    fn smtp_settings_are_checked_at_start_up() {
+        for (extra, field) in [
+            ("tls = \"none\"\n", "tls"),
+            ("port = 0\n", "port"),
+            ("user = \"not-an-address\"\n", "user"),
+            ("timeout_secs = 0\n", "timeout_secs"),
+            ("sent_folder = \" \"\n", "sent_folder"),
+        ] {
+            let err = with_password(&format!("{ROUTE}{SMTP}{extra}")).expect_err(extra);
+            assert_eq!(err.key, format!("mailbox_routes[0].smtp.{field}"), "{err}");
+        }
+        let err = with_password(&format!(
+            "{ROUTE}{}",
+            SMTP.replace("smtp.example.net", "smtps://smtp.example.net")
+        ))
+        .expect_err("scheme");
+        assert!(err.reason.contains("第三方客户端管理"), "{err}");
+        let plain = format!("{ROUTE}{SMTP}tls = \"none\"\nallow_plaintext = true\n");
+        let c = with_password(&plain).expect("allowed for tests");
+        assert_eq!(c.mailbox_routes[0].smtp.as_ref().expect("s").port(), 587);
     }
 }

@@ -11,7 +11,7 @@ mod values;
 
 pub use mail::{
     DEFAULT_DINGTALK_FOLDER, DEFAULT_OUTLOOK_FOLDER, FolderPair, ImapConfig, MAX_START_DAYS,
-    MailboxRouteConfig, SyncStart, TlsMode,
+    MailboxRouteConfig, SmtpConfig, SyncStart, TlsMode,
 };
 pub use values::{
     AES_KEY_CHARS, AesKey, AllowedNet, AssertionAlg, BootstrapKey, OptionItem, Scope, parse_scopes,

@@ -1,5 +1,6 @@
-//! DingTalk Mail over IMAP: the client of a mailbox route's DingTalk side, and the
-//! local backup of a DingTalk mailbox (`dingbridge mail backup`).
+//! DingTalk Mail over IMAP and SMTP: the client of a mailbox route's DingTalk side, the
+//! local backup of a DingTalk mailbox (`dingbridge mail backup`), and sending through
+//! the mailbox's SMTP submission (`dingtalk.send_mail`: [`compose`], [`smtp`], [`sent`]).
 //!
 //! DingTalk's own mail API has no bodies, attachments or read flag (see
 //! `shared/protocols/dingtalk.md` §5.4); its enterprise mailboxes speak IMAP to
@@ -7,9 +8,12 @@
 //! the mailbox sync.
 
 pub mod backup;
+pub mod compose;
 pub mod error;
 pub mod imap;
 pub mod message;
+pub mod sent;
+pub mod smtp;
 pub mod transport;
 pub mod types;
 pub mod utf7;
@@ -26,10 +30,19 @@ use crate::config::{Config, ConfigError};
 /// start-up rather than at the first connection.
 pub fn check_ca_files(config: &Config) -> Result<(), ConfigError> {
     for (i, route) in config.mailbox_routes.iter().enumerate() {
-        if let Some(path) = &route.imap.tls_ca_file {
-            transport::read_ca_file(path).map_err(|reason| {
-                ConfigError::new(format!("mailbox_routes[{i}].imap.tls_ca_file"), reason)
-            })?;
+        let files = [
+            ("imap", route.imap.tls_ca_file.as_ref()),
+            (
+                "smtp",
+                route.smtp.as_ref().and_then(|s| s.tls_ca_file.as_ref()),
+            ),
+        ];
+        for (part, path) in files {
+            if let Some(path) = path {
+                transport::read_ca_file(path).map_err(|reason| {
+                    ConfigError::new(format!("mailbox_routes[{i}].{part}.tls_ca_file"), reason)
+                })?;
+            }
         }
     }
     Ok(())

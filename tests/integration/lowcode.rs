@@ -827,7 +827,7 @@ async fn dropdowns_list_configured_choices_and_the_document_is_served() {
     let unknown: Value = unknown.json().await.expect("json");
     assert_eq!(
         unknown["error"]["message"],
-        "no option list `nope`; valid: mailboxes, dingtalk-conversations, calendars, todo-lists"
+        "no option list `nope`; valid: mailboxes, dingtalk-conversations, calendars, todo-lists, mail-routes"
     );
     let doc: Value = app
         .http

@@ -24,6 +24,7 @@ mod lowcode;
 mod mail_backup;
 mod mail_doctor;
 mod mail_imap;
+mod mail_send;
 mod mailbox_deletes;
 mod mailbox_fidelity;
 mod mailbox_outlook;

@@ -8,7 +8,7 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 
-const { DingbridgeApi, Dingbridge, DingbridgeTrigger, verify } = require('..');
+const { DingbridgeApi, Dingbridge, DingbridgeTrigger, verify, EVENTS, ACTIONS } = require('..');
 const { fake, eventually, startService, failRelay } = require('../../testkit');
 
 const ECHO_TOKEN = 'echo-token-n8n-test';
@@ -130,6 +130,15 @@ test('activating the trigger subscribes, deliveries are verified, deactivating u
   } finally {
     n8n.close();
   }
+});
+
+test('the nodes offer every event and action the service documents', async () => {
+  const doc = await (await fetch(`${service.baseUrl}/openapi.json`)).json();
+  const schemas = doc.components.schemas;
+  assert.deepEqual(EVENTS.map(([e]) => e).sort(), [...schemas.EventName.enum].sort());
+  assert.deepEqual(ACTIONS.map(([a]) => a).sort(), [...schemas.ActionName.enum].sort());
+  const trigger = new DingbridgeTrigger().description.properties.find((p) => p.name === 'event');
+  assert.ok(trigger.options.some((o) => o.value === 'dingtalk.mail.read'));
 });
 
 test('signatures older than five minutes or without v1 are refused', () => {

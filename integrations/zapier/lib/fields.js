@@ -8,6 +8,7 @@ const DROPDOWNS = {
   calendar_id: 'option_calendars.id.label',
   list_id: 'option_todo_lists.id.label',
   open_conversation_id: 'option_dingtalk_conversations.id.label',
+  route: 'option_mail_routes.id.label',
 };
 
 const label = (key) =>

@@ -77,7 +77,7 @@ test('the authentication test answers the key, labelled by its name', async () =
 
 test('every event trigger polls the service for sample data', async () => {
   const hooks = Object.values(app.triggers).filter((t) => t.operation.type === 'hook');
-  assert.equal(hooks.length, 9);
+  assert.equal(hooks.length, 11);
   for (const t of hooks) {
     const items = await t.operation.performList(z, bundle);
     assert.ok(Array.isArray(items), t.key);
@@ -130,6 +130,24 @@ test("action fields come from the service's OpenAPI document", async () => {
   for (const key of [...Object.keys(app.creates), ...Object.keys(app.searches)]) {
     assert.ok((await fieldsOf(key)).length > 0, key);
   }
+});
+
+test('the app has a trigger for every documented event and an operation for every action', async () => {
+  const doc = (await z.request({ url: `${baseUrl}/openapi.json` })).data;
+  const schemas = doc.components.schemas;
+  const hookEvents = Object.values(app.triggers)
+    .filter((t) => t.operation.type === 'hook')
+    .map((t) => t.operation.sample.event);
+  assert.deepEqual([...hookEvents].sort(), [...schemas.EventName.enum].sort());
+  const keys = [...Object.keys(app.creates), ...Object.keys(app.searches)].sort();
+  assert.deepEqual(keys, schemas.ActionName.enum.map((a) => a.replace(/\./g, '_')).sort());
+  const mail = await app.creates.dingtalk_send_mail.operation.inputFields[1](z, bundle);
+  assert.equal(mail.find((f) => f.key === 'route').dynamic, 'option_mail_routes.id.label');
+  assert.equal(mail.find((f) => f.key === 'bcc').list, true);
+  assert.equal(mail.find((f) => f.key === 'to').required, true);
+  assert.ok(mail.find((f) => f.key === 'html'));
+  assert.ok(app.triggers.dingtalk_mail_received && app.triggers.dingtalk_mail_read);
+  assert.deepEqual(await app.triggers.option_mail_routes.operation.perform(z, bundle), []);
 });
 
 test('dropdowns list what the deployment offers', async () => {

@@ -28,6 +28,7 @@ pub mod outlook;
 mod read;
 pub mod state;
 mod to_dingtalk;
+mod triggers;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -689,6 +690,8 @@ impl RouteSync {
                 }),
             )
             .await?;
+            self.publish_received(f, mark.uid_validity, uid, &r.mail, &imported.id)
+                .await?;
             mark.mark = uid;
             self.save_mark(key, mark).await?;
             metrics::record_mail_synced(self.name(), DIRECTION, how);

@@ -85,6 +85,8 @@ impl RouteSync {
             }
             self.record_read(f, &left, meta.uid, &graph_id, read, super::DIRECTION)
                 .await?;
+            self.publish_read(f, mark.uid_validity, meta.uid, read, &graph_id)
+                .await?;
         }
         if let Some(highest) = condstore
             && mark.modseq != Some(highest)

@@ -145,6 +145,12 @@ impl Dovecot {
         self.path("cert.pem")
     }
 
+    /// The throwaway certificate's private key (PEM), for other test servers on
+    /// `localhost` (the SMTP server of `common::smtp`).
+    pub fn key_file(&self) -> PathBuf {
+        self.path("key.pem")
+    }
+
     /// A file holding [`PASSWORD`] (for `password_file`).
     pub fn password_file(&self) -> PathBuf {
         self.path("client-password")

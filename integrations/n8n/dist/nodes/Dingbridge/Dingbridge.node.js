@@ -15,6 +15,7 @@ const ACTIONS = [
   ['dingtalk.send_message', 'Send DingTalk Message'],
   ['dingtalk.create_event', 'Create DingTalk Event'],
   ['dingtalk.create_todo', 'Create DingTalk To-do'],
+  ['dingtalk.send_mail', 'Send DingTalk Mail'],
 ];
 
 class Dingbridge {

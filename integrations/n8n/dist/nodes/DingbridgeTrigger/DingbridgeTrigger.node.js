@@ -10,6 +10,8 @@ const EVENTS = [
   ['dingtalk.message.received', 'New DingTalk Message'],
   ['dingtalk.calendar.changed', 'DingTalk Calendar Event Changed'],
   ['dingtalk.todo.changed', 'DingTalk To-do Changed'],
+  ['dingtalk.mail.received', 'New DingTalk Mail'],
+  ['dingtalk.mail.read', 'DingTalk Mail Read'],
   ['outlook.mail.received', 'New Outlook Mail'],
   ['outlook.mail.read', 'Outlook Mail Read'],
   ['outlook.event.changed', 'Outlook Event Changed'],
