@@ -2,9 +2,9 @@
 //! events and todos with the [`DingTalkClient`].
 //!
 //! Idempotency upstream: a calendar event is created with `x-client-token` and a todo
-//! with `sourceId`, both derived from the caller and the `Idempotency-Key` (or, without
-//! a key, from the caller and the inputs), so a retry that slips past the key store still
-//! creates one item. Defaults come from the sync routes: the group's app robot code from
+//! with `sourceId`, both derived from the caller and the `Idempotency-Key`, so a retry
+//! that slips past the key store still creates one item; without a key they are random,
+//! so that every request acts (a weekly Zap creating the same to-do gets one each week). Defaults come from the sync routes: the group's app robot code from
 //! the route of that conversation (else `dingtalk.app_key`, which is the robot code of an
 //! internal app's robot), the user of events and todos from the only route naming one.
 
@@ -35,13 +35,16 @@ impl DingTalkBackend {
 }
 
 /// The upstream idempotency handle (`x-client-token`, `sourceId`): from the caller and
-/// the `Idempotency-Key`, or from the caller and the inputs when there is no key.
-pub fn client_token(ctx: &ActionContext<'_>, action: &str, input: &Value) -> String {
-    let seed = match ctx.idempotency_key {
-        Some(k) => format!("{}:{action}:key:{k}", ctx.caller.id),
-        None => format!("{}:{action}:input:{input}", ctx.caller.id),
-    };
-    hex::encode(&Sha256::digest(seed.as_bytes())[..16])
+/// the `Idempotency-Key`, random when there is no key (identical inputs without a key are
+/// two requests, each of which must act).
+pub fn client_token(ctx: &ActionContext<'_>, action: &str) -> String {
+    match ctx.idempotency_key {
+        Some(k) => {
+            let seed = format!("{}:{action}:key:{k}", ctx.caller.id);
+            hex::encode(&Sha256::digest(seed.as_bytes())[..16])
+        }
+        None => uuid::Uuid::new_v4().simple().to_string(),
+    }
 }
 
 /// The unionId to act for: the given one, else the only one the routes name.
@@ -178,11 +181,7 @@ impl DingTalkBackend {
                     .collect(),
             );
         }
-        let token = client_token(
-            ctx,
-            "dingtalk.create_event",
-            &json!({ "user": union, "calendar": i.calendar_id, "event": event }),
-        );
+        let token = client_token(ctx, "dingtalk.create_event");
         let answer = if i.calendar_id == "primary" {
             self.client
                 .create_calendar_event(&union, &event, &token)
@@ -232,11 +231,7 @@ impl DingTalkBackend {
         if !i.executor_user_ids.is_empty() {
             task["executorIds"] = json!(i.executor_user_ids);
         }
-        let source_id = client_token(
-            ctx,
-            "dingtalk.create_todo",
-            &json!({ "user": union, "task": task }),
-        );
+        let source_id = client_token(ctx, "dingtalk.create_todo");
         task["sourceId"] = json!(source_id);
         let answer = self.client.create_todo(&union, &task).await?;
         Ok(json!({

@@ -685,3 +685,36 @@ async fn dingtalk_actions_retried_after_a_stored_then_lost_answer_leave_one_item
     assert_eq!(todos.lock().expect("todos").len(), 1, "one todo");
     assert_eq!(events.lock().expect("events").len(), 1, "one event");
 }
+
+/// Without an `Idempotency-Key` two identical to-do requests are two requests (a weekly
+/// Zap creating the same to-do gets one each week); with a key, the repeat is a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_todos_without_a_key_each_create_one_and_with_a_key_only_once() {
+    let dt = common::dingtalk_fake::DingTalk::start();
+    let app = Env::new()
+        .config_toml(ROUTES)
+        .bootstrap_keys(&bootstrap_entry())
+        .dingtalk(&dt)
+        .spawn();
+    let input = json!({"subject": "Weekly customs report", "executor_user_ids": ["union-ops"]});
+    let mut sources = Vec::new();
+    for _ in 0..2 {
+        let done = ok(&app, "dingtalk.create_todo", input.clone()).await;
+        sources.push(done["source_id"].clone());
+    }
+    assert_ne!(sources[0], sources[1], "each request its own sourceId");
+    assert_eq!(dt.all_todos().len(), 2, "two to-dos without a key");
+
+    let first = act(&app, "dingtalk.create_todo", Some("week-12"), &input).await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.expect("JSON");
+    let again = act(&app, "dingtalk.create_todo", Some("week-12"), &input).await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.expect("JSON");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(
+        dt.all_todos().len(),
+        3,
+        "one more with the key, whatever the repeats"
+    );
+}
