@@ -231,6 +231,7 @@ const OPTION_LISTS: &[(&str, OptionList)] = &[
     ("calendars", calendar_options),
     ("todo-lists", todo_list_options),
     ("mail-routes", mail_route_options),
+    ("dingtalk-calendars", dingtalk_calendar_options),
 ];
 
 fn item(id: &str, label: &str) -> Value {
@@ -333,6 +334,13 @@ fn todo_list_options<'a>(state: &'a AppState, query: &'a OptionsQuery) -> Option
         "displayName",
         &state.config.api.todo_lists,
     ))
+}
+
+/// `dingtalk-calendars`: the calendars `dingtalk.create_event` can write to. DingTalk's
+/// calendar API documents one calendar id, `primary` (the user's own calendar), so that is
+/// the one offered; Outlook calendar ids would be refused by DingTalk.
+fn dingtalk_calendar_options<'a>(_: &'a AppState, _: &'a OptionsQuery) -> OptionItems<'a> {
+    Box::pin(ready(Ok(vec![item("primary", "Primary calendar")])))
 }
 
 /// With Microsoft Graph configured and a mailbox (the `mailbox` query parameter, or the

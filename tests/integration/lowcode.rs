@@ -827,7 +827,17 @@ async fn dropdowns_list_configured_choices_and_the_document_is_served() {
     let unknown: Value = unknown.json().await.expect("json");
     assert_eq!(
         unknown["error"]["message"],
-        "no option list `nope`; valid: mailboxes, dingtalk-conversations, calendars, todo-lists, mail-routes"
+        "no option list `nope`; valid: mailboxes, dingtalk-conversations, calendars, todo-lists, mail-routes, dingtalk-calendars"
+    );
+    let dt_calendars: Value = get(&app, &key, "/v1/options/dingtalk-calendars")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        dt_calendars,
+        json!([{"id": "primary", "label": "Primary calendar"}]),
+        "DingTalk's own calendar, not Outlook's"
     );
     let doc: Value = app
         .http
