@@ -123,37 +123,27 @@ fn dingtalk_stand_in() -> FakeServer {
     })
 }
 
-/// Runs `npm <args>` in `dir` with these variables; fails with its output.
-fn npm(dir: &Path, args: &[&str], vars: &[(&str, String)]) -> String {
-    let out = Command::new("npm")
+/// Runs `program <args>` in `dir` with these variables; fails with its output.
+fn run(dir: &Path, program: &str, args: &[&str], vars: &[(&str, String)]) -> String {
+    let out = Command::new(program)
         .args(args)
         .current_dir(dir)
         .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
-        .expect("npm runs");
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
     let report = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "npm {args:?} failed:\n{report}");
+    assert!(out.status.success(), "{program} {args:?} failed:\n{report}");
     report
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_zapier_app_works_in_zapier_platform_core_against_the_running_service() {
-    common::ensure_node();
-    common::ensure_program("npm", "npm");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/zapier");
-    if !dir.join("node_modules/zapier-platform-core").exists()
-        || !dir.join("node_modules/.bin/zapier-platform").exists()
-    {
-        let d = dir.clone();
-        tokio::task::spawn_blocking(move || npm(&d, &["ci", "--no-audit", "--no-fund"], &[]))
-            .await
-            .expect("npm ci");
-    }
-
+/// Runs the app's tests (`program <args>` in its folder) against a fresh deployment:
+/// Redis, the Graph fake, the DingTalk stand-in and the service, the URL and keys passed
+/// through the environment; then checks what the runs did upstream.
+async fn app_tests_on_a_fresh_deployment(dir: &Path, program: &'static str, args: Vec<String>) {
     let redis = RedisServer::start();
     let graph = GraphFake::start(GraphFakeConfig::default());
     let dt = dingtalk_stand_in();
@@ -190,10 +180,13 @@ async fn the_zapier_app_works_in_zapier_platform_core_against_the_running_servic
         ("DINGBRIDGE_TRIGGERS_KEY", TRIGGERS_KEY.to_string()),
         ("DINGBRIDGE_ECHO_TOKEN", ECHO_TOKEN.to_string()),
     ];
-    let d = dir.clone();
-    let report = tokio::task::spawn_blocking(move || npm(&d, &["test"], &vars))
-        .await
-        .expect("npm test");
+    let d = dir.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&d, program, &args, &vars)
+    })
+    .await
+    .expect("the app's tests");
     assert!(
         report.contains("# fail 0") && report.contains("# skipped 0"),
         "{report}"
@@ -218,10 +211,40 @@ async fn the_zapier_app_works_in_zapier_platform_core_against_the_running_servic
         .find(|m| m["subject"] == "Invoice 42")
         .expect("the seeded mail");
     assert_eq!(marked["isRead"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_zapier_app_works_in_zapier_platform_core_against_the_running_service() {
+    common::ensure_node();
+    common::ensure_program("npm", "npm");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/zapier");
+    if !dir.join("node_modules/zapier-platform-core").exists()
+        || !dir.join("node_modules/.bin/zapier-platform").exists()
+    {
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            run(&d, "npm", &["ci", "--no-audit", "--no-fund"], &[])
+        })
+        .await
+        .expect("npm ci");
+    }
+
+    // `npm test` runs on the Node 22 the app's dev dependencies bring (what the CLI and
+    // Zapier's runtime use); the same files also run on the machine's own Node.
+    app_tests_on_a_fresh_deployment(&dir, "npm", vec!["test".into()]).await;
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("test"))
+        .expect("test folder")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".test.js"))
+        .map(|n| format!("test/{n}"))
+        .collect();
+    files.sort();
+    files.insert(0, "--test".into());
+    app_tests_on_a_fresh_deployment(&dir, "node", files).await;
 
     // The definition Zapier would take: `zapier-platform validate`, offline.
     let d = dir.clone();
-    let report = tokio::task::spawn_blocking(move || npm(&d, &["run", "validate"], &[]))
+    let report = tokio::task::spawn_blocking(move || run(&d, "npm", &["run", "validate"], &[]))
         .await
         .expect("validate");
     assert!(report.contains("structurally sound"), "{report}");
@@ -229,7 +252,7 @@ async fn the_zapier_app_works_in_zapier_platform_core_against_the_running_servic
     // its servers, so it is skipped here; `validate` above is the offline part of it).
     let d = dir.clone();
     let report = tokio::task::spawn_blocking(move || {
-        npm(&d, &["run", "build", "--", "--skip-validation"], &[])
+        run(&d, "npm", &["run", "build", "--", "--skip-validation"], &[])
     })
     .await
     .expect("build");
