@@ -191,6 +191,11 @@ async fn app_tests_on_a_fresh_deployment(dir: &Path, program: &'static str, args
         report.contains("# fail 0") && report.contains("# skipped 0"),
         "{report}"
     );
+    let summary: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("# tests") || l.starts_with("# pass"))
+        .collect();
+    eprintln!("{program}: {}", summary.join(", "));
 
     // What the app's runs did upstream: the keyed robot message once, each unkeyed to-do.
     let robot_posts = dt
