@@ -412,9 +412,21 @@ fn undo(config: &Config, route: &str, since: &str, apply: bool) -> ExitCode {
         }
     };
     let result: anyhow::Result<ExitCode> = runtime.block_on(async {
+        use dingbridge::sync::mailbox::undo::{self as dt, FlagSide};
         let store = store::open(&config.store_settings()?).await?;
         let cap = usize::try_from(config.audit_max_entries).unwrap_or(usize::MAX);
-        let found = undo::find(store.as_ref(), route, since_ms, cap).await?;
+        let entries = store.audit_recent(cap).await?;
+        let found = undo::find_in(store.as_ref(), &entries, route, since_ms, cap).await?;
+        let mailbox_route = config.mailbox_route(route);
+        let dingtalk = match mailbox_route {
+            Some(_) => dt::find(store.as_ref(), &entries, route, since_ms).await?,
+            None => dt::Found::default(),
+        };
+        // Connected only when something in DingTalk Mail is to be read or changed.
+        let mut imap = match mailbox_route {
+            Some(r) => Some(dt::LazyImap::new(mail::ImapSettings::from_config(&r.imap)?)),
+            None => None,
+        };
         println!("note: undo {}", undo::COVERAGE);
         if let Some(oldest) = found.trail_starts_ms {
             println!(
@@ -425,6 +437,16 @@ fn undo(config: &Config, route: &str, since: &str, apply: bool) -> ExitCode {
         }
         let (mut removed, mut would, mut gone, mut kept, mut uncovered) = (0, 0, 0, 0, 0);
         let mut failures = Vec::new();
+        // The read flag of the mail that stays, once its pair is gone.
+        let flags = dt::Flags {
+            store: store.as_ref(),
+            graph: &graph,
+            mailbox: &mailbox,
+            route,
+            entries: &entries,
+            since_ms,
+            apply,
+        };
         for w in &found.items {
             let (outcome, title) =
                 undo::undo_one(store.as_ref(), &graph, route, &mailbox, w, apply).await;
@@ -457,6 +479,20 @@ fn undo(config: &Config, route: &str, since: &str, apply: bool) -> ExitCode {
                     format!("FAILED ({e})")
                 }
             };
+            let what = match w.kind {
+                undo::Kind::Mail => {
+                    let done = matches!(outcome, Outcome::Removed | Outcome::Gone | Outcome::WouldRemove);
+                    let (note, err) = flags
+                        .settle(imap.as_mut(), &w.graph_id, &w.left, FlagSide::DingTalk, done)
+                        .await;
+                    failures.extend(err.map(|e| format!("read flag of {}: {e}", w.left)));
+                    match note {
+                        Some(note) if done => format!("{what}; {note}"),
+                        _ => what,
+                    }
+                }
+                _ => what,
+            };
             println!(
                 "{:<8} {}  {}  {}  {what}",
                 w.kind.as_str(),
@@ -465,14 +501,87 @@ fn undo(config: &Config, route: &str, since: &str, apply: bool) -> ExitCode {
                 title.as_deref().unwrap_or("-")
             );
         }
+        for a in &dingtalk.appended {
+            let (outcome, shown) = match &mut imap {
+                Some(imap) => dt::undo_appended(store.as_ref(), imap, route, a, apply).await,
+                None => continue,
+            };
+            let what = match &outcome {
+                dt::Outcome::WouldRemove => {
+                    would += 1;
+                    "would remove".to_string()
+                }
+                dt::Outcome::Removed => {
+                    removed += 1;
+                    "removed".to_string()
+                }
+                dt::Outcome::Gone => {
+                    gone += 1;
+                    "already gone".to_string()
+                }
+                dt::Outcome::Kept(why) => {
+                    kept += 1;
+                    format!("KEPT ({why})")
+                }
+                dt::Outcome::Failed(e) => {
+                    failures.push(format!("appended mail {}: {e}", a.left));
+                    format!("FAILED ({e})")
+                }
+            };
+            let done = matches!(outcome, dt::Outcome::Removed | dt::Outcome::Gone | dt::Outcome::WouldRemove);
+            let (note, err) = flags
+                .settle(imap.as_mut(), &a.graph_id, &a.left, FlagSide::Outlook, done)
+                .await;
+            failures.extend(err.map(|e| format!("read flag of {}: {e}", a.graph_id)));
+            let what = match note {
+                Some(note) if done => format!("{what}; {note}"),
+                _ => what,
+            };
+            println!(
+                "appended {}  DingTalk Mail {} UID {}  {}  {}  {what}",
+                when(a.at_ms),
+                shown.folder,
+                shown.uid.map_or("-".to_string(), |u| u.to_string()),
+                shown.message_id.as_deref().unwrap_or("-"),
+                shown.subject.as_deref().unwrap_or("-"),
+            );
+        }
+        for s in &dingtalk.sent {
+            println!(
+                "sent     {}  DingTalk Mail {}  {}  KEPT (sent over SMTP: a sent mail cannot be called back; its Sent copy stays as the record that it went out)",
+                when(s.at_ms),
+                s.sent_folder.as_deref().unwrap_or("(no Sent copy)"),
+                s.message_id,
+            );
+        }
+        let total = found.items.len() + dingtalk.appended.len();
+        let before = found.already + dingtalk.already;
+        if total == 0 && dingtalk.sent.is_empty() {
+            println!(
+                "note: nothing to undo for route {route} since {}{}",
+                when(since_ms),
+                match before {
+                    0 => String::new(),
+                    n => format!(" ({n} item(s) undone before)"),
+                }
+            );
+        }
+        if let Some(imap) = imap {
+            imap.close().await;
+        }
         println!(
-            "route {route} since {}: {} item(s) written by the bridge; {} {}, {gone} already gone, {kept} kept without the bridge's marker, {uncovered} of kinds not covered, {} failed{}",
+            "route {route} since {}: {total} item(s) written by the bridge ({} in Outlook, {} in DingTalk Mail); {} {}, {gone} already gone, {kept} kept (not the bridge's, or not found safely), {uncovered} of kinds not covered, {} failed{}{}",
             when(since_ms),
             found.items.len(),
+            dingtalk.appended.len(),
             if apply { removed } else { would },
             if apply { "removed" } else { "would be removed (dry run: add --apply)" },
             failures.len(),
-            match found.already {
+            match dingtalk.sent.len() {
+                0 => String::new(),
+                n => format!(", {n} sent mail(s) kept"),
+            },
+            match before {
                 0 => String::new(),
                 n => format!(", {n} undone before"),
             }

@@ -281,6 +281,21 @@ pub async fn send(ctx: &ActionContext<'_>, i: &DingTalkMailInput) -> Result<Valu
         }
         None => (false, None),
     };
+    // Recorded for `dingbridge undo`, which lists what the bridge did in the mailbox: a
+    // sent mail cannot be called back, and its Sent copy stays (see the README).
+    let entry = crate::store::AuditEntry::now(
+        "mail.sent",
+        json!({
+            "route": route.name, "message_id": message_id, "sent_at": rfc3339(sent_at),
+            "recipients": composed.recipients.len(), "saved_to_sent": saved,
+            "sent_folder": folder.as_ref().map(|f| f.name.display.clone()),
+        }),
+    );
+    if let Err(e) = ctx.store.audit_append(&entry).await {
+        // The mail is sent: a failed record must not turn into an error (a retry would
+        // look it up in Sent, but one without an Idempotency-Key would send it again).
+        tracing::warn!(route = %route.name, message_id = %message_id, error = %e, "sent mail not recorded in the audit trail");
+    }
     Ok(answer(
         route,
         &from,

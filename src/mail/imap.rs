@@ -175,6 +175,7 @@ struct FetchParts {
     internal_date: Option<DateTime<FixedOffset>>,
     modseq: Option<u64>,
     body: Option<Vec<u8>>,
+    header: Option<Vec<u8>>,
 }
 
 fn fetch_parts(attrs: &[AttributeValue<'_>], want_body: bool) -> FetchParts {
@@ -194,6 +195,11 @@ fn fetch_parts(attrs: &[AttributeValue<'_>], want_body: bool) -> FetchParts {
             AttributeValue::Rfc822(data) if want_body => {
                 p.body = Some(data.as_deref().unwrap_or_default().to_vec())
             }
+            AttributeValue::BodySection {
+                section: Some(imap_proto::SectionPath::Full(imap_proto::MessageSection::Header)),
+                data,
+                ..
+            } => p.header = Some(data.as_deref().unwrap_or_default().to_vec()),
             _ => {}
         }
     }
@@ -761,6 +767,34 @@ impl ImapClient {
         })
         .await?;
         out.sort_by_key(|m| m.meta.uid);
+        Ok(out)
+    }
+
+    /// The `Message-ID` and `Subject` header lines of these messages
+    /// (`BODY.PEEK[HEADER.FIELDS (…)]`: small, and `\Seen` is left as it is), by UID;
+    /// those that no longer exist are left out.
+    pub async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let line = format!(
+            "UID FETCH {} (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)])",
+            uid_set(uids)
+        );
+        let mut out = Vec::new();
+        self.run(Step::Fetch, &line, self.timeout, &mut |r| {
+            let Response::Fetch(_, attrs) = r else {
+                return false;
+            };
+            let p = fetch_parts(attrs, false);
+            match (p.uid, p.header) {
+                (Some(uid), Some(header)) if uids.contains(&uid) => out.push((uid, header)),
+                _ => return false,
+            }
+            true
+        })
+        .await?;
+        out.sort_by_key(|(uid, _)| *uid);
         Ok(out)
     }
 

@@ -1,19 +1,20 @@
 //! `dingbridge undo`: finds the Outlook items the bridge itself wrote for one route since a
-//! time and (with `apply`) removes them — the rollback plan of a route.
+//! time and (with `apply`) removes them — the rollback plan of a route. The DingTalk Mail
+//! side of a mailbox route (mails appended there, sent mails, read flags) is in
+//! [`super::mailbox::undo`].
 //!
 //! Items are found through the audit trail (it carries the time of each write, the route,
 //! the Graph id and the DingTalk id) and kept only while their id pair is still stored;
 //! before anything is listed or removed the item is read from Graph and its origin marker
 //! ([`ORIGIN_PROPERTY`]) must hold the value the bridge wrote. An item without it is never
-//! removed, only reported. Each removal is audited (`undo.removed`) and its id pair
-//! forgotten, so a second run finds nothing to do.
+//! removed, only reported. Each removal is audited (`undo.removed`, side `outlook`) and
+//! its id pair forgotten, so a second run finds nothing to do.
 //!
 //! Covered: mails imported by a mailbox route (`mailbox.imported`, created by the bridge),
 //! and relayed DingTalk chat messages, calendar events and contacts (`relay.*` entries
 //! whose result is a creation). Not covered yet: To Do tasks (the pair does not keep
 //! the list id; they are listed and left), updates to items created before the time (no
-//! previous content is recorded), read flags (no previous value is recorded), deletes the
-//! bridge relayed, and anything the bridge wrote in DingTalk.
+//! previous content is recorded), and deletes the bridge relayed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -31,7 +32,7 @@ use crate::{
 };
 
 /// What undo covers and what not, printed with every run (and in the README).
-pub const COVERAGE: &str = "covers: mails imported from DingTalk Mail, relayed DingTalk chat messages, calendar events and contacts; not yet: To Do tasks (listed, never removed), updates to items created before --since, read flags (the bridge records no previous value to restore), relayed deletes, and writes on the DingTalk side";
+pub const COVERAGE: &str = "covers: mails imported from DingTalk Mail, Outlook mails appended into DingTalk Mail, relayed DingTalk chat messages, calendar events and contacts, and the read flags the mailbox sync changed on the mails whose copy is removed (where it recorded the previous value); listed, never removed: mails sent with dingtalk.send_mail (SMTP cannot call a mail back; the Sent copy is its record) and To Do tasks; not covered: updates to items created before --since and relayed deletes";
 
 /// The kind of a written item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +116,17 @@ pub async fn find(
     cap: usize,
 ) -> Result<Found, StoreError> {
     let entries = store.audit_recent(cap).await?;
+    find_in(store, &entries, route, since_ms, cap).await
+}
+
+/// [`find`] in `entries`, the last `cap` audit entries (newest first) read already.
+pub async fn find_in(
+    store: &dyn Store,
+    entries: &[AuditEntry],
+    route: &str,
+    since_ms: i64,
+    cap: usize,
+) -> Result<Found, StoreError> {
     let mut found = Found::default();
     if entries.len() >= cap
         && let Some(oldest) = entries.last()
@@ -124,7 +136,11 @@ pub async fn find(
     }
     let undone: HashSet<&str> = entries
         .iter()
-        .filter(|e| e.action == "undo.removed" && e.detail["route"] == route)
+        .filter(|e| {
+            e.action == "undo.removed"
+                && e.detail["route"] == route
+                && e.detail["side"] != "dingtalk"
+        })
         .filter_map(|e| e.detail["graph_id"].as_str())
         .collect();
     // Newest first in the trail; the earliest write of an item is its time.
@@ -309,7 +325,7 @@ async fn forget(
         .audit_append(&AuditEntry::now(
             "undo.removed",
             json!({
-                "route": route, "kind": w.kind.as_str(), "graph_id": w.graph_id,
+                "route": route, "side": "outlook", "kind": w.kind.as_str(), "graph_id": w.graph_id,
                 "dingtalk_id": w.left, "written_at_ms": w.at_ms, "result": result,
             }),
         ))

@@ -29,6 +29,7 @@ mod read;
 pub mod state;
 mod to_dingtalk;
 mod triggers;
+pub mod undo;
 
 use std::{
     collections::{HashMap, HashSet},

@@ -68,7 +68,8 @@ impl RouteSync {
                 continue;
             };
             let read = meta.seen();
-            if self.recorded_read(&left).await? == Some(read) {
+            let previous = self.recorded_read(&left).await?;
+            if previous == Some(read) {
                 continue;
             }
             match self
@@ -83,8 +84,16 @@ impl RouteSync {
                 }
                 Err(e) => return Err(e.into()),
             }
-            self.record_read(f, &left, meta.uid, &graph_id, read, super::DIRECTION)
-                .await?;
+            self.record_read(
+                f,
+                &left,
+                meta.uid,
+                &graph_id,
+                read,
+                previous,
+                super::DIRECTION,
+            )
+            .await?;
             self.publish_read(f, mark.uid_validity, meta.uid, read, &graph_id)
                 .await?;
         }
@@ -120,8 +129,16 @@ impl RouteSync {
             client
                 .store_flags(&[*uid], found.is_read, &["\\Seen"])
                 .await?;
-            self.record_read(f, &left, *uid, graph_id, found.is_read, "to_dingtalk")
-                .await?;
+            self.record_read(
+                f,
+                &left,
+                *uid,
+                graph_id,
+                found.is_read,
+                Some(recorded),
+                "to_dingtalk",
+            )
+            .await?;
         }
         Ok(())
     }
@@ -179,7 +196,10 @@ impl RouteSync {
             .await
     }
 
-    /// Records a relayed change: the state, the audit entry, the metric.
+    /// Records a relayed change: the state, the audit entry, the metric. `previous`: the
+    /// state recorded before (what the side written to had, unless it changed there too),
+    /// audited so that `dingbridge undo` can put it back.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn record_read(
         &self,
         f: &FolderRun,
@@ -187,14 +207,17 @@ impl RouteSync {
         uid: u32,
         graph_id: &str,
         read: bool,
+        previous: Option<bool>,
         direction: &'static str,
     ) -> Result<(), SyncError> {
         self.put_read(left, read).await?;
+        let uid_validity = super::outlook::parse_left(left).map(|(_, v, _)| v);
         self.audit(
             "mailbox.read_synced",
             json!({
                 "route": self.name(), "direction": direction, "folder": f.label,
-                "uid": uid, "graph_id": graph_id, "read": read,
+                "uid_validity": uid_validity, "uid": uid, "graph_id": graph_id,
+                "read": read, "previous": previous,
             }),
         )
         .await?;

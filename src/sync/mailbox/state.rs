@@ -40,6 +40,13 @@ pub fn read_key(route: &str, left: &str) -> String {
     format!("mailbox-read:{route}:{left}")
 }
 
+/// Store key set by `dingbridge undo` for an Outlook message whose copy it removed from
+/// DingTalk Mail: the Outlook → DingTalk direction never appends that message again
+/// (its id pair is gone, and its next change in Outlook would otherwise look new).
+pub fn undone_key(route: &str, graph_id: &str) -> String {
+    format!("mailbox-undone:{route}:{graph_id}")
+}
+
 /// Store key of the folder's most recently mapped messages ([`RecentPairs`]).
 pub fn recent_key(route: &str, folder: &str) -> String {
     format!("mailbox-recent:{route}:{folder}")
@@ -229,6 +236,7 @@ mod tests {
         assert_eq!(folder_label("已发送"), "已发送");
         assert_eq!(read_key("r", "INBOX:7:42"), "mailbox-read:r:INBOX:7:42");
         assert_eq!(recent_key("r", "INBOX"), "mailbox-recent:r:INBOX");
+        assert_eq!(undone_key("r", "AAk="), "mailbox-undone:r:AAk=");
         assert_eq!(parse_read(read_value(true)), Some(true));
         assert_eq!(parse_read(read_value(false)), Some(false));
         assert_eq!(parse_read("x"), None);

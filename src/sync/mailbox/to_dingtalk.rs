@@ -159,12 +159,12 @@ impl RouteSync {
             return Ok(());
         };
         // Unknown: nothing is guessed (as in the re-check of recent pairs).
-        match self.recorded_read(left).await? {
-            Some(recorded) if recorded != m.is_read => {}
+        let previous = match self.recorded_read(left).await? {
+            Some(recorded) if recorded != m.is_read => recorded,
             _ => return Ok(()),
-        }
+        };
         client.store_flags(&[uid], m.is_read, &["\\Seen"]).await?;
-        self.record_read(f, left, uid, &m.id, m.is_read, DIRECTION)
+        self.record_read(f, left, uid, &m.id, m.is_read, Some(previous), DIRECTION)
             .await
     }
 
@@ -176,6 +176,15 @@ impl RouteSync {
         opened: &FolderState,
         m: &DeltaMessage,
     ) -> Result<(), SyncError> {
+        if self
+            .store
+            .kv_get(&state::undone_key(self.name(), &m.id))
+            .await?
+            .is_some()
+        {
+            tracing::debug!(route = %self.name(), folder = %f.label, graph_id = %m.id, "Outlook message not relayed: `dingbridge undo` removed its copy");
+            return Ok(());
+        }
         let mailbox = &self.route.mailbox;
         let found = match self.graph.message_state(mailbox, &m.id).await {
             Ok(found) => found,
