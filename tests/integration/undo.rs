@@ -308,3 +308,254 @@ fn undo_needs_redis_and_names_the_routes() {
     assert!(!ok);
     assert!(err.contains("--since"), "{err}");
 }
+
+/// A mail as Outlook hands it out with `$value`.
+fn outlook_mime(imid: &str, subject: &str) -> Vec<u8> {
+    format!(
+        "From: Client <client@partner.example>\r\nTo: ops@contoso.com\r\nSubject: {subject}\r\nDate: Tue, 6 Jan 2026 09:00:00 +0000\r\nMessage-ID: {imid}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nA change from the client.\r\n"
+    )
+    .into_bytes()
+}
+
+/// Delivers a mail into the route's Outlook folder; answers its id.
+fn deliver(fake: &GraphFake, imid: &str, received: chrono::DateTime<chrono::Utc>) -> String {
+    let subject = format!("Change {imid}");
+    fake.put_mime_message(
+        MAILBOX,
+        "DingTalk Mail",
+        json!({
+            "subject": subject, "internetMessageId": imid, "isRead": false,
+            "receivedDateTime": received.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "from": {"emailAddress": {"address": "client@partner.example"}},
+        }),
+        &outlook_mime(imid, &subject),
+    )
+}
+
+/// The DingTalk INBOX now: (Message-ID, read) of every message, sorted.
+async fn dingtalk_inbox(dovecot: &Dovecot) -> Vec<(String, bool)> {
+    let mut c = dovecot.client().await;
+    c.examine(&dingbridge::mail::MailboxName::from_display("INBOX"))
+        .await
+        .expect("EXAMINE");
+    let uids = c.uid_search("ALL").await.expect("SEARCH");
+    let headers = c.fetch_headers(&uids).await.expect("FETCH headers");
+    let metas = c.fetch_meta(&uids).await.expect("FETCH flags");
+    c.logout().await;
+    let mut out: Vec<(String, bool)> = headers
+        .iter()
+        .map(|(uid, h)| {
+            let mid = dingbridge::mail::message::message_id(h).unwrap_or_default();
+            let seen = metas.iter().any(|m| m.uid == *uid && m.seen());
+            (mid, seen)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The `internetMessageId`s in the route's Outlook folder, sorted.
+fn outlook_folder(fake: &GraphFake) -> Vec<String> {
+    let mut ids: Vec<String> = fake
+        .messages(MAILBOX, "DingTalk Mail")
+        .iter()
+        .filter_map(|m| m["internetMessageId"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_of_a_both_route_removes_what_the_bridge_wrote_on_either_side_and_nothing_else() {
+    let own_dingtalk = "<1.own@dingbridge.test>";
+    let dovecot = Dovecot::start_with(|d| {
+        d.seed(
+            USER,
+            None,
+            &[Seed {
+                raw: sample_mail("own", 1, 200),
+                flags: "",
+                received: SystemTime::now() - Duration::from_secs(600),
+            }],
+        );
+    });
+    let redis = RedisServer::start();
+    let fake = GraphFake::start_default();
+    let env = Env::new().redis(&redis).graph(&fake).mailbox_route(
+        &dovecot,
+        "ops-mail",
+        "direction = \"both\"\npoll_interval_secs = 1\nallow_deletes = true",
+    );
+    let before = now_rfc3339();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let app = env.spawn();
+    let first_round = eventually(Duration::from_secs(15), || async {
+        (!fake.requests_to("/messages/delta").is_empty()).then_some(())
+    })
+    .await;
+    assert!(first_round.is_some(), "{}", app.logs().join("\n"));
+
+    // The user's own Outlook mail, received before the route started: never relayed.
+    let own_outlook = "<own.outlook@partner.example>";
+    deliver(
+        &fake,
+        own_outlook,
+        chrono::Utc::now() - chrono::Duration::hours(1),
+    );
+    let from_outlook: Vec<String> = (0..3)
+        .map(|n| format!("<out.{n}@partner.example>"))
+        .collect();
+    let originals: Vec<String> = from_outlook
+        .iter()
+        .map(|imid| deliver(&fake, imid, chrono::Utc::now()))
+        .collect();
+    for n in 0..2 {
+        dovecot
+            .append("INBOX", &sample_mail("dt", n, 300), &[])
+            .await;
+    }
+    let from_dingtalk = ["<0.dt@dingbridge.test>", "<1.dt@dingbridge.test>"];
+    let count = |action: &str, how: &[&str]| {
+        relay_results(&redis, action)
+            .iter()
+            .filter(|e| how.contains(&e["detail"]["how"].as_str().unwrap_or("")))
+            .count()
+    };
+    let synced = eventually(Duration::from_secs(30), || async {
+        (count("mailbox.appended", &["appended"]) == 3
+            && count("mailbox.imported", &["created", "completed"]) == 2)
+            .then_some(())
+    })
+    .await;
+    assert!(synced.is_some(), "{}", app.logs().join("\n"));
+
+    // Reading the first DingTalk mail's copy in Outlook marks the original read.
+    let copy = fake
+        .messages(MAILBOX, "DingTalk Mail")
+        .into_iter()
+        .find(|m| m["internetMessageId"] == from_dingtalk[0])
+        .and_then(|m| m["id"].as_str().map(str::to_string))
+        .expect("the imported copy");
+    fake.update_message(MAILBOX, &copy, json!({"isRead": true}));
+    let seen = eventually(Duration::from_secs(20), || async {
+        dingtalk_inbox(&dovecot)
+            .await
+            .contains(&(from_dingtalk[0].to_string(), true))
+            .then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "{}", app.logs().join("\n"));
+    let mut dingtalk_before: Vec<String> = from_outlook.clone();
+    dingtalk_before.extend([own_dingtalk.to_string()]);
+    dingtalk_before.extend(from_dingtalk.iter().map(|s| s.to_string()));
+    dingtalk_before.sort();
+    let mut expected_left: Vec<(String, bool)> = [own_dingtalk, from_dingtalk[0], from_dingtalk[1]]
+        .iter()
+        .map(|m| (m.to_string(), false))
+        .collect();
+    expected_left.sort();
+    let mut outlook_left: Vec<String> = from_outlook.clone();
+    outlook_left.push(own_outlook.to_string());
+    outlook_left.sort();
+
+    // Dry run, with the sync still running: the five items, both sides, nothing changed.
+    let (ok, out, err) = cli(&env, &["undo", "--route", "ops-mail", "--since", &before]);
+    assert!(ok, "{err}\n{out}");
+    let lines = item_lines(&out);
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines.iter().all(|l| l.contains("would remove")), "{out}");
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("mail ")).count(),
+        2,
+        "{out}"
+    );
+    for imid in &from_outlook {
+        assert!(
+            lines.iter().any(|l| l.starts_with("appended")
+                && l.contains("DingTalk Mail INBOX UID")
+                && l.contains(imid.as_str())
+                && l.contains(&format!("Change {imid}"))),
+            "{imid}: {out}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Notice 0 (dt)") && l.contains("would be restored to unread")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("own"),
+        "the user's own mail is not listed: {out}"
+    );
+    assert!(
+        summary(&out).contains("(2 in Outlook, 3 in DingTalk Mail)"),
+        "{out}"
+    );
+    let names: Vec<String> = dingtalk_inbox(&dovecot)
+        .await
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    assert_eq!(names, dingtalk_before);
+    assert_eq!(fake.messages(MAILBOX, "DingTalk Mail").len(), 6);
+
+    // Apply: exactly those go, on both sides; the read flag goes back.
+    let (ok, out, err) = cli(
+        &env,
+        &["undo", "--route", "ops-mail", "--since", &before, "--apply"],
+    );
+    assert!(ok, "{err}\n{out}");
+    assert_eq!(
+        item_lines(&out)
+            .iter()
+            .filter(|l| l.contains("  removed"))
+            .count(),
+        5,
+        "{out}"
+    );
+    assert_eq!(dingtalk_inbox(&dovecot).await, expected_left, "{out}");
+    assert_eq!(outlook_folder(&fake), outlook_left, "{out}");
+    let removed = removed_entries(&redis);
+    assert_eq!(removed.len(), 5, "{removed:?}");
+    let side = |s: &str| removed.iter().filter(|e| e["detail"]["side"] == s).count();
+    assert_eq!((side("dingtalk"), side("outlook")), (3, 2), "{removed:?}");
+    assert_eq!(relay_results(&redis, "undo.flag_restored").len(), 1);
+
+    // The sync keeps running and does not fight it: an Outlook original that changes is
+    // not appended again, the expunged copies delete no Outlook original, the restored
+    // flag stays.
+    fake.update_message(MAILBOX, &originals[1], json!({"isRead": true}));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        dingtalk_inbox(&dovecot).await,
+        expected_left,
+        "{}",
+        app.logs().join("\n")
+    );
+    assert_eq!(outlook_folder(&fake), outlook_left);
+    assert_eq!(count("mailbox.appended", &["appended"]), 3);
+
+    // Twice: nothing to do, and it says so.
+    let (ok, out, err) = cli(
+        &env,
+        &["undo", "--route", "ops-mail", "--since", &before, "--apply"],
+    );
+    assert!(ok, "{err}\n{out}");
+    assert!(item_lines(&out).is_empty(), "{out}");
+    assert!(out.contains("note: nothing to undo"), "{out}");
+    assert!(summary(&out).contains("0 removed"), "{out}");
+    assert!(summary(&out).contains("5 undone before"), "{out}");
+    assert_eq!(removed_entries(&redis).len(), 5);
+
+    // After the writes: nothing.
+    let (ok, out, _) = cli(
+        &env,
+        &["undo", "--route", "ops-mail", "--since", &now_rfc3339()],
+    );
+    assert!(ok);
+    assert!(item_lines(&out).is_empty(), "{out}");
+    assert!(summary(&out).contains(": 0 item(s)"), "{out}");
+    drop(app);
+    fake.assert_no_violations();
+}
