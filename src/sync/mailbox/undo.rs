@@ -773,6 +773,49 @@ mod tests {
         assert_eq!(elsewhere, FlagPlan::Unchanged, "another UIDVALIDITY");
     }
 
+    #[tokio::test]
+    async fn sent_mails_are_listed_and_appended_ones_only_while_paired_and_not_undone() {
+        let store = crate::store::memory::MemoryStore::new(0);
+        let ns = state::pair_ns("r");
+        store.map_put(&ns, "INBOX:7:1", "G1").await.expect("pair");
+        store.map_put(&ns, "INBOX:7:3", "G3").await.expect("pair");
+        let appended = |at, g: &str| {
+            entry(
+                at,
+                "mailbox.appended",
+                json!({"route": "r", "how": "appended", "graph_id": g, "message_id": "<m@x>"}),
+            )
+        };
+        let entries = trail(vec![
+            appended(1, "G0"),
+            appended(5, "G1"),
+            appended(6, "G2"),
+            appended(7, "G3"),
+            entry(
+                8,
+                "mail.sent",
+                json!({"route": "r", "message_id": "<s@x>", "sent_folder": "Sent"}),
+            ),
+            entry(
+                9,
+                "mail.sent",
+                json!({"route": "other", "message_id": "<o@x>"}),
+            ),
+            entry(
+                10,
+                "undo.removed",
+                json!({"route": "r", "side": "dingtalk", "graph_id": "G3"}),
+            ),
+        ]);
+        let found = find(&store, &entries, "r", 2).await.expect("find");
+        let ids: Vec<&str> = found.appended.iter().map(|a| a.graph_id.as_str()).collect();
+        assert_eq!(ids, vec!["G1"], "G0 before --since, G2 unpaired, G3 undone");
+        assert_eq!(found.appended[0].left, "INBOX:7:1");
+        assert_eq!(found.already, 2);
+        assert_eq!(found.sent.len(), 1);
+        assert_eq!(found.sent[0].message_id, "<s@x>");
+    }
+
     #[test]
     fn message_ids_compare_with_or_without_brackets() {
         assert!(same_message_id("<a@b>", " a@b "));
