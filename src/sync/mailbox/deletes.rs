@@ -207,39 +207,53 @@ impl RouteSync {
                 .last()
                 .map_or(1, |u| u.saturating_add(1)),
         };
-        let prev = match stored {
-            Some(p) if p.uid_validity == opened.uid_validity => p,
+        let (prev, now) = match stored {
+            Some(p) if p.uid_validity == opened.uid_validity => {
+                let arrived = match uid_next > p.uid_next {
+                    true => client.uid_search(&format!("UID {}:*", p.uid_next)).await?,
+                    false => Vec::new(),
+                };
+                if let Check::Unchanged(next) = p.check(opened.exists, uid_next, &arrived) {
+                    if next != p {
+                        self.save_presence(&key, &next).await?;
+                    }
+                    return Ok(false);
+                }
+                let now = self.present_from(client, p.floor, uid_next).await?;
+                (p, now)
+            }
             // First look, or a new UIDVALIDITY (its mail is matched again by the import):
-            // the folder as it is now is the baseline.
+            // the folder as it is now is the baseline, plus the mail mapped most recently
+            // — a mail imported this cycle and moved away before this first look is
+            // still followed.
             _ => {
                 let floor = self.floor(client, f, opened, uid_next).await?;
                 let now = self.present_from(client, floor, uid_next).await?;
+                let recent = self.recent_pairs(f, opened.uid_validity).await?;
+                let mut tracked = now.clone();
+                tracked.extend(
+                    recent
+                        .pairs
+                        .iter()
+                        .map(|(u, _)| *u)
+                        .filter(|&u| u >= floor && u < uid_next),
+                );
+                tracked.sort_unstable();
+                tracked.dedup();
                 let p = Presence {
                     uid_validity: opened.uid_validity,
                     exists: opened.exists,
                     uid_next,
                     floor,
-                    present: uid_set(&now),
+                    present: uid_set(&tracked),
                 };
-                self.save_presence(&key, &p).await?;
-                return Ok(false);
+                if tracked.len() == now.len() {
+                    self.save_presence(&key, &p).await?;
+                    return Ok(false);
+                }
+                (p, now)
             }
         };
-        let arrived = match uid_next > prev.uid_next {
-            true => {
-                client
-                    .uid_search(&format!("UID {}:*", prev.uid_next))
-                    .await?
-            }
-            false => Vec::new(),
-        };
-        if let Check::Unchanged(p) = prev.check(opened.exists, uid_next, &arrived) {
-            if p != prev {
-                self.save_presence(&key, &p).await?;
-            }
-            return Ok(false);
-        }
-        let now = self.present_from(client, prev.floor, uid_next).await?;
         let ns = state::pair_ns(self.name());
         let mut gone = Vec::new();
         for uid in prev.gone(&now) {
