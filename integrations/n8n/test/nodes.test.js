@@ -183,7 +183,7 @@ test("the action node's errors carry dingbridge's message, not a generic one", a
   const bad = { action: 'dingtalk.send_message', input: JSON.stringify({ target: 'robot' }), idempotencyKey: '' };
   await assert.rejects(node.execute.call(context({ params: bad })), (error) => {
     assert.match(error.message, /^dingbridge: .*text: is required/);
-    assert.match(error.description, /code invalid_input, HTTP 400, request /);
+    assert.match(error.description, /text: is required.*\(code invalid_input, HTTP 400, request /);
     return true;
   });
   const notJson = { ...bad, input: '{"target": robot}' };

@@ -20,20 +20,16 @@ const base = (credentials) => String(credentials.baseUrl || '').replace(/\/+$/, 
 const describe = (status, body) => {
   const err = body && typeof body === 'object' ? body.error : undefined;
   if (err && typeof err === 'object' && err.message) {
-    return {
-      message: `dingbridge: ${err.message}`,
-      description: [
-        err.code && `code ${err.code}`,
-        `HTTP ${status}`,
-        err.request_id && `request ${err.request_id}`,
-      ]
-        .filter(Boolean)
-        .join(', '),
-      code: err.code,
-    };
+    const details = [err.code && `code ${err.code}`, `HTTP ${status}`, err.request_id && `request ${err.request_id}`]
+      .filter(Boolean)
+      .join(', ');
+    // n8n shows an API error's description where only one line fits (a failed
+    // activation shows nothing else), so it repeats the message.
+    return { message: `dingbridge: ${err.message}`, description: `${err.message} (${details})`, code: err.code };
   }
   const text = typeof body === 'string' ? body.slice(0, 300) : JSON.stringify(body ?? '').slice(0, 300);
-  return { message: `dingbridge answered HTTP ${status}: ${text}`, description: '', code: undefined };
+  const message = `dingbridge answered HTTP ${status}: ${text}`;
+  return { message, description: message, code: undefined };
 };
 
 /** The error to throw for a failed answer: n8n's `NodeApiError` with dingbridge's message. */
