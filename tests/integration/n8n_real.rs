@@ -293,6 +293,11 @@ async fn the_community_nodes_run_in_a_real_n8n() {
         "n8n shows: {refused}"
     );
     assert!(hooks(&app, &admin).await.is_empty());
+    let (_, workflow) = n8n.api("GET", &format!("/workflows/{relay}"), None).await;
+    assert_eq!(
+        workflow["active"], false,
+        "a refused workflow does not read as active"
+    );
 
     // With both loopback addresses allowed: one hook, also after n8n restarts.
     assert!(app.terminate(Duration::from_secs(10)));
