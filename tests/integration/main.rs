@@ -30,6 +30,7 @@ mod mailbox_fidelity;
 mod mailbox_outlook;
 mod mailbox_read;
 mod mailbox_sync;
+mod n8n_real;
 mod openapi;
 mod queue_faults;
 mod relays;

@@ -62,8 +62,11 @@ const context = ({ params = {}, items = [{ json: {} }], webhookUrl, staticData =
         }
         const res = await fetch(options.url, init);
         const text = await res.text();
-        if (res.status >= 400) throw new Error(`${res.status} ${text}`);
-        return text ? JSON.parse(text) : {};
+        const body = text ? JSON.parse(text) : '';
+        // n8n's options: without `ignoreHttpStatusErrors` a 4xx/5xx throws n8n's generic
+        // error; `returnFullResponse` answers status, headers and body.
+        if (res.status >= 400 && !options.ignoreHttpStatusErrors) throw new Error(`Request failed with status code ${res.status}`);
+        return options.returnFullResponse ? { statusCode: res.status, headers: res.headers, body } : body;
       },
     },
   };
@@ -173,6 +176,30 @@ test('the action node sends a DingTalk robot message once per idempotency key', 
   const sends = robot.seen.filter((r) => r.url.startsWith('/robot/send'));
   assert.equal(sends.length, 1, 'posted once');
   assert.equal(sends[0].body.text.content, 'Invoice 42 paid');
-  const bad = { ...params, input: JSON.stringify({ target: 'robot' }), idempotencyKey: '' };
-  await assert.rejects(node.execute.call(context({ params: bad })), /400/);
+});
+
+test("the action node's errors carry dingbridge's message, not a generic one", async () => {
+  const node = new Dingbridge();
+  const bad = { action: 'dingtalk.send_message', input: JSON.stringify({ target: 'robot' }), idempotencyKey: '' };
+  await assert.rejects(node.execute.call(context({ params: bad })), (error) => {
+    assert.match(error.message, /^dingbridge: .*text: is required/);
+    assert.match(error.description, /text: is required.*\(code invalid_input, HTTP 400, request /);
+    return true;
+  });
+  const notJson = { ...bad, input: '{"target": robot}' };
+  await assert.rejects(node.execute.call(context({ params: notJson })), /^Error: Input is not valid JSON/);
+  const failing = context({ params: bad });
+  failing.continueOnFail = () => true;
+  const [out] = await node.execute.call(failing);
+  assert.match(out[0].json.error, /text: is required/);
+});
+
+test('a refused subscription fails the activation with the setting to change', async () => {
+  const hooks = new DingbridgeTrigger().webhookMethods.default;
+  const staticData = {};
+  // n8n's default webhook URL on the same host: localhost, which is also ::1.
+  const webhookUrl = 'http://[::1]:5678/webhook/abc/dingbridgetrigger/webhook';
+  const lifecycle = context({ params: { event: 'sync.failed' }, webhookUrl, staticData });
+  await assert.rejects(hooks.create.call(lifecycle), /^Error: dingbridge: .*hooks\.allow_private_targets/);
+  assert.equal(staticData.hookId, undefined);
 });

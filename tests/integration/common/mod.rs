@@ -17,6 +17,7 @@ pub mod env;
 pub mod fake;
 pub mod graph_fake;
 pub mod inspect;
+pub mod n8n;
 pub mod smtp;
 pub mod stream_gateway;
 

@@ -2,7 +2,7 @@
 // Runs a dingbridge action or search per input item (POST /v1/actions/{action}), with the
 // Idempotency-Key the user maps (usually the trigger item's id).
 
-const { request } = require('../shared');
+const { request, operationError } = require('../shared');
 
 const ACTIONS = [
   ['outlook.send_mail', 'Send Outlook Mail'],
@@ -19,43 +19,41 @@ const ACTIONS = [
 ];
 
 class Dingbridge {
-  constructor() {
-    this.description = {
-      displayName: 'dingbridge',
-      name: 'dingbridge',
-      group: ['transform'],
-      version: 1,
-      subtitle: '={{$parameter["action"]}}',
-      description: 'DingTalk and Outlook actions through dingbridge',
-      defaults: { name: 'dingbridge' },
-      inputs: ['main'],
-      outputs: ['main'],
-      credentials: [{ name: 'dingbridgeApi', required: true }],
-      properties: [
-        {
-          displayName: 'Action',
-          name: 'action',
-          type: 'options',
-          options: ACTIONS.map(([value, name]) => ({ name, value })),
-          default: 'dingtalk.send_message',
-        },
-        {
-          displayName: 'Input',
-          name: 'input',
-          type: 'json',
-          default: '{\n  "target": "robot",\n  "text": ""\n}',
-          description: "The action's flat input; see the deployment's /docs for each action's fields",
-        },
-        {
-          displayName: 'Idempotency Key',
-          name: 'idempotencyKey',
-          type: 'string',
-          default: '={{ $json.id }}',
-          description: 'The same key never acts twice (24 h): map the trigger item\'s ID',
-        },
-      ],
-    };
-  }
+  description = {
+    displayName: 'dingbridge',
+    name: 'dingbridge',
+    group: ['transform'],
+    version: 1,
+    subtitle: '={{$parameter["action"]}}',
+    description: 'DingTalk and Outlook actions through dingbridge',
+    defaults: { name: 'dingbridge' },
+    inputs: ['main'],
+    outputs: ['main'],
+    credentials: [{ name: 'dingbridgeApi', required: true }],
+    properties: [
+      {
+        displayName: 'Action',
+        name: 'action',
+        type: 'options',
+        options: ACTIONS.map(([value, name]) => ({ name, value })),
+        default: 'dingtalk.send_message',
+      },
+      {
+        displayName: 'Input',
+        name: 'input',
+        type: 'json',
+        default: '{\n  "target": "robot",\n  "text": ""\n}',
+        description: "The action's flat input; see the deployment's /docs for each action's fields",
+      },
+      {
+        displayName: 'Idempotency Key',
+        name: 'idempotencyKey',
+        type: 'string',
+        default: '={{ $json.id }}',
+        description: 'The same key never acts twice (24 h): map the trigger item\'s ID',
+      },
+    ],
+  };
 
   async execute() {
     const items = this.getInputData();
@@ -64,13 +62,21 @@ class Dingbridge {
       try {
         const action = this.getNodeParameter('action', i);
         const raw = this.getNodeParameter('input', i);
-        const body = typeof raw === 'string' ? JSON.parse(raw || '{}') : raw;
+        let body = raw;
+        if (typeof raw === 'string') {
+          try {
+            body = JSON.parse(raw || '{}');
+          } catch (error) {
+            throw operationError(this, `Input is not valid JSON: ${error.message}`, i);
+          }
+        }
         const key = String(this.getNodeParameter('idempotencyKey', i, '') || '');
         const answer = await request(this, {
           method: 'POST',
           path: `/v1/actions/${action}`,
           headers: key ? { 'Idempotency-Key': key } : {},
           body,
+          itemIndex: i,
         });
         // Searches answer an array: one item per result.
         for (const json of Array.isArray(answer) ? answer : [answer]) {
@@ -78,7 +84,7 @@ class Dingbridge {
         }
       } catch (error) {
         if (!this.continueOnFail()) throw error;
-        out.push({ json: { error: error.message }, pairedItem: { item: i } });
+        out.push({ json: { error: error.message, description: error.description }, pairedItem: { item: i } });
       }
     }
     return [out];

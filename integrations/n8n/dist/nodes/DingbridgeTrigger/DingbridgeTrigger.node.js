@@ -47,65 +47,66 @@ const verify = (secret, headers, rawBody, nowSecs = Math.floor(Date.now() / 1000
 };
 
 class DingbridgeTrigger {
-  constructor() {
-    this.description = {
-      displayName: 'dingbridge Trigger',
-      name: 'dingbridgeTrigger',
-      group: ['trigger'],
-      version: 1,
-      subtitle: '={{$parameter["event"]}}',
-      description: 'Starts the workflow on a DingTalk or Outlook event relayed by dingbridge',
-      defaults: { name: 'dingbridge Trigger' },
-      inputs: [],
-      outputs: ['main'],
-      credentials: [{ name: 'dingbridgeApi', required: true }],
-      webhooks: [{ name: 'default', httpMethod: 'POST', responseMode: 'onReceived', path: 'webhook' }],
-      properties: [
-        {
-          displayName: 'Event',
-          name: 'event',
-          type: 'options',
-          options: EVENTS.map(([value, name]) => ({ name, value })),
-          default: 'outlook.mail.received',
-        },
-      ],
-    };
-    this.webhookMethods = {
-      default: {
-        async checkExists() {
-          const data = this.getWorkflowStaticData('node');
-          if (!data.hookId) return false;
-          const hooks = await request(this, { method: 'GET', path: '/v1/hooks' });
-          const url = this.getNodeWebhookUrl('default');
-          if (hooks.some((h) => h.id === data.hookId && h.target_url === url)) return true;
-          delete data.hookId;
-          delete data.secret;
-          return false;
-        },
-        async create() {
-          const hook = await request(this, {
-            method: 'POST',
-            path: '/v1/hooks',
-            body: { target_url: this.getNodeWebhookUrl('default'), event: this.getNodeParameter('event') },
-          });
-          const data = this.getWorkflowStaticData('node');
-          data.hookId = hook.id;
-          data.secret = hook.secret;
-          return true;
-        },
-        async delete() {
-          const data = this.getWorkflowStaticData('node');
-          if (data.hookId) {
-            // 204 also when the hook is already gone.
-            await request(this, { method: 'DELETE', path: `/v1/hooks/${encodeURIComponent(data.hookId)}` });
-          }
-          delete data.hookId;
-          delete data.secret;
-          return true;
-        },
+  description = {
+    displayName: 'dingbridge Trigger',
+    name: 'dingbridgeTrigger',
+    group: ['trigger'],
+    version: 1,
+    subtitle: '={{$parameter["event"]}}',
+    description: 'Starts the workflow on a DingTalk or Outlook event relayed by dingbridge',
+    defaults: { name: 'dingbridge Trigger' },
+    inputs: [],
+    outputs: ['main'],
+    credentials: [{ name: 'dingbridgeApi', required: true }],
+    webhooks: [{ name: 'default', httpMethod: 'POST', responseMode: 'onReceived', path: 'webhook' }],
+    properties: [
+      {
+        displayName: 'Event',
+        name: 'event',
+        type: 'options',
+        options: EVENTS.map(([value, name]) => ({ name, value })),
+        default: 'outlook.mail.received',
       },
-    };
-  }
+    ],
+  };
+  webhookMethods = {
+    default: {
+      async checkExists() {
+        const data = this.getWorkflowStaticData('node');
+        if (!data.hookId) return false;
+        const hooks = await request(this, { method: 'GET', path: '/v1/hooks' });
+        const url = this.getNodeWebhookUrl('default');
+        const event = this.getNodeParameter('event');
+        if (hooks.some((h) => h.id === data.hookId && h.target_url === url && h.event === event)) return true;
+        delete data.hookId;
+        delete data.secret;
+        return false;
+      },
+      // A refused subscription (e.g. the webhook URL is on a host dingbridge's SSRF
+      // guard refuses) throws dingbridge's message, so activation fails visibly.
+      async create() {
+        const hook = await request(this, {
+          method: 'POST',
+          path: '/v1/hooks',
+          body: { target_url: this.getNodeWebhookUrl('default'), event: this.getNodeParameter('event') },
+        });
+        const data = this.getWorkflowStaticData('node');
+        data.hookId = hook.id;
+        data.secret = hook.secret;
+        return true;
+      },
+      async delete() {
+        const data = this.getWorkflowStaticData('node');
+        if (data.hookId) {
+          // 204 also when the hook is already gone.
+          await request(this, { method: 'DELETE', path: `/v1/hooks/${encodeURIComponent(data.hookId)}` });
+        }
+        delete data.hookId;
+        delete data.secret;
+        return true;
+      },
+    },
+  };
 
   async webhook() {
     const req = this.getRequestObject();
